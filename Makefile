@@ -1,0 +1,78 @@
+SHELL := /bin/bash
+# dstack-vpc-nginx: dynamic nginx modules, wgctl, the guest-agent simulator.
+#
+#   make            build everything into build/
+#   make test       install missing packages, build, run the whole suite
+#   make test-asan  the same with AddressSanitizer builds (into build-asan/)
+#   make bench      benchmarks, each against a baseline measured in the same run
+#   make fuzz       bounded libFuzzer runs of the parsers
+
+ASAN        ?= 0
+ifeq ($(ASAN),1)
+BUILD       ?= $(CURDIR)/build-asan
+SAN_FLAGS   := -fsanitize=address -fno-omit-frame-pointer
+else
+BUILD       ?= $(CURDIR)/build
+SAN_FLAGS   :=
+endif
+
+CC          ?= gcc
+WARN        := -Wall -Wextra -Werror -Wno-unused-parameter
+OPT         := -O2 -g -fstack-protector-strong -D_FORTIFY_SOURCE=2
+CFLAGS      ?= $(OPT)
+CFLAGS      += $(WARN) $(SAN_FLAGS)
+LDFLAGS     += $(SAN_FLAGS)
+
+NGX_SRC     := /usr/share/nginx/src
+NGX_BUILD   := $(BUILD)/nginx
+MODULES_DIR := $(BUILD)/modules
+PROVE       ?= prove
+TESTS       ?= t/
+
+# Folders add their own targets through a build.mk fragment; each appends
+# to BINS (programs built into $(BUILD)/bin) and may use the variables above.
+BINS        :=
+MODULE_SRCS := $(wildcard config */config.module ngx_dstack_*/*.[ch] ratls/*.[ch])
+
+-include */build.mk
+
+.PHONY: all modules bins deps test test-asan bench fuzz clean
+
+all: modules bins
+
+deps:
+	@./scripts/deps.sh
+
+modules: $(MODULES_DIR)/.stamp
+
+# Debian's own configure flags, so that the headers match the stock binary
+# (NGX_HTTP_SSL, NGX_THREADS, debug); see DESIGN §2.
+$(NGX_BUILD)/.configured: config $(wildcard */config.module)
+	@rm -rf $(NGX_BUILD) && mkdir -p $(BUILD) && cp -r $(NGX_SRC) $(NGX_BUILD)
+	cd $(NGX_BUILD) && . ./conf_flags \
+	    && ./configure "$${NGX_CONF_FLAGS[@]}" \
+	        --with-cc-opt="$(CFLAGS)" --with-ld-opt="$(LDFLAGS)" \
+	        --add-dynamic-module=$(CURDIR) >$(NGX_BUILD)/configure.log 2>&1 \
+	    || { tail -20 $(NGX_BUILD)/configure.log; exit 1; }
+	@touch $@
+
+$(MODULES_DIR)/.stamp: $(NGX_BUILD)/.configured $(MODULE_SRCS)
+	$(MAKE) -s -C $(NGX_BUILD) -f objs/Makefile modules
+	@mkdir -p $(MODULES_DIR) && cp $(NGX_BUILD)/objs/*.so $(MODULES_DIR)/
+	@touch $@
+
+bins: $(BINS)
+
+test: deps
+	$(MAKE) all
+	DSTACK_BUILD=$(BUILD) $(PROVE) -r -j2 $(TESTS)
+
+test-asan: deps
+	$(MAKE) ASAN=1 all
+	DSTACK_BUILD=$(CURDIR)/build-asan DSTACK_ASAN=1 $(PROVE) -r -j2 $(TESTS)
+
+bench: deps all
+	@for b in bench/*/run; do [ -x "$$b" ] && DSTACK_BUILD=$(BUILD) "$$b"; done; true
+
+clean:
+	rm -rf build build-asan
