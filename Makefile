@@ -30,8 +30,10 @@ PROVE       ?= prove
 TESTS       ?= t/
 
 # Folders add their own targets through a build.mk fragment; each appends
-# to BINS (programs built into $(BUILD)/bin) and may use the variables above.
+# to BINS (programs built into $(BUILD)/bin) or FUZZ_TARGETS (phony targets
+# run by `make fuzz`) and may use the variables above.
 BINS        :=
+FUZZ_TARGETS :=
 MODULE_SRCS := $(wildcard config */config.module ngx_dstack_*/*.[ch] ratls/*.[ch])
 
 -include */build.mk
@@ -73,6 +75,8 @@ test-asan: deps
 
 bench: deps all
 	@for b in bench/*/run; do [ -x "$$b" ] && DSTACK_BUILD=$(BUILD) "$$b"; done; true
+
+fuzz: $(FUZZ_TARGETS)
 
 clean:
 	rm -rf build build-asan
