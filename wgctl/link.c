@@ -1,0 +1,264 @@
+/*
+ * wgctl create|addr|down: the device's link, address, MTU and routes.
+ */
+
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+
+#include "wgctl.h"
+#include "rtnl.h"
+
+
+#define WGCTL_MAX_ROUTES  64
+
+
+static int link_ifname(const char *cmd, int argc, char **argv);
+static int link_parse_addr(const char *text, int *family, uint8_t *addr,
+    uint8_t *prefixlen);
+
+
+static int
+link_ifname(const char *cmd, int argc, char **argv)
+{
+    if (argc < 2 || argv[1][0] == '-') {
+        fprintf(stderr, "%s: %s: missing interface name\n", wgctl_prog, cmd);
+        return -1;
+    }
+
+    if (!wg_ifname_valid(argv[1])) {
+        fprintf(stderr, "%s: invalid interface name \"%s\"\n", wgctl_prog,
+                argv[1]);
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* an interface address: the host part is kept, unlike a route's prefix */
+
+static int
+link_parse_addr(const char *text, int *family, uint8_t *addr,
+    uint8_t *prefixlen)
+{
+    char           ip[INET6_ADDRSTRLEN + 1], *end;
+    size_t         len;
+    unsigned long  n, max;
+    const char    *slash;
+
+    slash = strchr(text, '/');
+    len = slash ? (size_t) (slash - text) : strlen(text);
+
+    if (len == 0 || len >= sizeof(ip)) {
+        return -1;
+    }
+
+    memcpy(ip, text, len);
+    ip[len] = '\0';
+
+    *family = strchr(ip, ':') ? AF_INET6 : AF_INET;
+    max = (*family == AF_INET6) ? 128 : 32;
+
+    if (inet_pton(*family, ip, addr) != 1) {
+        return -1;
+    }
+
+    n = max;
+
+    if (slash != NULL) {
+        if (slash[1] < '0' || slash[1] > '9' || strlen(slash + 1) > 3) {
+            return -1;
+        }
+
+        n = strtoul(slash + 1, &end, 10);
+
+        if (*end != '\0' || n > max) {
+            return -1;
+        }
+    }
+
+    *prefixlen = (uint8_t) n;
+
+    return 0;
+}
+
+
+int
+create_main(int argc, char **argv)
+{
+    int           rc;
+    wg_backend_e  used;
+
+    if (wgctl_is_help(argc, argv)) {
+        printf("Usage: %s create <interface> [--backend uapi|netlink]\n",
+               wgctl_prog);
+        return 0;
+    }
+
+    if (link_ifname("create", argc, argv) != 0 || argc != 2) {
+        if (argc > 2) {
+            fprintf(stderr, "%s: create: unexpected argument \"%s\"\n",
+                    wgctl_prog, argv[2]);
+        }
+
+        fprintf(stderr, "Usage: %s create <interface>\n", wgctl_prog);
+        return 1;
+    }
+
+    rc = wg_link_create(argv[1], wgctl_backend, wgctl_verbose, &used);
+
+    if (rc == -EEXIST) {
+        fprintf(stderr, "%s: \"%s\" exists and is not a WireGuard device\n",
+                wgctl_prog, argv[1]);
+        return 1;
+    }
+
+    if (rc != 0) {
+        fprintf(stderr, "%s: unable to create interface \"%s\": %s\n",
+                wgctl_prog, argv[1], wg_strerror(rc));
+        return 1;
+    }
+
+    if (wgctl_verbose) {
+        fprintf(stderr, "%s: %s is up over %s\n", wgctl_prog, argv[1],
+                wg_backend_name(used));
+    }
+
+    return 0;
+}
+
+
+int
+addr_main(int argc, char **argv)
+{
+    int              i, rc, family, rfamily;
+    char            *end;
+    size_t           nroutes;
+    uint8_t          addr[16], prefixlen;
+    unsigned long    mtu;
+    wg_allowedip_t   routes[WGCTL_MAX_ROUTES];
+    wg_rtnl_link_t   link;
+
+    if (wgctl_is_help(argc, argv)) {
+        printf("Usage: %s addr <interface> <ip>[/<prefix>] [--mtu N] "
+               "[--route <prefix>]...\n", wgctl_prog);
+        return 0;
+    }
+
+    if (link_ifname("addr", argc, argv) != 0 || argc < 3) {
+        fprintf(stderr, "Usage: %s addr <interface> <ip>[/<prefix>] "
+                "[--mtu N] [--route <prefix>]...\n", wgctl_prog);
+        return 1;
+    }
+
+    if (link_parse_addr(argv[2], &family, addr, &prefixlen) != 0) {
+        fprintf(stderr, "%s: invalid address \"%s\"\n", wgctl_prog, argv[2]);
+        return 1;
+    }
+
+    mtu = 0;
+    nroutes = 0;
+
+    for (i = 3; i < argc; i++) {
+        if (strcmp(argv[i], "--mtu") == 0 && i + 1 < argc) {
+            i++;
+            mtu = strtoul(argv[i], &end, 10);
+
+            if (argv[i][0] < '0' || argv[i][0] > '9' || *end != '\0'
+                || mtu < 576 || mtu > 65535)
+            {
+                fprintf(stderr, "%s: invalid MTU \"%s\" (576..65535)\n",
+                        wgctl_prog, argv[i]);
+                return 1;
+            }
+
+        } else if (strcmp(argv[i], "--route") == 0 && i + 1 < argc) {
+            i++;
+
+            if (nroutes == WGCTL_MAX_ROUTES) {
+                fprintf(stderr, "%s: more than %d routes\n", wgctl_prog,
+                        WGCTL_MAX_ROUTES);
+                return 1;
+            }
+
+            if (wg_allowedip_parse(&routes[nroutes], argv[i]) != 0) {
+                fprintf(stderr, "%s: invalid route prefix \"%s\"\n",
+                        wgctl_prog, argv[i]);
+                return 1;
+            }
+
+            nroutes++;
+
+        } else {
+            fprintf(stderr, "%s: addr: unexpected argument \"%s\"\n",
+                    wgctl_prog, argv[i]);
+            return 1;
+        }
+    }
+
+    rc = wg_rtnl_link_get(argv[1], &link);
+    if (rc != 0) {
+        fprintf(stderr, "%s: unable to find interface \"%s\": %s\n",
+                wgctl_prog, argv[1], wg_strerror(rc));
+        return 1;
+    }
+
+    rc = wg_rtnl_link_set(link.ifindex, 1,
+                          (mtu && mtu != link.mtu) ? (uint32_t) mtu : 0);
+    if (rc != 0) {
+        fprintf(stderr, "%s: unable to bring \"%s\" up: %s\n", wgctl_prog,
+                argv[1], wg_strerror(rc));
+        return 1;
+    }
+
+    rc = wg_rtnl_addr_set(link.ifindex, family, addr, prefixlen);
+    if (rc != 0) {
+        fprintf(stderr, "%s: unable to set address \"%s\" on \"%s\": %s\n",
+                wgctl_prog, argv[2], argv[1], wg_strerror(rc));
+        return 1;
+    }
+
+    for (i = 0; (size_t) i < nroutes; i++) {
+        rfamily = routes[i].family;
+
+        rc = wg_rtnl_route_add(link.ifindex, rfamily, &routes[i].addr,
+                               routes[i].cidr);
+        if (rc != 0) {
+            fprintf(stderr, "%s: unable to add a route through \"%s\": "
+                    "%s\n", wgctl_prog, argv[1], wg_strerror(rc));
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+int
+down_main(int argc, char **argv)
+{
+    int  rc;
+
+    if (wgctl_is_help(argc, argv)) {
+        printf("Usage: %s down <interface>\n", wgctl_prog);
+        return 0;
+    }
+
+    if (link_ifname("down", argc, argv) != 0 || argc != 2) {
+        fprintf(stderr, "Usage: %s down <interface>\n", wgctl_prog);
+        return 1;
+    }
+
+    rc = wg_link_delete(argv[1]);
+    if (rc != 0) {
+        fprintf(stderr, "%s: unable to remove interface \"%s\": %s\n",
+                wgctl_prog, argv[1], wg_strerror(rc));
+        return 1;
+    }
+
+    return 0;
+}

@@ -1,0 +1,30 @@
+/*
+ * wgctl: the subcommands and what they share.
+ */
+
+
+#ifndef _WGCTL_H_INCLUDED_
+#define _WGCTL_H_INCLUDED_
+
+
+#include "wgdev.h"
+
+
+extern const char    *wgctl_prog;
+extern int            wgctl_verbose;
+extern wg_backend_e   wgctl_backend;
+
+
+int wgctl_is_help(int argc, char **argv);
+
+int show_main(int argc, char **argv);
+int setconf_main(int argc, char **argv);
+int create_main(int argc, char **argv);
+int addr_main(int argc, char **argv);
+int down_main(int argc, char **argv);
+int hosts_main(int argc, char **argv);
+int genkey_main(int argc, char **argv);
+int pubkey_main(int argc, char **argv);
+
+
+#endif /* _WGCTL_H_INCLUDED_ */
