@@ -504,7 +504,7 @@ static ngx_int_t
 ngx_http_dstack_auth_set_header(ngx_http_request_t *r, ngx_str_t *app_id)
 {
     ngx_uint_t        i, n, forged;
-    ngx_list_t        headers;
+    ngx_list_t        old;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h, *nh;
 
@@ -532,13 +532,16 @@ ngx_http_dstack_auth_set_header(ngx_http_request_t *r, ngx_str_t *app_id)
                       "dstack auth: client sent its own \"%V\" header, "
                       "replaced", &ngx_http_dstack_auth_header);
 
-        if (ngx_list_init(&headers, r->pool, n + 1, sizeof(ngx_table_elt_t))
+        old = r->headers_in.headers;
+
+        if (ngx_list_init(&r->headers_in.headers, r->pool, n + 1,
+                          sizeof(ngx_table_elt_t))
             != NGX_OK)
         {
             return NGX_ERROR;
         }
 
-        for (part = &r->headers_in.headers.part; part; part = part->next) {
+        for (part = &old.part; part; part = part->next) {
             h = part->elts;
 
             for (i = 0; i < part->nelts; i++) {
@@ -550,7 +553,7 @@ ngx_http_dstack_auth_set_header(ngx_http_request_t *r, ngx_str_t *app_id)
                     continue;
                 }
 
-                nh = ngx_list_push(&headers);
+                nh = ngx_list_push(&r->headers_in.headers);
                 if (nh == NULL) {
                     return NGX_ERROR;
                 }
@@ -558,8 +561,6 @@ ngx_http_dstack_auth_set_header(ngx_http_request_t *r, ngx_str_t *app_id)
                 *nh = h[i];
             }
         }
-
-        r->headers_in.headers = headers;
     }
 
     h = ngx_list_push(&r->headers_in.headers);

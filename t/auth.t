@@ -10,7 +10,7 @@ use lib 't/lib';
 use Test::More;
 use Test::Dstack qw(http http_get parse_response json_body);
 
-my $t = Test::Dstack->new()->has(qw(auth sim curl))->plan(44);
+my $t = Test::Dstack->new()->has(qw(auth sim curl))->plan(47);
 
 my $A = '5bb4ff9a3837357f19dc176407a5709c62eb6c56';
 my $B = '00112233445566778899aabbccddeeff00112233';
@@ -72,6 +72,15 @@ http {
         ssl_client_certificate $server->{root};
         ssl_verify_client optional;
         ssl_verify_depth 3;
+
+        # nginx answers a presented but unverifiable certificate itself
+        # (495) before any module runs: make that the same JSON 401
+        error_page 495 496 =401 \@dstack_unverified;
+
+        location \@dstack_unverified {
+            default_type application/json;
+            return 401 '{"error":"client certificate not verified"}\n';
+        }
 
         access_log %%TESTDIR%%/logs/dstack.log dstack;
 
@@ -139,6 +148,7 @@ http {
         location = /inproc-auth {
             internal;
             dstack_auth_request;
+            dstack_auth_allow any;
         }
     }
 
@@ -148,6 +158,7 @@ http {
 
         location / {
             dstack_auth_request;
+            dstack_auth_allow any;
         }
     }
 }
@@ -203,8 +214,8 @@ is($r->{status}, 401, 'no-kms chain (another root) 401');
 $r = get('/x', $cross);
 is($r->{status}, 401, 'leaf app id differs from its App CA 401');
 
-$r = get('/var', $bad{len19});
-like($r->{body}, qr/^app= /, 'no variable for a malformed app id');
+$r = get('/var', $bad{no_app_id});
+like($r->{body}, qr/^app= /, 'no variable without an app id');
 
 # allowlists
 

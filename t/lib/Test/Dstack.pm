@@ -29,6 +29,7 @@ use IO::Socket::INET;
 use IO::Socket::UNIX;
 use JSON::PP;
 use POSIX qw(:sys_wait_h);
+use Scalar::Util ();
 use Socket qw(SOMAXCONN);
 use Test::More ();
 use Time::HiRes qw(sleep time);
@@ -49,6 +50,7 @@ our $FIXTURES = $ENV{DSTACK_FIXTURES} || "$REPO/../shared/fixtures";
 our $STREAM_SO = '/usr/lib/nginx/modules/ngx_stream_module.so';
 
 my $JSON = JSON::PP->new->canonical->allow_nonref;
+my @INSTANCES;
 
 sub new {
     my ($class) = @_;
@@ -66,6 +68,9 @@ sub new {
     chmod 0755, $self->{testdir};
     mkdir "$self->{testdir}/logs";
     $self->{owner} = $$;
+
+    push @INSTANCES, $self;
+    Scalar::Util::weaken($INSTANCES[-1]);
 
     return $self;
 }
@@ -246,7 +251,10 @@ sub nginx_cmd {
     my $d = $self->{testdir};
     my %env = _nginx_env();
     local @ENV{keys %env} = values %env;
-    my $out = `$NGINX -p $d/ -c $d/$conf -e $d/logs/error.log @args 2>&1`;
+    # nginx -t on purpose-made bad configs must not trip the alert check
+    my $err = (grep { $_ eq '-t' } @args) ? "$d/config-test.err"
+        : "$d/logs/error.log";
+    my $out = `$NGINX -p $d/ -c $d/$conf -e $err @args 2>&1`;
     return ($? >> 8, $out);
 }
 
@@ -819,13 +827,24 @@ sub check_errors {
     Test::More::is(join('', @bad), '', 'no alerts in error logs');
 }
 
-sub DESTROY {
+# Stop everything and check the logs before Test::More's own END block
+# (ours is registered later, so it runs first), whether or not the object
+# is still referenced from closures.
+
+
+
+sub _finish {
     my ($self) = @_;
     local $?;
     return unless $self->{owner} && $self->{owner} == $$;
+    return if $self->{finished}++;
     $self->stop();
     $self->stop_daemons();
     $self->check_errors() if $self->{planned};
 }
+
+sub DESTROY { $_[0]->_finish() }
+
+END { $_ && $_->_finish() for @INSTANCES; }
 
 1;
