@@ -1,0 +1,29 @@
+# The attestation library (dstack_attest*.c, docs/attestation.md): its unit
+# test, the standalone `dstack-verify` CLI and its micro-benchmark.  The
+# nginx modules compile the same sources through their config.module.
+
+ATTEST_SRCS := ratls/dstack_attest.c ratls/dstack_attest_verify.c \
+               ratls/dstack_ratls.c
+ATTEST_HDRS := ratls/dstack_attest.h ratls/dstack_ratls.h
+ATTEST_LIBS := -lcrypto -ljansson
+
+BINS += $(BUILD)/bin/attest-unit $(BUILD)/bin/dstack-verify \
+        $(BUILD)/bin/attest-bench
+
+$(BUILD)/bin/attest-unit: ratls/dstack_attest_test.c $(ATTEST_SRCS) \
+                          $(ATTEST_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iratls -o $@ ratls/dstack_attest_test.c \
+	    $(ATTEST_SRCS) $(LDFLAGS) $(ATTEST_LIBS)
+
+$(BUILD)/bin/dstack-verify: ratls/dstack_verify_main.c wgctl/verify.c \
+                            $(ATTEST_SRCS) $(ATTEST_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iratls -o $@ ratls/dstack_verify_main.c \
+	    wgctl/verify.c $(ATTEST_SRCS) $(LDFLAGS) $(ATTEST_LIBS)
+
+$(BUILD)/bin/attest-bench: bench/attest/attest_bench.c $(ATTEST_SRCS) \
+                           $(ATTEST_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iratls -o $@ bench/attest/attest_bench.c \
+	    $(ATTEST_SRCS) $(LDFLAGS) $(ATTEST_LIBS)

@@ -1,0 +1,14 @@
+/*
+ * The standalone `dstack-verify` program; `wgctl verify` runs the same
+ * dstack_verify_main() (wgctl/verify.c).
+ */
+
+
+int dstack_verify_main(int argc, char **argv);
+
+
+int
+main(int argc, char **argv)
+{
+    return dstack_verify_main(argc, argv);
+}
