@@ -22,7 +22,7 @@ plan(skip_all => "dstack-sim not built ($bin); run make bins") unless -x $bin;
 plan(skip_all => 'openssl command line tool not found')
     unless system('openssl version >/dev/null 2>&1') == 0;
 
-plan(tests => 107);
+plan(tests => 108);
 
 my $APP = '5bb4ff9a3837357f19dc176407a5709c62eb6c56';
 my $APP2 = 'aa' x 20;
@@ -206,6 +206,11 @@ $r = raw($sock, "POST /GetQuote HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
     . "Connection: close\r\n\r\n5\r\n{\"rep\r\n"
     . "13\r\nort_data\":\"0a0b0c\"}\r\n0\r\n\r\n");
 like($r, qr/"report_data":"0a0b0c0{122}"/, 'chunked body');
+
+$r = raw($sock, "POST /Info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    . "8000\r\n" . (' ' x 32768) . "\r\n8001\r\n" . (' ' x 32769)
+    . "\r\n0\r\n\r\n");
+like($r, qr{^HTTP/1\.1 413 }, 'chunked body too large');
 
 {
     my $s = IO::Socket::UNIX->new(Peer => $sock) or die "connect: $!";
