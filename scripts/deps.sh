@@ -6,7 +6,7 @@ set -eu
 pkgs="gcc make pkg-config nginx-core nginx-dev libnginx-mod-stream \
 libssl-dev openssl libjansson-dev libhiredis-dev libmnl-dev \
 libcurl4-openssl-dev curl redis-server wireguard-go wireguard-tools \
-iproute2 procps bc perl libio-socket-ssl-perl wrk clang libclang-rt-14-dev \
+iproute2 iputils-ping procps bc perl libio-socket-ssl-perl wrk clang libclang-rt-14-dev \
 git"
 
 missing=""

@@ -1,0 +1,213 @@
+package Test::DstackNetns;
+
+# Network namespaces for VPN tests: namespaces named after the test's pid,
+# veth pairs with addresses only inside them, wireguard-go processes, and
+# cleanup of all of it in END and on signals.
+#
+#   use lib 't/lib';
+#   use Test::DstackNetns;
+#   my $net = Test::DstackNetns->new() or plan skip_all => $Test::DstackNetns::WHY;
+#   my $a = $net->netns('a');                    # "dwa<pid>"
+#   $net->veth('a', '10.200.0.1/24', 'b', '10.200.0.2/24');
+#   my ($rc, $out) = $net->run('a', 'ping', '-c1', '10.200.0.2');
+#   my $pid = $net->wireguard_go('a', $ifname);  # foreground, tracked
+
+use strict;
+use warnings;
+
+use POSIX qw(:sys_wait_h);
+use Time::HiRes qw(sleep time);
+
+our $WHY = '';
+my @ALL;
+
+sub _which {
+    my ($prog) = @_;
+
+    for my $dir (split /:/, $ENV{PATH} // '/usr/sbin:/usr/bin:/sbin:/bin') {
+        return "$dir/$prog" if -x "$dir/$prog";
+    }
+
+    return undef;
+}
+
+# undef with $WHY set when this machine cannot run namespace tests
+sub new {
+    my ($class) = @_;
+
+    if ($> != 0) {
+        $WHY = 'network namespaces need root';
+        return undef;
+    }
+
+    for my $prog (qw(ip wireguard-go)) {
+        if (!_which($prog)) {
+            $WHY = "$prog not found";
+            return undef;
+        }
+    }
+
+    my $self = bless {
+        tag   => $$ % 1000000,
+        ns    => {},
+        pids  => [],
+        links => [],
+    }, $class;
+
+    my $probe = "dwp$self->{tag}";
+
+    if (system("ip netns add $probe >/dev/null 2>&1") != 0) {
+        $WHY = 'cannot create network namespaces here';
+        return undef;
+    }
+
+    system("ip netns del $probe >/dev/null 2>&1");
+    push @ALL, $self;
+
+    return $self;
+}
+
+sub tag { $_[0]{tag} }
+
+# the namespace's full name, created on first use, loopback up
+sub netns {
+    my ($self, $name) = @_;
+
+    return $self->{ns}{$name} if $self->{ns}{$name};
+
+    my $ns = "dw$name$self->{tag}";
+
+    system('ip', 'netns', 'add', $ns) == 0 or die "ip netns add $ns failed";
+    $self->{ns}{$name} = $ns;
+    system('ip', '-n', $ns, 'link', 'set', 'lo', 'up');
+
+    return $ns;
+}
+
+# a veth pair between two namespaces, addressed and up
+sub veth {
+    my ($self, $a, $addr_a, $b, $addr_b) = @_;
+
+    my ($na, $nb) = ($self->netns($a), $self->netns($b));
+    my ($la, $lb) = ("v$a$b$self->{tag}", "v$b$a$self->{tag}");
+
+    system('ip', 'link', 'add', $la, 'netns', $na, 'type', 'veth',
+        'peer', 'name', $lb, 'netns', $nb) == 0
+        or die "ip link add $la failed";
+
+    system('ip', '-n', $na, 'addr', 'add', $addr_a, 'dev', $la);
+    system('ip', '-n', $nb, 'addr', 'add', $addr_b, 'dev', $lb);
+    system('ip', '-n', $na, 'link', 'set', $la, 'up');
+    system('ip', '-n', $nb, 'link', 'set', $lb, 'up');
+
+    return ($la, $lb);
+}
+
+# runs a command in a namespace; returns (exit code, stdout and stderr)
+sub run {
+    my ($self, $name, @cmd) = @_;
+
+    my $ns = $self->netns($name);
+
+    pipe(my $r, my $w) or die "pipe: $!";
+    my $pid = fork() // die "fork: $!";
+
+    if ($pid == 0) {
+        close $r;
+        open STDOUT, '>&', $w or POSIX::_exit(126);
+        open STDERR, '>&', $w or POSIX::_exit(126);
+        open STDIN, '<', '/dev/null';
+        exec('ip', 'netns', 'exec', $ns, @cmd) or POSIX::_exit(127);
+    }
+
+    close $w;
+    local $/;
+    my $out = <$r> // '';
+    close $r;
+    waitpid($pid, 0);
+
+    return ($? >> 8, $out);
+}
+
+# wireguard-go in the foreground, in the background; killed at the end
+sub wireguard_go {
+    my ($self, $name, $ifname) = @_;
+
+    my $ns = $self->netns($name);
+    my $pid = fork() // die "fork: $!";
+
+    if ($pid == 0) {
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>', '/dev/null';
+        open STDERR, '>', '/dev/null';
+        $ENV{WG_PROCESS_FOREGROUND} = 1;
+        exec('ip', 'netns', 'exec', $ns, 'wireguard-go', $ifname)
+            or POSIX::_exit(127);
+    }
+
+    push @{$self->{pids}}, $pid;
+    push @{$self->{links}}, $ifname;
+
+    my $deadline = time() + 10;
+
+    while (time() < $deadline) {
+        return $pid if -S "/var/run/wireguard/$ifname.sock";
+        last if waitpid($pid, WNOHANG) == $pid;
+        sleep 0.05;
+    }
+
+    return undef;
+}
+
+# a userspace device that something else started: removed at the end
+sub track_link {
+    my ($self, $ifname) = @_;
+
+    push @{$self->{links}}, $ifname;
+}
+
+sub cleanup {
+    my ($self) = @_;
+
+    for my $pid (@{$self->{pids}}) {
+        kill 'TERM', $pid;
+    }
+
+    for my $pid (@{$self->{pids}}) {
+        my $deadline = time() + 3;
+        while (waitpid($pid, WNOHANG) == 0 && time() < $deadline) {
+            sleep 0.05;
+        }
+        kill 'KILL', $pid if waitpid($pid, WNOHANG) == 0;
+        waitpid($pid, 0);
+    }
+
+    $self->{pids} = [];
+
+    # deleting a namespace deletes its tun devices: wireguard-go exits
+    for my $ns (values %{$self->{ns}}) {
+        system("ip netns del $ns >/dev/null 2>&1");
+    }
+
+    $self->{ns} = {};
+
+    for my $ifname (@{$self->{links}}) {
+        my $sock = "/var/run/wireguard/$ifname.sock";
+        my $deadline = time() + 3;
+        sleep 0.05 while -S $sock && time() < $deadline;
+        unlink $sock if -S $sock;
+    }
+
+    $self->{links} = [];
+}
+
+END {
+    my $status = $?;
+    $_->cleanup() for @ALL;
+    @ALL = ();
+    $? = $status;
+}
+
+$SIG{$_} = sub { exit 1 } for qw(INT TERM HUP);
+
+1;
