@@ -214,6 +214,17 @@ wg_key_is_zero(const uint8_t *key)
 }
 
 
+/* X25519 ignores these bits; the kernel and wireguard-go store it clamped */
+
+void
+wg_key_clamp(uint8_t *out, const uint8_t *key)
+{
+    memmove(out, key, WG_KEY_SIZE);
+    out[0] &= 248;
+    out[31] = (out[31] & 127) | 64;
+}
+
+
 int
 wg_key_generate(uint8_t *key)
 {
@@ -223,8 +234,7 @@ wg_key_generate(uint8_t *key)
     }
 
     /* clamp as wg genkey does, so that both print the same kind of key */
-    key[0] &= 248;
-    key[31] = (key[31] & 127) | 64;
+    wg_key_clamp(key, key);
 
     return 0;
 }

@@ -173,6 +173,16 @@ test_diff(void)
        && ch->private_key[0] == 1, "private key and port changes sent");
     wg_device_free(ch);
 
+    memset(desired->private_key, 0x42, WG_KEY_SIZE);
+    desired->private_key[0] = 0x47;
+    desired->listen_port = 51820;
+    actual->private_key[0] = 0x40;
+    actual->private_key[31] = 0x42 | 0x40;
+    rc = wg_diff(actual, desired, &ch, &st);
+    ok(rc == 0 && wg_device_is_noop(ch),
+       "private keys compare clamped, as devices store them");
+    wg_device_free(ch);
+
     desired->flags = 0;
     rc = wg_diff(actual, desired, &ch, &st);
     ok(rc == 0 && wg_device_is_noop(ch),

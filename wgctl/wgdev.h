@@ -166,6 +166,7 @@ void wg_key_to_base64(char *out, const uint8_t *key);
 int wg_key_from_hex(uint8_t *key, const char *text);
 void wg_key_to_hex(char *out, const uint8_t *key);
 int wg_key_is_zero(const uint8_t *key);
+void wg_key_clamp(uint8_t *out, const uint8_t *key);
 int wg_key_generate(uint8_t *key);
 int wg_key_public(uint8_t *pub, const uint8_t *priv);
 void wg_memzero(void *p, size_t n);

@@ -245,6 +245,7 @@ wg_diff(const wg_device_t *actual, const wg_device_t *desired,
 {
     int                rc, c, changed;
     size_t             i, j;
+    uint8_t            want[WG_KEY_SIZE], have[WG_KEY_SIZE];
     uint32_t           fwmark;
     wg_peer_t         *peer;
     wg_device_t       *ch;
@@ -269,16 +270,21 @@ wg_diff(const wg_device_t *actual, const wg_device_t *desired,
         }
     }
 
+    /* keys compare clamped: a device stores and reports them clamped */
+    wg_key_clamp(want, desired->private_key);
+    wg_key_clamp(have, actual->private_key);
+
     if ((desired->flags & WG_DEV_HAS_PRIVATE_KEY)
         && (!(actual->flags & WG_DEV_HAS_PRIVATE_KEY)
-            || memcmp(desired->private_key, actual->private_key,
-                      WG_KEY_SIZE)
-               != 0))
+            || memcmp(want, have, WG_KEY_SIZE) != 0))
     {
         memcpy(ch->private_key, desired->private_key, WG_KEY_SIZE);
         ch->flags |= WG_DEV_HAS_PRIVATE_KEY;
         stats->private_key = 1;
     }
+
+    wg_memzero(want, sizeof(want));
+    wg_memzero(have, sizeof(have));
 
     if ((desired->flags & WG_DEV_HAS_LISTEN_PORT)
         && (!(actual->flags & WG_DEV_HAS_LISTEN_PORT)
