@@ -228,7 +228,7 @@ unhex(const char *s, u_char *out)
 
 /*
  * A leaf certificate with a simulated attestation for its own key: kind 0
- * is `.8` V0, kind 1 the legacy `.1` + `.2` pair.
+ * is `.8` V0, kind 1 the legacy `.1` + `.2` pair, kind 2 `.1` alone.
  */
 static X509 *
 make_sim_cert(EVP_PKEY **keyp, const char *cert_app_id, int kind)
@@ -269,6 +269,11 @@ make_sim_cert(EVP_PKEY **keyp, const char *cert_app_id, int kind)
 
         add_dstack_ext(x, 1, att.quote.data, att.quote.len);
 
+        if (kind == 2) {
+            dstack_attest_free(&att);
+            goto signed_ext;
+        }
+
         used = (size_t) snprintf(json, sizeof(json),
                   "[{\"imr\":0,\"event_type\":1,\"digest\":\"00\","
                   "\"event\":\"\",\"event_payload\":\"00\"}");
@@ -292,6 +297,8 @@ make_sim_cert(EVP_PKEY **keyp, const char *cert_app_id, int kind)
         add_dstack_ext(x, 2, (u_char *) json, used);
         dstack_attest_free(&att);
     }
+
+signed_ext:
 
     if (cert_app_id != NULL) {
         unhex(cert_app_id, id);
@@ -978,6 +985,20 @@ test_cert(void)
     dstack_attest_free(&att);
     X509_free(x);
 
+    x = make_sim_cert(&key, SIM_APP_ID, 2);
+    ok(dstack_attest_parse_cert(x, &att, &err) == 0
+       && att.format == DSTACK_ATTEST_FMT_LEGACY && att.nevents == 0,
+       "legacy .1 without .2 parses");
+    dstack_attest_verify(&att, &opts, &res);
+    ok(st(&res, DSTACK_CHECK_BINDING) == DSTACK_CHECK_PASS
+       && st(&res, DSTACK_CHECK_RTMR3) == DSTACK_CHECK_FAIL,
+       "legacy without an event log but with .3: %s",
+       res.check[DSTACK_CHECK_RTMR3].reason);
+    dstack_attest_free(&att);
+    X509_free(x);
+    EVP_PKEY_free(key);
+
+    key = EVP_EC_gen("P-256");
     x = make_cert(key, "plain", 0);
     X509_sign(x, key, EVP_sha256());
     OK_ERR(dstack_attest_parse_cert(x, &att, &err) != 0

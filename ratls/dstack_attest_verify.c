@@ -721,8 +721,12 @@ dstack_check_rtmr3(const dstack_attest_t *att, dstack_attest_result_t *res)
     if (att->format == DSTACK_ATTEST_FMT_QUOTE
         || (att->format == DSTACK_ATTEST_FMT_LEGACY && att->nevents == 0))
     {
-        dstack_check_set(res, DSTACK_CHECK_RTMR3, DSTACK_CHECK_SKIPPED,
-                         "no event log");
+        /* an app_id claim with nothing to check it against is a failure */
+        dstack_check_set(res, DSTACK_CHECK_RTMR3,
+                         att->has_app_id ? DSTACK_CHECK_FAIL
+                                         : DSTACK_CHECK_SKIPPED,
+                         "no event log%s", att->has_app_id
+                         ? " to match the certificate's app_id" : "");
         return;
     }
 
@@ -1152,7 +1156,7 @@ dstack_parse_tcb_info(dstack_collateral_t *col, const char **err)
 {
     int                  rc;
     size_t               i, n;
-    json_t              *ti, *v, *lv, *tcb, *ids;
+    json_t              *ti, *v, *v2, *lv, *tcb, *ids;
     json_error_t         jerr;
     dstack_module_id_t  *mod;
 
@@ -1245,8 +1249,8 @@ dstack_parse_tcb_info(dstack_collateral_t *col, const char **err)
             goto done;
         }
 
-        col->levels[i].pcesvn =
-                  (unsigned) json_integer_value(json_object_get(tcb, "pcesvn"));
+        v2 = json_object_get(tcb, "pcesvn");
+        col->levels[i].pcesvn = (unsigned) json_integer_value(v2);
         col->levels[i].status = dstack_jstatus(lv, col->levels[i].advisories);
 
         if (col->levels[i].status == -2) {
@@ -1318,8 +1322,8 @@ dstack_parse_qe_identity(dstack_collateral_t *col, const char **err)
 
     col->qe_miscselect_mask = (uint32_t) b[0] | (uint32_t) b[1] << 8
                               | (uint32_t) b[2] << 16 | (uint32_t) b[3] << 24;
-    col->qe_isvprodid =
-                 (unsigned) json_integer_value(json_object_get(qi, "isvprodid"));
+    v = json_object_get(qi, "isvprodid");
+    col->qe_isvprodid = (unsigned) json_integer_value(v);
 
     if (dstack_jisv_levels(json_object_get(qi, "tcbLevels"), &col->qe_levels,
                            &col->qe_nlevels) != 0)
