@@ -1,12 +1,14 @@
-# wgctl: the WireGuard helper, and its unit tests (TAP).
+# wgctl: the WireGuard helper, and its unit tests (TAP).  "wgctl verify"
+# (wgctl/verify.c) links the attestation library of ratls/build.mk.
 
-WGCTL_LIBS      := -lmnl -lcrypto
+WGCTL_LIBS      := -lmnl -lcrypto -ljansson
 WGCTL_OBJDIR    := $(BUILD)/obj/wgctl
 WGCTL_CORE      := wgdev keys wgdiff config uapi genl rtnl hosts
-WGCTL_CMDS      := show setconf link genkey hostsconf
+WGCTL_CMDS      := show setconf link genkey hostsconf verify
 WGCTL_HDRS      := $(wildcard wgctl/*.h)
 WGCTL_CORE_OBJS := $(WGCTL_CORE:%=$(WGCTL_OBJDIR)/%.o)
-WGCTL_CMD_OBJS  := $(WGCTL_CMDS:%=$(WGCTL_OBJDIR)/%.o)
+WGCTL_CMD_OBJS  := $(WGCTL_CMDS:%=$(WGCTL_OBJDIR)/%.o) \
+                   $(ATTEST_SRCS:ratls/%.c=$(WGCTL_OBJDIR)/ratls/%.o)
 WGCTL_TEST_OBJS := $(patsubst wgctl/%.c,$(WGCTL_OBJDIR)/%.o,\
                      $(wildcard wgctl/test_*.c))
 
@@ -15,6 +17,14 @@ BINS += $(BUILD)/bin/wgctl $(BUILD)/bin/wgctl-unit
 $(WGCTL_OBJDIR)/%.o: wgctl/%.c $(WGCTL_HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -std=gnu11 -c -o $@ $<
+
+$(WGCTL_OBJDIR)/verify.o: wgctl/verify.c $(ATTEST_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -std=gnu11 -Iratls -c -o $@ $<
+
+$(WGCTL_OBJDIR)/ratls/%.o: ratls/%.c $(ATTEST_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -std=gnu11 -Iratls -c -o $@ $<
 
 $(BUILD)/bin/wgctl: $(WGCTL_OBJDIR)/wgctl.o $(WGCTL_CMD_OBJS) $(WGCTL_CORE_OBJS)
 	@mkdir -p $(@D)

@@ -123,7 +123,8 @@ wg_key_from_base64(uint8_t *key, const char *text)
     for (i = 0; i < WG_KEY_B64_LEN; i += 4) {
 
         for (k = 0; k < 4; k++) {
-            c[k] = (i + k == WG_KEY_B64_LEN - 1) ? 0 : wg_b64_value(text[i + k]);
+            c[k] = (i + k == WG_KEY_B64_LEN - 1)
+                   ? 0 : wg_b64_value(text[i + k]);
             if (c[k] < 0) {
                 wg_memzero(tmp, sizeof(tmp));
                 return -1;

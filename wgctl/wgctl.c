@@ -33,11 +33,10 @@ static const wgctl_command_t  wgctl_commands[] = {
     { "setconf", setconf_main,
       "Sets the device to a configuration file, replacing all peers" },
     { "syncconf", setconf_main,
-      "Applies only the differences between a configuration file and "
+      "Applies only what differs between a configuration file and "
       "the device" },
     { "create", create_main,
-      "Creates a device: kernel link or wireguard-go; adopts an existing "
-      "one" },
+      "Creates a device (kernel, else wireguard-go) or adopts one" },
     { "addr", addr_main,
       "Sets the device's address, MTU and routes, and brings it up" },
     { "down", down_main,
@@ -47,12 +46,11 @@ static const wgctl_command_t  wgctl_commands[] = {
     { "genkey", genkey_main,
       "Generates a new private key and writes it to stdout" },
     { "pubkey", pubkey_main,
-      "Reads a private key from stdin and writes its public key to stdout" },
+      "Reads a private key from stdin, writes its public key" },
+    { "verify", dstack_verify_main,
+      "Verifies a dstack attestation (RA-TLS certificate) offline" },
 
-    /*
-     * "verify" (dstack_verify_main in verify.c) and the control-plane
-     * client's "up", "status", "nodes" and "preauthkeys" go here.
-     */
+    /* the control-plane client's "up", "status", "nodes", "preauthkeys" */
 
     { NULL, NULL, NULL }
 };

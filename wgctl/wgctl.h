@@ -26,5 +26,8 @@ int hosts_main(int argc, char **argv);
 int genkey_main(int argc, char **argv);
 int pubkey_main(int argc, char **argv);
 
+/* verify.c, on the attestation library in ratls/ */
+int dstack_verify_main(int argc, char **argv);
+
 
 #endif /* _WGCTL_H_INCLUDED_ */
