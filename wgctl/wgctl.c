@@ -33,7 +33,7 @@ static const wgctl_command_t  wgctl_commands[] = {
     { "setconf", setconf_main,
       "Sets the device to a configuration file, replacing all peers" },
     { "syncconf", setconf_main,
-      "Applies only what differs between a configuration file and "
+      "Applies only what differs between a config file and "
       "the device" },
     { "create", create_main,
       "Creates a device (kernel, else wireguard-go) or adopts one" },
