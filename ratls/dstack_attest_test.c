@@ -1002,6 +1002,7 @@ test_cert(void)
        "legacy: binding and replay pass, app-id %s", res.app_id);
     dstack_attest_free(&att);
     X509_free(x);
+    EVP_PKEY_free(key);
 
     x = make_sim_cert(&key, SIM_APP_ID, 2);
     ok(dstack_attest_parse_cert(x, &att, &err) == 0
