@@ -161,9 +161,9 @@ wg_config_key_cmp(const void *a, const void *b)
 static int
 wg_config_unique(const wg_device_t *dev)
 {
-    int               rc;
-    size_t            i;
-    const wg_peer_t **sorted;
+    int                rc;
+    size_t             i;
+    const wg_peer_t  **sorted;
 
     if (dev->npeers < 2) {
         return 0;

@@ -157,8 +157,8 @@ wg_key_from_base64(uint8_t *key, const char *text)
 void
 wg_key_to_hex(char *out, const uint8_t *key)
 {
-    size_t                i;
-    static const char     hex[] = "0123456789abcdef";
+    size_t             i;
+    static const char  hex[] = "0123456789abcdef";
 
     for (i = 0; i < WG_KEY_SIZE; i++) {
         out[2 * i] = hex[key[i] >> 4];

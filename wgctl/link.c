@@ -254,6 +254,14 @@ down_main(int argc, char **argv)
     }
 
     rc = wg_link_delete(argv[1]);
+
+    if (rc == -ENODEV && wg_uapi_exists(argv[1])) {
+        fprintf(stderr, "%s: \"%s\" is served by a wireguard-go whose "
+                "tun is in another network namespace\n", wgctl_prog,
+                argv[1]);
+        return 1;
+    }
+
     if (rc != 0) {
         fprintf(stderr, "%s: unable to remove interface \"%s\": %s\n",
                 wgctl_prog, argv[1], wg_strerror(rc));

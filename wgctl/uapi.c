@@ -308,10 +308,10 @@ wg_uapi_number(const char *value, uint64_t max, uint64_t *out)
 int
 wg_uapi_build_set(const wg_device_t *dev, char **out, size_t *len)
 {
-    char             hex[WG_KEY_HEX_LEN + 1], text[INET6_ADDRSTRLEN + 8];
-    size_t           i, j;
-    wg_buf_t         b;
-    const wg_peer_t *peer;
+    char              hex[WG_KEY_HEX_LEN + 1], text[INET6_ADDRSTRLEN + 8];
+    size_t            i, j;
+    wg_buf_t          b;
+    const wg_peer_t  *peer;
 
     memset(&b, 0, sizeof(wg_buf_t));
 
