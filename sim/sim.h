@@ -94,9 +94,11 @@ typedef struct {
     sim_ca_t                root;       /* KMS root, kms profile only */
     sim_ca_t                ca;         /* App CA or the local CA */
 
-    /* called for leaves requested with usage_ra_tls; NULL for now */
+    /* called for leaves requested with usage_ra_tls (--quote-template) */
     sim_cert_hook_pt        ra_tls_hook;
     void                   *ra_tls_data;
+    u_char                 *quote_template;
+    size_t                  quote_template_len;
 
     unsigned                kms:1;
 } sim_ctx_t;
@@ -145,6 +147,11 @@ int sim_cert_add_wrapped(X509 *x, int suffix, const u_char *payload,
     size_t len);
 int sim_write_file(const char *path, const char *data, size_t len,
     mode_t mode);
+
+/* sim_attest.c */
+int sim_attest_load(sim_ctx_t *ctx, const char *path);
+int sim_attest_hook(X509 *leaf, const u_char *spki, size_t spki_len,
+    void *data);
 
 /* sim_http.c */
 int sim_http_listen(const char *path);

@@ -92,6 +92,9 @@ sim_ctx_free(sim_ctx_t *ctx)
 {
     sim_ca_free(&ctx->root);
     sim_ca_free(&ctx->ca);
+
+    free(ctx->quote_template);
+    ctx->quote_template = NULL;
 }
 
 

@@ -52,6 +52,8 @@ enum {
     SIM_OPT_APP_ID_UTF8,
     SIM_OPT_NO_APP_ID,
     SIM_OPT_APP_ID_RAW,
+    SIM_OPT_QUOTE_TEMPLATE,
+    SIM_OPT_ATTESTATION,
     SIM_OPT_HELP
 };
 
@@ -85,6 +87,8 @@ static const sim_command_t  sim_commands[] = {
     { "app-id", required_argument, NULL, SIM_OPT_APP_ID },                   \
     { "instance-id", required_argument, NULL, SIM_OPT_INSTANCE_ID },         \
     { "profile", required_argument, NULL, SIM_OPT_PROFILE },                 \
+    { "quote-template", required_argument, NULL,                             \
+      SIM_OPT_QUOTE_TEMPLATE },                                              \
     { "help", no_argument, NULL, SIM_OPT_HELP }
 
 
@@ -416,6 +420,8 @@ sim_mkcert_main(int argc, char **argv)
     }
 
     lf.app_id = ctx.kms ? ctx.app_id : NULL;
+    lf.hook = ctx.ra_tls_hook;
+    lf.hook_data = ctx.ra_tls_data;
 
     rc = sim_issue(&ctx, &lf, &pem);
     sim_ctx_free(&ctx);
@@ -518,6 +524,9 @@ sim_ctx_option(sim_ctx_t *ctx, int opt, const char *arg)
     case SIM_OPT_COMPOSE_HASH:
         sim_have_compose_hash = 1;
         return sim_parse_hex("--compose-hash", arg, ctx->compose_hash, 32);
+
+    case SIM_OPT_QUOTE_TEMPLATE:
+        return sim_attest_load(ctx, arg);
 
     case SIM_OPT_APP_NAME:
         if (*arg == '\0' || strlen(arg) > 255) {
@@ -677,7 +686,7 @@ sim_usage(FILE *f)
 "usage: dstack-sim serve --socket PATH --state-dir DIR --app-id HEX40\n"
 "                        --instance-id HEX40 [--profile kms|no-kms]\n"
 "                        [--app-name NAME] [--compose-hash HEX64]\n"
-"                        [--pidfile FILE]\n"
+"                        [--pidfile FILE] [--quote-template QUOTE]\n"
 "       dstack-sim mkcert --state-dir DIR --app-id HEX40 --key-out FILE\n"
 "                         --chain-out FILE [--profile kms|no-kms]\n"
 "                         [--instance-id HEX40] [--usage server|client|both]\n"
@@ -686,7 +695,7 @@ sim_usage(FILE *f)
 "                         [--app-id-len N | --app-id-wrap single |\n"
 "                          --app-id-dup | --app-id-trailing |\n"
 "                          --app-id-type-utf8 | --no-app-id |\n"
-"                          --app-id-raw HEX]\n"
+"                          --app-id-raw HEX] [--quote-template QUOTE]\n"
 "       dstack-sim root --state-dir DIR\n");
 }
 
