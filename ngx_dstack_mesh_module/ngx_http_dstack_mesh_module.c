@@ -1,0 +1,2547 @@
+/*
+ * ngx_dstack_mesh_module: the node's outbound service mesh (DESIGN
+ * section 4).
+ *
+ * A location with "dstack_mesh_target" and "proxy_pass https://<upstream>"
+ * is the mesh entry: its content handler validates and strips the
+ * x-dstack-target-* headers and hands the request to the proxy module.
+ * The upstream, configured by "dstack_mesh_gateway", is a balancer of its
+ * own: it connects to the dstack gateway, names the target in SNI, checks
+ * the peer's chain and app_id inside the TLS handshake, so that a wrong
+ * peer never sees a request byte, and pools keep-alive connections and
+ * TLS sessions per target.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "dstack_ratls.h"
+
+
+#define NGX_HTTP_DSTACK_MESH_PREFIX      "x-dstack-target-"
+
+/*
+ * What a pooled connection or a TLS session was verified for: the app_id,
+ * the instance_id (all zero without one), the port, and whether an
+ * instance was named at all.
+ */
+#define NGX_HTTP_DSTACK_MESH_KEY_LEN     (2 * DSTACK_APP_ID_LEN + 3)
+
+#define NGX_HTTP_DSTACK_MESH_DETAIL_LEN  256
+
+/* where the last attempt to reach the target stopped */
+#define NGX_HTTP_DSTACK_MESH_FAIL_NONE       0
+#define NGX_HTTP_DSTACK_MESH_FAIL_CONNECT    1
+#define NGX_HTTP_DSTACK_MESH_FAIL_CLOSED     2
+#define NGX_HTTP_DSTACK_MESH_FAIL_HANDSHAKE  3
+#define NGX_HTTP_DSTACK_MESH_FAIL_PEER       4
+#define NGX_HTTP_DSTACK_MESH_FAIL_UPSTREAM   5
+
+#define NGX_HTTP_DSTACK_MESH_TLS_FAILED      525
+#define NGX_HTTP_DSTACK_MESH_PEER_REJECTED   526
+
+
+extern ngx_module_t  ngx_http_proxy_module;
+
+
+typedef struct {
+    ngx_array_t                        agents;    /* of agent_ref_t */
+} ngx_http_dstack_mesh_main_conf_t;
+
+
+typedef struct {
+    ngx_http_core_srv_conf_t          *cscf;
+    ngx_str_t                         *name;
+    u_char                            *file;
+    ngx_uint_t                         line;
+} ngx_http_dstack_mesh_agent_ref_t;
+
+
+/* an upstream{} block with "dstack_mesh_gateway" */
+typedef struct {
+    ngx_str_t                          domain;
+    ngx_str_t                          gateway;   /* "<domain>:<port>" */
+    ngx_str_t                          port;
+    ngx_addr_t                        *addrs;     /* NULL: resolve */
+    ngx_uint_t                         naddrs;
+
+    ngx_str_t                          certificate;
+    ngx_str_t                          certificate_key;
+    ngx_str_t                          trusted_certificate;
+    ngx_uint_t                         verify_depth;
+
+    ngx_uint_t                         max_cached;
+    ngx_uint_t                         requests;
+    ngx_msec_t                         timeout;
+
+    ngx_ssl_t                         *ssl;
+
+    ngx_queue_t                        cache;
+    ngx_queue_t                        free;
+    ngx_queue_t                        sessions;
+    ngx_queue_t                        free_sessions;
+} ngx_http_dstack_mesh_srv_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                         target;
+    ngx_http_complex_value_t          *app;
+    ngx_http_complex_value_t          *instance;
+    ngx_http_complex_value_t          *port;
+    ngx_str_t                          agent;
+    ngx_uint_t                         json_errors;
+
+    ngx_http_handler_pt                proxy_handler;
+    ngx_http_dstack_mesh_srv_conf_t   *mesh;
+
+    u_char                            *file;
+    ngx_uint_t                         line;
+} ngx_http_dstack_mesh_loc_conf_t;
+
+
+typedef struct {
+    ngx_http_dstack_mesh_srv_conf_t   *conf;
+    ngx_queue_t                        queue;
+    ngx_connection_t                  *connection;
+    socklen_t                          socklen;
+    ngx_sockaddr_t                     sockaddr;
+    u_char                             key[NGX_HTTP_DSTACK_MESH_KEY_LEN];
+} ngx_http_dstack_mesh_cache_t;
+
+
+typedef struct {
+    ngx_queue_t                        queue;
+    ngx_ssl_session_t                 *session;
+    u_char                             key[NGX_HTTP_DSTACK_MESH_KEY_LEN];
+} ngx_http_dstack_mesh_session_t;
+
+
+/* the request's target; also the balancer's per-request data */
+typedef struct {
+    ngx_http_dstack_mesh_srv_conf_t   *conf;
+    ngx_http_request_t                *request;
+
+    ngx_str_t                          app;       /* lowercase hex */
+    ngx_str_t                          instance;
+    ngx_str_t                          port;
+    ngx_str_t                          host;      /* null-terminated */
+
+    ngx_addr_t                        *addrs;     /* of the gateway */
+    ngx_uint_t                         naddrs;
+    ngx_uint_t                         next;
+    ngx_resolver_ctx_t                *resolver;
+
+    ngx_uint_t                         failure;
+    ngx_str_t                         *peer;      /* gateway address */
+    ngx_str_t                          detail;
+
+    socklen_t                          socklen;   /* of a pooled connection */
+    ngx_sockaddr_t                     sockaddr;
+    ngx_str_t                          name;
+
+    ngx_buf_t                         *error;     /* a JSON error body */
+    unsigned                           replaced:1;
+
+    u_char                             key[NGX_HTTP_DSTACK_MESH_KEY_LEN];
+    u_char                             name_buf[NGX_SOCKADDR_STRLEN];
+    u_char                             detail_buf[
+                                           NGX_HTTP_DSTACK_MESH_DETAIL_LEN];
+} ngx_http_dstack_mesh_ctx_t;
+
+
+static ngx_int_t ngx_http_dstack_mesh_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_dstack_mesh_target(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_loc_conf_t *mlcf, ngx_http_dstack_mesh_ctx_t *ctx);
+static ngx_int_t ngx_http_dstack_mesh_field(ngx_http_request_t *r,
+    ngx_http_complex_value_t *cv, ngx_table_elt_t *h, ngx_uint_t dups,
+    ngx_str_t *value);
+static ngx_int_t ngx_http_dstack_mesh_hex_id(ngx_http_request_t *r,
+    ngx_str_t *value, u_char *id, ngx_str_t *hex);
+static ngx_int_t ngx_http_dstack_mesh_parse_port(u_char *data, size_t len);
+static ngx_int_t ngx_http_dstack_mesh_strip_headers(ngx_http_request_t *r);
+static ngx_int_t ngx_http_dstack_mesh_agent(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_loc_conf_t *mlcf, ngx_http_dstack_mesh_ctx_t *ctx);
+static ngx_int_t ngx_http_dstack_mesh_gateway_info(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_srv_conf_t *mscf);
+static ngx_int_t ngx_http_dstack_mesh_resolve(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_ctx_t *ctx);
+static void ngx_http_dstack_mesh_resolve_handler(ngx_resolver_ctx_t *rctx);
+static void ngx_http_dstack_mesh_resolve_cleanup(void *data);
+static ngx_int_t ngx_http_dstack_mesh_proxy(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_ctx_t *ctx);
+static ngx_int_t ngx_http_dstack_mesh_send_error(ngx_http_request_t *r,
+    ngx_uint_t status, const char *code, const char *fmt, ...);
+static ngx_buf_t *ngx_http_dstack_mesh_error_buf(ngx_http_request_t *r,
+    const char *code, ngx_str_t *detail);
+static ngx_int_t ngx_http_dstack_mesh_send(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_buf_t *b);
+
+static ngx_int_t ngx_http_dstack_mesh_init_peer(ngx_http_request_t *r,
+    ngx_http_upstream_srv_conf_t *us);
+static ngx_int_t ngx_http_dstack_mesh_get_peer(ngx_peer_connection_t *pc,
+    void *data);
+static void ngx_http_dstack_mesh_free_peer(ngx_peer_connection_t *pc,
+    void *data, ngx_uint_t state);
+static void ngx_http_dstack_mesh_failed(ngx_peer_connection_t *pc,
+    ngx_http_dstack_mesh_ctx_t *ctx);
+static void ngx_http_dstack_mesh_dummy_handler(ngx_event_t *ev);
+static void ngx_http_dstack_mesh_close_handler(ngx_event_t *ev);
+static void ngx_http_dstack_mesh_close(ngx_connection_t *c);
+static ngx_int_t ngx_http_dstack_mesh_set_session(ngx_peer_connection_t *pc,
+    void *data);
+static void ngx_http_dstack_mesh_save_session(ngx_peer_connection_t *pc,
+    void *data);
+static int ngx_http_dstack_mesh_verify_callback(int ok,
+    X509_STORE_CTX *sctx);
+static void ngx_http_dstack_mesh_reject(ngx_http_dstack_mesh_ctx_t *ctx,
+    ngx_connection_t *c, const char *fmt, ...);
+
+static ngx_int_t ngx_http_dstack_mesh_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_dstack_mesh_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+static ngx_uint_t ngx_http_dstack_mesh_explain(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_ctx_t *ctx, ngx_uint_t status, const char **code,
+    ngx_str_t *detail);
+static ngx_int_t ngx_http_dstack_mesh_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+static ngx_int_t ngx_http_dstack_mesh_add_variables(ngx_conf_t *cf);
+static void *ngx_http_dstack_mesh_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_dstack_mesh_create_srv_conf(ngx_conf_t *cf);
+static void *ngx_http_dstack_mesh_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_dstack_mesh_merge_loc_conf(ngx_conf_t *cf,
+    void *parent, void *child);
+static char *ngx_http_dstack_mesh_target_conf(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_dstack_mesh_gateway(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_dstack_mesh_init_upstream(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *us);
+static ngx_int_t ngx_http_dstack_mesh_init_ssl(ngx_conf_t *cf,
+    ngx_http_dstack_mesh_srv_conf_t *mscf);
+static void ngx_http_dstack_mesh_cleanup_sessions(void *data);
+static ngx_int_t ngx_http_dstack_mesh_init(ngx_conf_t *cf);
+
+
+static ngx_command_t  ngx_http_dstack_mesh_commands[] = {
+
+    { ngx_string("dstack_mesh_target"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_ANY,
+      ngx_http_dstack_mesh_target_conf,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("dstack_mesh_agent"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dstack_mesh_loc_conf_t, agent),
+      NULL },
+
+    { ngx_string("dstack_mesh_gateway"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE12,
+      ngx_http_dstack_mesh_gateway,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("dstack_mesh_certificate"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      offsetof(ngx_http_dstack_mesh_srv_conf_t, certificate),
+      NULL },
+
+    { ngx_string("dstack_mesh_certificate_key"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      offsetof(ngx_http_dstack_mesh_srv_conf_t, certificate_key),
+      NULL },
+
+    { ngx_string("dstack_mesh_trusted_certificate"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      offsetof(ngx_http_dstack_mesh_srv_conf_t, trusted_certificate),
+      NULL },
+
+    { ngx_string("dstack_mesh_verify_depth"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      offsetof(ngx_http_dstack_mesh_srv_conf_t, verify_depth),
+      NULL },
+
+    { ngx_string("dstack_mesh_keepalive"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      offsetof(ngx_http_dstack_mesh_srv_conf_t, max_cached),
+      NULL },
+
+    { ngx_string("dstack_mesh_keepalive_requests"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      offsetof(ngx_http_dstack_mesh_srv_conf_t, requests),
+      NULL },
+
+    { ngx_string("dstack_mesh_keepalive_timeout"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      offsetof(ngx_http_dstack_mesh_srv_conf_t, timeout),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_dstack_mesh_module_ctx = {
+    ngx_http_dstack_mesh_add_variables,    /* preconfiguration */
+    ngx_http_dstack_mesh_init,             /* postconfiguration */
+
+    ngx_http_dstack_mesh_create_main_conf, /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    ngx_http_dstack_mesh_create_srv_conf,  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_dstack_mesh_create_loc_conf,  /* create location configuration */
+    ngx_http_dstack_mesh_merge_loc_conf    /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_dstack_mesh_module = {
+    NGX_MODULE_V1,
+    &ngx_http_dstack_mesh_module_ctx,      /* module context */
+    ngx_http_dstack_mesh_commands,         /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_variable_t  ngx_http_dstack_mesh_vars[] = {
+
+    { ngx_string("dstack_mesh_host"), NULL, ngx_http_dstack_mesh_variable,
+      offsetof(ngx_http_dstack_mesh_ctx_t, host), 0, 0 },
+
+    { ngx_string("dstack_mesh_target_app"), NULL,
+      ngx_http_dstack_mesh_variable,
+      offsetof(ngx_http_dstack_mesh_ctx_t, app), 0, 0 },
+
+    { ngx_string("dstack_mesh_target_instance"), NULL,
+      ngx_http_dstack_mesh_variable,
+      offsetof(ngx_http_dstack_mesh_ctx_t, instance), 0, 0 },
+
+    { ngx_string("dstack_mesh_target_port"), NULL,
+      ngx_http_dstack_mesh_variable,
+      offsetof(ngx_http_dstack_mesh_ctx_t, port), 0, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
+
+/*
+ * The SSL ex_data slot that carries the request's target into the verify
+ * callback; allocated once per process, like nginx's own indexes.
+ */
+static int  ngx_http_dstack_mesh_ssl_index = -1;
+
+
+static ngx_int_t
+ngx_http_dstack_mesh_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                         rc;
+    ngx_http_dstack_mesh_ctx_t       *ctx;
+    ngx_http_dstack_mesh_loc_conf_t  *mlcf;
+
+    mlcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_mesh_module);
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_dstack_mesh_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->conf = mlcf->mesh;
+    ctx->request = r;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_dstack_mesh_module);
+
+    rc = ngx_http_dstack_mesh_target(r, mlcf, ctx);
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_dstack_mesh_agent(r, mlcf, ctx);
+    }
+
+    if (rc == NGX_HTTP_BAD_REQUEST) {
+        return ngx_http_dstack_mesh_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                               "BAD_TARGET", "%V",
+                                               &ctx->detail);
+    }
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ctx->conf->addrs == NULL) {
+        return ngx_http_dstack_mesh_resolve(r, ctx);
+    }
+
+    ctx->addrs = ctx->conf->addrs;
+    ctx->naddrs = ctx->conf->naddrs;
+
+    return mlcf->proxy_handler(r);
+}
+
+
+/*
+ * Reads the target from the configuration or the x-dstack-target-*
+ * headers, and removes those headers and any x-dstack-app-id from the
+ * request.  NGX_DECLINED: there is no target app; NGX_HTTP_BAD_REQUEST:
+ * a malformed target, described in ctx->detail.
+ */
+
+static ngx_int_t
+ngx_http_dstack_mesh_target(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_loc_conf_t *mlcf, ngx_http_dstack_mesh_ctx_t *ctx)
+{
+    u_char            *p, *key;
+    size_t             len;
+    ngx_int_t          port;
+    ngx_str_t          app, instance, port_text, name;
+    ngx_uint_t         i, strip, dup_app, dup_instance, dup_port;
+    ngx_list_part_t   *part;
+    ngx_table_elt_t   *h, *app_h, *instance_h, *port_h;
+
+    app_h = NULL;
+    instance_h = NULL;
+    port_h = NULL;
+    dup_app = 0;
+    dup_instance = 0;
+    dup_port = 0;
+    strip = 0;
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+
+            if (h[i].key.len == sizeof("x-dstack-app-id") - 1
+                && ngx_strncasecmp(h[i].key.data, (u_char *) "x-dstack-app-id",
+                                   h[i].key.len)
+                   == 0)
+            {
+                strip++;
+                continue;
+            }
+
+            if (h[i].key.len < sizeof(NGX_HTTP_DSTACK_MESH_PREFIX) - 1
+                || ngx_strncasecmp(h[i].key.data,
+                                   (u_char *) NGX_HTTP_DSTACK_MESH_PREFIX,
+                                   sizeof(NGX_HTTP_DSTACK_MESH_PREFIX) - 1)
+                   != 0)
+            {
+                continue;
+            }
+
+            strip++;
+
+            name.data = h[i].key.data + sizeof(NGX_HTTP_DSTACK_MESH_PREFIX)
+                        - 1;
+            name.len = h[i].key.len - (sizeof(NGX_HTTP_DSTACK_MESH_PREFIX)
+                                       - 1);
+
+            if (name.len == 3
+                && ngx_strncasecmp(name.data, (u_char *) "app", 3) == 0)
+            {
+                dup_app += (app_h != NULL);
+                app_h = &h[i];
+
+            } else if (name.len == 8
+                       && ngx_strncasecmp(name.data, (u_char *) "instance", 8)
+                          == 0)
+            {
+                dup_instance += (instance_h != NULL);
+                instance_h = &h[i];
+
+            } else if (name.len == 4
+                       && ngx_strncasecmp(name.data, (u_char *) "port", 4)
+                          == 0)
+            {
+                dup_port += (port_h != NULL);
+                port_h = &h[i];
+            }
+        }
+    }
+
+    if (strip && ngx_http_dstack_mesh_strip_headers(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_dstack_mesh_field(r, mlcf->app, app_h, dup_app, &app)
+        != NGX_OK
+        || ngx_http_dstack_mesh_field(r, mlcf->instance, instance_h,
+                                      dup_instance, &instance)
+           != NGX_OK
+        || ngx_http_dstack_mesh_field(r, mlcf->port, port_h, dup_port,
+                                      &port_text)
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (app.data == NULL || instance.data == NULL || port_text.data == NULL) {
+        ngx_str_set(&ctx->detail, "more than one header for a target field");
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    if (app.len == 0) {
+        if (instance.len || port_text.len) {
+            ngx_str_set(&ctx->detail, "x-dstack-target-app is missing");
+            return NGX_HTTP_BAD_REQUEST;
+        }
+
+        return NGX_DECLINED;
+    }
+
+    key = ctx->key;
+
+    if (ngx_http_dstack_mesh_hex_id(r, &app, key, &ctx->app) != NGX_OK) {
+        ngx_str_set(&ctx->detail,
+                    "x-dstack-target-app must be 40 hex characters");
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    if (instance.len) {
+        if (ngx_http_dstack_mesh_hex_id(r, &instance, key + DSTACK_APP_ID_LEN,
+                                        &ctx->instance)
+            != NGX_OK)
+        {
+            ngx_str_set(&ctx->detail,
+                        "x-dstack-target-instance must be 40 hex characters");
+            return NGX_HTTP_BAD_REQUEST;
+        }
+
+        key[2 * DSTACK_APP_ID_LEN + 2] = 1;
+    }
+
+    if (port_text.len == 0) {
+        ngx_str_set(&port_text, "443");
+    }
+
+    port = ngx_http_dstack_mesh_parse_port(port_text.data, port_text.len);
+
+    if (port == NGX_ERROR) {
+        ngx_str_set(&ctx->detail,
+                    "x-dstack-target-port must be a number from 1 to 65535");
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    key[2 * DSTACK_APP_ID_LEN] = (u_char) (port >> 8);
+    key[2 * DSTACK_APP_ID_LEN + 1] = (u_char) (port & 0xff);
+
+    ctx->port.data = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (ctx->port.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->port.len = ngx_sprintf(ctx->port.data, "%i", port) - ctx->port.data;
+
+    /* <instance or app>-<port>s.<base domain>, the "s" for TLS passthrough */
+
+    len = DSTACK_APP_ID_HEX_LEN + 1 + ctx->port.len + 2
+          + ctx->conf->domain.len + 1;
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->host.data = p;
+    ctx->host.len = ngx_sprintf(p, "%V-%Vs.%V",
+                                instance.len ? &ctx->instance : &ctx->app,
+                                &ctx->port, &ctx->conf->domain)
+                    - p;
+    p[ctx->host.len] = '\0';
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "dstack mesh target: \"%V\"", &ctx->host);
+
+    return NGX_OK;
+}
+
+
+/*
+ * A target field from the configuration if set there, else from its
+ * header; value->data is NULL when the header came more than once.
+ */
+
+static ngx_int_t
+ngx_http_dstack_mesh_field(ngx_http_request_t *r, ngx_http_complex_value_t *cv,
+    ngx_table_elt_t *h, ngx_uint_t dups, ngx_str_t *value)
+{
+    if (cv != NULL) {
+        return ngx_http_complex_value(r, cv, value);
+    }
+
+    if (dups) {
+        ngx_str_null(value);
+        return NGX_OK;
+    }
+
+    if (h == NULL) {
+        ngx_str_set(value, "");
+        return NGX_OK;
+    }
+
+    *value = h->value;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_dstack_mesh_hex_id(ngx_http_request_t *r, ngx_str_t *value,
+    u_char *id, ngx_str_t *hex)
+{
+    if (dstack_ratls_parse_app_id((char *) value->data, value->len, id) != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    hex->data = ngx_pnalloc(r->pool, DSTACK_APP_ID_HEX_LEN);
+    if (hex->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    dstack_ratls_hex(id, DSTACK_APP_ID_LEN, (char *) hex->data);
+    hex->len = DSTACK_APP_ID_HEX_LEN;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_dstack_mesh_parse_port(u_char *data, size_t len)
+{
+    ngx_int_t  port;
+
+    /* digits only: ngx_atoi() would take neither sign nor space either */
+
+    if (len == 0 || len > 5) {
+        return NGX_ERROR;
+    }
+
+    port = ngx_atoi(data, len);
+
+    if (port < 1 || port > 65535) {
+        return NGX_ERROR;
+    }
+
+    return port;
+}
+
+
+/*
+ * Rebuilds the request's header list without the routing headers and any
+ * x-dstack-app-id.  Rebuilt rather than edited in place: headers_in keeps
+ * pointers to the elements, which must stay valid.
+ */
+
+static ngx_int_t
+ngx_http_dstack_mesh_strip_headers(ngx_http_request_t *r)
+{
+    ngx_uint_t        i, n;
+    ngx_list_t        headers;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *nh;
+
+    n = 0;
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        n += part->nelts;
+    }
+
+    if (ngx_list_init(&headers, r->pool, n + 1, sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+
+            if ((h[i].key.len >= sizeof(NGX_HTTP_DSTACK_MESH_PREFIX) - 1
+                 && ngx_strncasecmp(h[i].key.data,
+                                    (u_char *) NGX_HTTP_DSTACK_MESH_PREFIX,
+                                    sizeof(NGX_HTTP_DSTACK_MESH_PREFIX) - 1)
+                    == 0)
+                || (h[i].key.len == sizeof("x-dstack-app-id") - 1
+                    && ngx_strncasecmp(h[i].key.data,
+                                       (u_char *) "x-dstack-app-id",
+                                       h[i].key.len)
+                       == 0))
+            {
+                continue;
+            }
+
+            nh = ngx_list_push(&headers);
+            if (nh == NULL) {
+                return NGX_ERROR;
+            }
+
+            *nh = h[i];
+        }
+    }
+
+    r->headers_in.headers = headers;
+
+    return NGX_OK;
+}
+
+
+/*
+ * No target app: the local guest agent, as the seed did it.  The last
+ * path segment goes to PascalCase (/get_tls_key -> /GetTlsKey) and the
+ * request continues in the "dstack_mesh_agent" named location;
+ * /gateway is answered here.
+ */
+
+static ngx_int_t
+ngx_http_dstack_mesh_agent(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_loc_conf_t *mlcf, ngx_http_dstack_mesh_ctx_t *ctx)
+{
+    u_char      *p, *dst, *last, *segment;
+    ngx_str_t    uri;
+    ngx_uint_t   upper;
+
+    last = r->uri.data + r->uri.len;
+
+    for (segment = last; segment > r->uri.data; segment--) {
+        if (segment[-1] == '/') {
+            break;
+        }
+    }
+
+    /* a copy: r->uri may share its bytes with $request_uri */
+
+    uri.data = ngx_pnalloc(r->pool, r->uri.len);
+    if (uri.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    dst = ngx_cpymem(uri.data, r->uri.data, segment - r->uri.data);
+    upper = 1;
+
+    for (p = segment; p < last; p++) {
+        if (*p == '_') {
+            upper = 1;
+            continue;
+        }
+
+        *dst++ = upper ? ngx_toupper(*p) : *p;
+        upper = 0;
+    }
+
+    uri.len = dst - uri.data;
+
+    if (uri.len == sizeof("/Gateway") - 1
+        && ngx_strncmp(uri.data, "/Gateway", uri.len) == 0)
+    {
+        return ngx_http_dstack_mesh_gateway_info(r, ctx->conf);
+    }
+
+    if (mlcf->agent.len == 0) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "dstack mesh: no x-dstack-target-app header");
+
+        return ngx_http_dstack_mesh_send_error(r, NGX_HTTP_BAD_REQUEST,
+                   "BAD_TARGET", "x-dstack-target-app is missing");
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "dstack mesh: guest agent \"%V\" via \"%V\"",
+                   &uri, &mlcf->agent);
+
+    r->uri = uri;
+    r->valid_unparsed_uri = 0;
+
+    return ngx_http_named_location(r, &mlcf->agent);
+}
+
+
+static ngx_int_t
+ngx_http_dstack_mesh_gateway_info(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_srv_conf_t *mscf)
+{
+    ngx_int_t   rc;
+    ngx_buf_t  *b;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return ngx_http_dstack_mesh_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                   "METHOD_NOT_ALLOWED", "/gateway takes GET");
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    b = ngx_create_temp_buf(r->pool, sizeof("{\"gateway_domain\":\"\"}" CRLF)
+                                     - 1 + mscf->gateway.len);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* the domain's characters were checked at configuration time */
+    b->last = ngx_sprintf(b->last, "{\"gateway_domain\":\"%V\"}" CRLF,
+                          &mscf->gateway);
+
+    return ngx_http_dstack_mesh_send(r, NGX_HTTP_OK, b);
+}
+
+
+/*
+ * Without a fixed gateway address, the target's own host name is resolved
+ * (the gateway serves a wildcard domain); nginx's resolver caches it.
+ */
+
+static ngx_int_t
+ngx_http_dstack_mesh_resolve(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_ctx_t *ctx)
+{
+    ngx_resolver_ctx_t        *rctx;
+    ngx_pool_cleanup_t        *cln;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    rctx = ngx_resolve_start(clcf->resolver, NULL);
+    if (rctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rctx == NGX_NO_RESOLVER) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "dstack mesh: no resolver defined to resolve \"%V\"",
+                      &ctx->host);
+
+        return ngx_http_dstack_mesh_send_error(r, NGX_HTTP_BAD_GATEWAY,
+                   "RESOLVE_FAILED", "no resolver for %V", &ctx->host);
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        ngx_resolve_name_done(rctx);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_dstack_mesh_resolve_cleanup;
+    cln->data = ctx;
+
+    rctx->name = ctx->host;
+    rctx->handler = ngx_http_dstack_mesh_resolve_handler;
+    rctx->data = r;
+    rctx->timeout = clcf->resolver_timeout;
+
+    ctx->resolver = rctx;
+
+    if (ngx_resolve_name(rctx) != NGX_OK) {
+        ctx->resolver = NULL;
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ctx->resolver != NULL) {
+        /* waiting for the answer */
+        r->main->count++;
+        return NGX_DONE;
+    }
+
+    /* answered from the resolver's cache */
+
+    return ngx_http_dstack_mesh_proxy(r, ctx);
+}
+
+
+static void
+ngx_http_dstack_mesh_resolve_handler(ngx_resolver_ctx_t *rctx)
+{
+    size_t                       len;
+    ngx_int_t                    rc;
+    ngx_uint_t                   i, async;
+    ngx_addr_t                  *addr;
+    ngx_connection_t            *c;
+    struct sockaddr             *sa;
+    ngx_http_request_t          *r;
+    ngx_http_dstack_mesh_ctx_t  *ctx;
+
+    r = rctx->data;
+    c = r->connection;
+    async = rctx->async;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_mesh_module);
+
+    if (rctx->state) {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "dstack mesh: \"%V\" could not be resolved (%i: %s)",
+                      &rctx->name, rctx->state,
+                      ngx_resolver_strerror(rctx->state));
+
+        ctx->detail.data = ctx->detail_buf;
+        ctx->detail.len = ngx_snprintf(ctx->detail_buf,
+                                       sizeof(ctx->detail_buf), "%s",
+                                       ngx_resolver_strerror(rctx->state))
+                          - ctx->detail_buf;
+
+    } else {
+        ctx->addrs = ngx_pcalloc(r->pool, rctx->naddrs * sizeof(ngx_addr_t));
+        if (ctx->addrs == NULL) {
+            goto done;
+        }
+
+        for (i = 0; i < rctx->naddrs; i++) {
+            addr = &ctx->addrs[i];
+
+            sa = ngx_palloc(r->pool, rctx->addrs[i].socklen);
+            addr->name.data = ngx_pnalloc(r->pool, NGX_SOCKADDR_STRLEN);
+
+            if (sa == NULL || addr->name.data == NULL) {
+                goto done;
+            }
+
+            ngx_memcpy(sa, rctx->addrs[i].sockaddr, rctx->addrs[i].socklen);
+            ngx_inet_set_port(sa, (in_port_t) ngx_atoi(ctx->conf->port.data,
+                                                       ctx->conf->port.len));
+
+            len = ngx_sock_ntop(sa, rctx->addrs[i].socklen, addr->name.data,
+                                NGX_SOCKADDR_STRLEN, 1);
+
+            addr->sockaddr = sa;
+            addr->socklen = rctx->addrs[i].socklen;
+            addr->name.len = len;
+        }
+
+        ctx->naddrs = rctx->naddrs;
+    }
+
+done:
+
+    ngx_resolve_name_done(rctx);
+    ctx->resolver = NULL;
+
+    if (!async) {
+        return;
+    }
+
+    ngx_http_set_log_request(c->log, r);
+
+    rc = ngx_http_dstack_mesh_proxy(r, ctx);
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_dstack_mesh_resolve_cleanup(void *data)
+{
+    ngx_http_dstack_mesh_ctx_t  *ctx = data;
+
+    if (ctx->resolver != NULL) {
+        ngx_resolve_name_done(ctx->resolver);
+        ctx->resolver = NULL;
+    }
+}
+
+
+static ngx_int_t
+ngx_http_dstack_mesh_proxy(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_ctx_t *ctx)
+{
+    ngx_http_dstack_mesh_loc_conf_t  *mlcf;
+
+    if (ctx->naddrs == 0) {
+        if (ctx->detail.len == 0) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_http_dstack_mesh_send_error(r, NGX_HTTP_BAD_GATEWAY,
+                   "RESOLVE_FAILED", "%V could not be resolved (%V)",
+                   &ctx->host, &ctx->detail);
+    }
+
+    mlcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_mesh_module);
+
+    return mlcf->proxy_handler(r);
+}
+
+
+static ngx_int_t
+ngx_http_dstack_mesh_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *fmt, ...)
+{
+    u_char     *p;
+    va_list     args;
+    ngx_int_t   rc;
+    ngx_str_t   detail;
+    ngx_buf_t  *b;
+    u_char      buf[NGX_HTTP_DSTACK_MESH_DETAIL_LEN];
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(buf, buf + sizeof(buf), fmt, args);
+    va_end(args);
+
+    detail.data = buf;
+    detail.len = p - buf;
+
+    if (status == NGX_HTTP_BAD_REQUEST) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "dstack mesh: %V", &detail);
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    b = ngx_http_dstack_mesh_error_buf(r, code, &detail);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_dstack_mesh_send(r, status, b);
+}
+
+
+/* {"error":"<CODE>: detail"} */
+
+static ngx_buf_t *
+ngx_http_dstack_mesh_error_buf(ngx_http_request_t *r, const char *code,
+    ngx_str_t *detail)
+{
+    size_t      len;
+    ngx_buf_t  *b;
+
+    len = sizeof("{\"error\":\": \"}" CRLF) - 1 + ngx_strlen(code)
+          + detail->len + ngx_escape_json(NULL, detail->data, detail->len);
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    b->last = ngx_sprintf(b->last, "{\"error\":\"%s: ", code);
+    b->last = (u_char *) ngx_escape_json(b->last, detail->data, detail->len);
+    b->last = ngx_cpymem(b->last, "\"}" CRLF, sizeof("\"}" CRLF) - 1);
+
+    return b;
+}
+
+
+static ngx_int_t
+ngx_http_dstack_mesh_send(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_buf_t *b)
+{
+    ngx_int_t    rc;
+    ngx_chain_t  out;
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static ngx_int_t
+ngx_http_dstack_mesh_init_peer(ngx_http_request_t *r,
+    ngx_http_upstream_srv_conf_t *us)
+{
+    ngx_http_upstream_t              *u;
+    ngx_http_dstack_mesh_ctx_t       *ctx;
+    ngx_http_dstack_mesh_srv_conf_t  *mscf;
+
+    mscf = ngx_http_conf_upstream_srv_conf(us, ngx_http_dstack_mesh_module);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_mesh_module);
+    u = r->upstream;
+
+    /* fail closed: only the mesh entry sets a target and our TLS context */
+
+    if (ctx == NULL || ctx->conf != mscf || ctx->naddrs == 0
+        || !u->ssl || u->conf->ssl != mscf->ssl)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "dstack mesh upstream \"%V\" used outside a "
+                      "\"dstack_mesh_target\" location", &us->host);
+        return NGX_ERROR;
+    }
+
+    u->peer.data = ctx;
+    u->peer.get = ngx_http_dstack_mesh_get_peer;
+    u->peer.free = ngx_http_dstack_mesh_free_peer;
+    u->peer.set_session = ngx_http_dstack_mesh_set_session;
+    u->peer.save_session = ngx_http_dstack_mesh_save_session;
+    u->peer.tries = ctx->naddrs;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_dstack_mesh_get_peer(ngx_peer_connection_t *pc, void *data)
+{
+    ngx_http_dstack_mesh_ctx_t  *ctx = data;
+
+    ngx_addr_t                       *addr;
+    ngx_queue_t                      *q, *cache;
+    ngx_connection_t                 *c;
+    ngx_http_dstack_mesh_cache_t     *item;
+    ngx_http_dstack_mesh_srv_conf_t  *mscf;
+
+    mscf = ctx->conf;
+    cache = &mscf->cache;
+
+    for (q = ngx_queue_head(cache);
+         q != ngx_queue_sentinel(cache);
+         q = ngx_queue_next(q))
+    {
+        item = ngx_queue_data(q, ngx_http_dstack_mesh_cache_t, queue);
+
+        if (ngx_memcmp(item->key, ctx->key, NGX_HTTP_DSTACK_MESH_KEY_LEN)
+            == 0)
+        {
+            ngx_queue_remove(q);
+            ngx_queue_insert_head(&mscf->free, q);
+
+            goto found;
+        }
+    }
+
+    addr = &ctx->addrs[ctx->next++ % ctx->naddrs];
+
+    pc->sockaddr = addr->sockaddr;
+    pc->socklen = addr->socklen;
+    pc->name = &addr->name;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                   "dstack mesh: connecting to \"%V\" via %V",
+                   &ctx->host, pc->name);
+
+    return NGX_OK;
+
+found:
+
+    c = item->connection;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                   "dstack mesh: pooled connection %p for \"%V\"",
+                   c, &ctx->host);
+
+    ctx->socklen = item->socklen;
+    ngx_memcpy(&ctx->sockaddr, &item->sockaddr, item->socklen);
+
+    ctx->name.data = ctx->name_buf;
+    ctx->name.len = ngx_sock_ntop(&ctx->sockaddr.sockaddr, ctx->socklen,
+                                  ctx->name_buf, NGX_SOCKADDR_STRLEN, 1);
+
+    pc->sockaddr = &ctx->sockaddr.sockaddr;
+    pc->socklen = ctx->socklen;
+    pc->name = &ctx->name;
+
+    c->idle = 0;
+    c->sent = 0;
+    c->data = NULL;
+    c->log = pc->log;
+    c->read->log = pc->log;
+    c->write->log = pc->log;
+    c->pool->log = pc->log;
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    pc->connection = c;
+    pc->cached = 1;
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_dstack_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
+    ngx_uint_t state)
+{
+    ngx_http_dstack_mesh_ctx_t  *ctx = data;
+
+    ngx_queue_t                      *q;
+    ngx_connection_t                 *c;
+    ngx_http_upstream_t              *u;
+    ngx_http_dstack_mesh_cache_t     *item;
+    ngx_http_dstack_mesh_srv_conf_t  *mscf;
+
+    mscf = ctx->conf;
+    u = ctx->request->upstream;
+    c = pc->connection;
+
+    if (c != NULL && c->ssl != NULL) {
+        /* the verify callback's data lives no longer than the request */
+        SSL_set_ex_data(c->ssl->connection, ngx_http_dstack_mesh_ssl_index,
+                        NULL);
+    }
+
+    if (state & NGX_PEER_FAILED) {
+        ngx_http_dstack_mesh_failed(pc, ctx);
+        return;
+    }
+
+    pc->tries = 0;
+
+    if (c == NULL
+        || c->read->eof
+        || c->read->error
+        || c->read->timedout
+        || c->write->error
+        || c->write->timedout)
+    {
+        return;
+    }
+
+    if (mscf->max_cached == 0
+        || c->requests >= mscf->requests
+        || !u->keepalive
+        || !u->request_body_sent
+        || ngx_terminate
+        || ngx_exiting)
+    {
+        return;
+    }
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        return;
+    }
+
+    if (ngx_queue_empty(&mscf->free)) {
+        q = ngx_queue_last(&mscf->cache);
+        ngx_queue_remove(q);
+
+        item = ngx_queue_data(q, ngx_http_dstack_mesh_cache_t, queue);
+
+        ngx_http_dstack_mesh_close(item->connection);
+
+    } else {
+        q = ngx_queue_head(&mscf->free);
+        ngx_queue_remove(q);
+
+        item = ngx_queue_data(q, ngx_http_dstack_mesh_cache_t, queue);
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                   "dstack mesh: pooling connection %p for \"%V\"",
+                   c, &ctx->host);
+
+    ngx_queue_insert_head(&mscf->cache, q);
+
+    item->connection = c;
+    ngx_memcpy(item->key, ctx->key, NGX_HTTP_DSTACK_MESH_KEY_LEN);
+    item->socklen = pc->socklen;
+    ngx_memcpy(&item->sockaddr, pc->sockaddr, pc->socklen);
+
+    pc->connection = NULL;
+
+    c->read->delayed = 0;
+    ngx_add_timer(c->read, mscf->timeout);
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    c->write->handler = ngx_http_dstack_mesh_dummy_handler;
+    c->read->handler = ngx_http_dstack_mesh_close_handler;
+
+    c->data = item;
+    c->idle = 1;
+    c->log = ngx_cycle->log;
+    c->read->log = ngx_cycle->log;
+    c->write->log = ngx_cycle->log;
+    c->pool->log = ngx_cycle->log;
+
+    if (c->read->ready) {
+        ngx_http_dstack_mesh_close_handler(c->read);
+    }
+}
+
+
+/*
+ * Records where the attempt failed, for the JSON error.  Only a failure
+ * to reach the gateway is worth another gateway address; the upstream
+ * module itself retries once when a pooled connection turns out closed.
+ */
+
+static void
+ngx_http_dstack_mesh_failed(ngx_peer_connection_t *pc,
+    ngx_http_dstack_mesh_ctx_t *ctx)
+{
+    BIO               *rbio;
+    ngx_connection_t  *c;
+
+    c = pc->connection;
+    ctx->peer = pc->name;
+
+    if (ctx->failure == NGX_HTTP_DSTACK_MESH_FAIL_PEER) {
+        pc->tries = 0;
+        return;
+    }
+
+    if (c == NULL || c->ssl == NULL) {
+        ctx->failure = NGX_HTTP_DSTACK_MESH_FAIL_CONNECT;
+
+    } else if (!c->ssl->handshaked) {
+        rbio = SSL_get_rbio(c->ssl->connection);
+
+        /*
+         * the gateway accepted but closed without a TLS byte: it has no
+         * route to the target
+         */
+
+        ctx->failure = (rbio == NULL || BIO_number_read(rbio) == 0)
+                       ? NGX_HTTP_DSTACK_MESH_FAIL_CLOSED
+                       : NGX_HTTP_DSTACK_MESH_FAIL_HANDSHAKE;
+
+    } else {
+        ctx->failure = NGX_HTTP_DSTACK_MESH_FAIL_UPSTREAM;
+    }
+
+    if (ctx->failure == NGX_HTTP_DSTACK_MESH_FAIL_CONNECT
+        || ctx->failure == NGX_HTTP_DSTACK_MESH_FAIL_CLOSED)
+    {
+        if (pc->tries) {
+            pc->tries--;
+        }
+
+    } else {
+        pc->tries = 0;
+    }
+}
+
+
+static void
+ngx_http_dstack_mesh_dummy_handler(ngx_event_t *ev)
+{
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ev->log, 0,
+                   "dstack mesh: dummy handler");
+}
+
+
+/* a pooled connection that became readable was closed by the peer */
+
+static void
+ngx_http_dstack_mesh_close_handler(ngx_event_t *ev)
+{
+    int                            n;
+    char                           buf[1];
+    ngx_connection_t              *c;
+    ngx_http_dstack_mesh_cache_t  *item;
+
+    c = ev->data;
+
+    if (c->close || c->read->timedout) {
+        goto close;
+    }
+
+    n = recv(c->fd, buf, 1, MSG_PEEK);
+
+    if (n == -1 && ngx_socket_errno == NGX_EAGAIN) {
+        ev->ready = 0;
+
+        if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+            goto close;
+        }
+
+        return;
+    }
+
+close:
+
+    item = c->data;
+
+    ngx_http_dstack_mesh_close(c);
+
+    ngx_queue_remove(&item->queue);
+    ngx_queue_insert_head(&item->conf->free, &item->queue);
+}
+
+
+static void
+ngx_http_dstack_mesh_close(ngx_connection_t *c)
+{
+    if (c->ssl) {
+        c->ssl->no_wait_shutdown = 1;
+        c->ssl->no_send_shutdown = 1;
+
+        if (ngx_ssl_shutdown(c) == NGX_AGAIN) {
+            c->ssl->handler = ngx_http_dstack_mesh_close;
+            return;
+        }
+    }
+
+    ngx_destroy_pool(c->pool);
+    ngx_close_connection(c);
+}
+
+
+/*
+ * Called by the upstream module for every new TLS connection (it needs
+ * proxy_ssl_session_reuse, which the configuration enforces): the target
+ * for the verify callback, SNI, and this target's TLS session if any.
+ */
+
+static ngx_int_t
+ngx_http_dstack_mesh_set_session(ngx_peer_connection_t *pc, void *data)
+{
+    ngx_http_dstack_mesh_ctx_t  *ctx = data;
+
+    SSL                             *ssl;
+    ngx_queue_t                     *q;
+    ngx_http_dstack_mesh_session_t  *s;
+
+    ssl = pc->connection->ssl->connection;
+
+    if (SSL_set_ex_data(ssl, ngx_http_dstack_mesh_ssl_index, ctx) == 0) {
+        ngx_ssl_error(NGX_LOG_ALERT, pc->log, 0, "SSL_set_ex_data() failed");
+        return NGX_ERROR;
+    }
+
+    if (SSL_set_tlsext_host_name(ssl, (char *) ctx->host.data) == 0) {
+        ngx_ssl_error(NGX_LOG_ERR, pc->log, 0,
+                      "SSL_set_tlsext_host_name(\"%s\") failed",
+                      ctx->host.data);
+        return NGX_ERROR;
+    }
+
+    for (q = ngx_queue_head(&ctx->conf->sessions);
+         q != ngx_queue_sentinel(&ctx->conf->sessions);
+         q = ngx_queue_next(q))
+    {
+        s = ngx_queue_data(q, ngx_http_dstack_mesh_session_t, queue);
+
+        if (ngx_memcmp(s->key, ctx->key, NGX_HTTP_DSTACK_MESH_KEY_LEN) == 0) {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                           "dstack mesh: resuming session for \"%V\"",
+                           &ctx->host);
+
+            return ngx_ssl_set_session(pc->connection, s->session);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* sessions are kept per target, never offered to another one */
+
+static void
+ngx_http_dstack_mesh_save_session(ngx_peer_connection_t *pc, void *data)
+{
+    ngx_http_dstack_mesh_ctx_t  *ctx = data;
+
+    ngx_queue_t                      *q;
+    ngx_ssl_session_t                *session;
+    ngx_http_dstack_mesh_session_t   *s;
+    ngx_http_dstack_mesh_srv_conf_t  *mscf;
+
+    session = ngx_ssl_get_session(pc->connection);
+    if (session == NULL) {
+        return;
+    }
+
+    mscf = ctx->conf;
+
+    for (q = ngx_queue_head(&mscf->sessions);
+         q != ngx_queue_sentinel(&mscf->sessions);
+         q = ngx_queue_next(q))
+    {
+        s = ngx_queue_data(q, ngx_http_dstack_mesh_session_t, queue);
+
+        if (ngx_memcmp(s->key, ctx->key, NGX_HTTP_DSTACK_MESH_KEY_LEN) == 0) {
+            ngx_queue_remove(q);
+            goto found;
+        }
+    }
+
+    if (ngx_queue_empty(&mscf->free_sessions)) {
+        q = ngx_queue_last(&mscf->sessions);
+        ngx_queue_remove(q);
+
+    } else {
+        q = ngx_queue_head(&mscf->free_sessions);
+        ngx_queue_remove(q);
+    }
+
+    s = ngx_queue_data(q, ngx_http_dstack_mesh_session_t, queue);
+    ngx_memcpy(s->key, ctx->key, NGX_HTTP_DSTACK_MESH_KEY_LEN);
+
+found:
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                   "dstack mesh: saving session for \"%V\"", &ctx->host);
+
+    if (s->session != NULL) {
+        ngx_ssl_free_session(s->session);
+    }
+
+    s->session = session;
+
+    ngx_queue_insert_head(&mscf->sessions, q);
+}
+
+
+/*
+ * Runs inside the handshake: the peer's chain must verify to the KMS root
+ * and its leaf must carry the target's app_id, vouched for by its App CA.
+ * Returning 0 aborts the handshake before any request byte is written.
+ */
+
+static int
+ngx_http_dstack_mesh_verify_callback(int ok, X509_STORE_CTX *sctx)
+{
+    int                          err;
+    SSL                         *ssl;
+    X509                        *leaf;
+    STACK_OF(X509)              *chain;
+    ngx_connection_t            *c;
+    dstack_ratls_rc_e            rc;
+    ngx_http_dstack_mesh_ctx_t  *ctx;
+    u_char                       id[DSTACK_APP_ID_LEN];
+    u_char                       hex[DSTACK_APP_ID_HEX_LEN];
+
+    ssl = X509_STORE_CTX_get_ex_data(sctx,
+                                     SSL_get_ex_data_X509_STORE_CTX_idx());
+    c = ngx_ssl_get_connection(ssl);
+    ctx = SSL_get_ex_data(ssl, ngx_http_dstack_mesh_ssl_index);
+
+    if (ctx == NULL) {
+        /* not a handshake that set_session prepared */
+        X509_STORE_CTX_set_error(sctx, X509_V_ERR_APPLICATION_VERIFICATION);
+        return 0;
+    }
+
+    if (!ok) {
+        err = X509_STORE_CTX_get_error(sctx);
+
+        ngx_http_dstack_mesh_reject(ctx, c,
+                             "certificate of %V not trusted: %s (depth %d)",
+                             &ctx->host, X509_verify_cert_error_string(err),
+                             X509_STORE_CTX_get_error_depth(sctx));
+        return 0;
+    }
+
+    if (X509_STORE_CTX_get_error_depth(sctx) != 0) {
+        return 1;
+    }
+
+    leaf = X509_STORE_CTX_get_current_cert(sctx);
+
+    rc = dstack_ratls_app_id(leaf, id);
+
+    if (rc != DSTACK_RATLS_OK) {
+        ngx_http_dstack_mesh_reject(ctx, c,
+                                    "certificate of %V has no valid app_id "
+                                    "(%s)", &ctx->host,
+                                    dstack_ratls_strerror(rc));
+        goto failed;
+    }
+
+    if (ngx_memcmp(id, ctx->key, DSTACK_APP_ID_LEN) != 0) {
+        dstack_ratls_hex(id, DSTACK_APP_ID_LEN, (char *) hex);
+
+        ngx_http_dstack_mesh_reject(ctx, c,
+                                    "%V answered with app_id %*s, "
+                                    "not the target %V", &ctx->host,
+                                    (size_t) DSTACK_APP_ID_HEX_LEN, hex,
+                                    &ctx->app);
+        goto failed;
+    }
+
+    chain = X509_STORE_CTX_get0_chain(sctx);
+
+    if (chain != NULL && sk_X509_num(chain) >= 2
+        && dstack_ratls_check_issuer(leaf, sk_X509_value(chain, 1))
+           != DSTACK_RATLS_OK)
+    {
+        ngx_http_dstack_mesh_reject(ctx, c,
+                                    "the App CA of %V does not vouch for "
+                                    "its app_id", &ctx->host);
+        goto failed;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "dstack mesh: peer \"%V\" verified", &ctx->host);
+
+    return 1;
+
+failed:
+
+    X509_STORE_CTX_set_error(sctx, X509_V_ERR_APPLICATION_VERIFICATION);
+
+    return 0;
+}
+
+
+static void
+ngx_http_dstack_mesh_reject(ngx_http_dstack_mesh_ctx_t *ctx,
+    ngx_connection_t *c, const char *fmt, ...)
+{
+    u_char   *p;
+    va_list   args;
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(ctx->detail_buf,
+                      ctx->detail_buf + sizeof(ctx->detail_buf), fmt, args);
+    va_end(args);
+
+    ctx->detail.data = ctx->detail_buf;
+    ctx->detail.len = p - ctx->detail_buf;
+    ctx->failure = NGX_HTTP_DSTACK_MESH_FAIL_PEER;
+
+    ngx_log_error(NGX_LOG_ERR, c->log, 0, "dstack mesh: peer rejected: %V",
+                  &ctx->detail);
+}
+
+
+/*
+ * nginx's own error pages of a mesh location (a failed upstream attempt,
+ * a body too large, ...) become JSON, with 525/526 for TLS failures.
+ */
+
+static ngx_int_t
+ngx_http_dstack_mesh_header_filter(ngx_http_request_t *r)
+{
+    ngx_str_t                         detail;
+    ngx_uint_t                        status;
+    const char                       *code;
+    ngx_http_dstack_mesh_ctx_t       *ctx;
+    ngx_http_dstack_mesh_loc_conf_t  *mlcf;
+
+    mlcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_mesh_module);
+
+    if (!mlcf->json_errors
+        || r->err_status < NGX_HTTP_BAD_REQUEST
+        || r->headers_out.status != r->err_status)
+    {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_mesh_module);
+
+    if (ctx == NULL) {
+        /* the guest agent's named location */
+
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_dstack_mesh_ctx_t));
+        if (ctx == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_http_dstack_mesh_module);
+
+    } else if (ctx->replaced) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    status = ngx_http_dstack_mesh_explain(r, ctx, r->err_status, &code,
+                                          &detail);
+
+    ctx->error = ngx_http_dstack_mesh_error_buf(r, code, &detail);
+    if (ctx->error == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->replaced = 1;
+
+    r->err_status = status;
+    r->headers_out.status = status;
+
+    if (status == NGX_HTTP_DSTACK_MESH_TLS_FAILED) {
+        ngx_str_set(&r->headers_out.status_line, "525 SSL Handshake Failed");
+
+    } else if (status == NGX_HTTP_DSTACK_MESH_PEER_REJECTED) {
+        ngx_str_set(&r->headers_out.status_line,
+                    "526 Invalid SSL Certificate");
+    }
+
+    r->headers_out.content_length_n = ctx->error->last - ctx->error->pos;
+
+    if (r->headers_out.content_length) {
+        r->headers_out.content_length->hash = 0;
+        r->headers_out.content_length = NULL;
+    }
+
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_dstack_mesh_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_buf_t                   *b;
+    ngx_uint_t                   last;
+    ngx_chain_t                 *cl, out;
+    ngx_http_dstack_mesh_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_mesh_module);
+
+    if (ctx == NULL || !ctx->replaced) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    /* nginx's HTML page is dropped, the JSON goes out in its place */
+
+    last = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+        cl->buf->file_pos = cl->buf->file_last;
+
+        if (cl->buf->last_buf || cl->buf->last_in_chain) {
+            last = 1;
+        }
+    }
+
+    if (!last || ctx->error == NULL) {
+        return ngx_http_next_body_filter(r, NULL);
+    }
+
+    b = ctx->error;
+    ctx->error = NULL;
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_next_body_filter(r, &out);
+}
+
+
+static ngx_uint_t
+ngx_http_dstack_mesh_explain(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_ctx_t *ctx, ngx_uint_t status, const char **code,
+    ngx_str_t *detail)
+{
+    u_char                           *p, *last;
+    ngx_str_t                        *peer, *host;
+    const char                       *what;
+    ngx_http_dstack_mesh_loc_conf_t  *mlcf;
+
+    static ngx_str_t  unknown = ngx_string("(none)");
+
+    p = ctx->detail_buf;
+    last = p + sizeof(ctx->detail_buf);
+
+    peer = ctx->peer ? ctx->peer : &unknown;
+    host = &ctx->host;
+
+    if (status == NGX_HTTP_BAD_GATEWAY) {
+
+        switch (ctx->failure) {
+
+        case NGX_HTTP_DSTACK_MESH_FAIL_PEER:
+            *code = "PEER_REJECTED";
+            *detail = ctx->detail;
+            return NGX_HTTP_DSTACK_MESH_PEER_REJECTED;
+
+        case NGX_HTTP_DSTACK_MESH_FAIL_HANDSHAKE:
+            *code = "TLS_HANDSHAKE_FAILED";
+            p = ngx_slprintf(p, last, "TLS handshake with %V failed", host);
+            status = NGX_HTTP_DSTACK_MESH_TLS_FAILED;
+            goto done;
+
+        case NGX_HTTP_DSTACK_MESH_FAIL_CONNECT:
+            *code = "CONNECT_FAILED";
+            p = ngx_slprintf(p, last, "cannot connect to the gateway at %V",
+                             peer);
+            goto done;
+
+        case NGX_HTTP_DSTACK_MESH_FAIL_CLOSED:
+            *code = "CONNECT_FAILED";
+            p = ngx_slprintf(p, last, "the gateway at %V closed the "
+                             "connection (no route to %V?)", peer, host);
+            goto done;
+
+        case NGX_HTTP_DSTACK_MESH_FAIL_UPSTREAM:
+            *code = "UPSTREAM_ERROR";
+            p = ngx_slprintf(p, last, "no valid response from %V", host);
+            goto done;
+        }
+
+    } else if (status == NGX_HTTP_GATEWAY_TIME_OUT && host->len) {
+        *code = "TIMEOUT";
+
+        switch (ctx->failure) {
+
+        case NGX_HTTP_DSTACK_MESH_FAIL_CONNECT:
+            p = ngx_slprintf(p, last, "connecting to the gateway at %V "
+                             "timed out", peer);
+            break;
+
+        case NGX_HTTP_DSTACK_MESH_FAIL_HANDSHAKE:
+        case NGX_HTTP_DSTACK_MESH_FAIL_CLOSED:
+            p = ngx_slprintf(p, last, "TLS handshake with %V timed out",
+                             host);
+            break;
+
+        default:
+            p = ngx_slprintf(p, last, "%V did not answer in time", host);
+        }
+
+        goto done;
+    }
+
+    mlcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_mesh_module);
+    what = mlcf->mesh ? "the upstream" : "the guest agent";
+
+    switch (status) {
+
+    case NGX_HTTP_BAD_GATEWAY:
+        *code = mlcf->mesh ? "BAD_GATEWAY" : "AGENT_UNAVAILABLE";
+        p = ngx_slprintf(p, last, "%s failed", what);
+        break;
+
+    case NGX_HTTP_GATEWAY_TIME_OUT:
+        *code = "TIMEOUT";
+        p = ngx_slprintf(p, last, "%s did not answer in time", what);
+        break;
+
+    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+        *code = "REQUEST_TOO_LARGE";
+        p = ngx_slprintf(p, last, "request body too large");
+        break;
+
+    case NGX_HTTP_REQUEST_TIME_OUT:
+        *code = "REQUEST_TIMEOUT";
+        p = ngx_slprintf(p, last, "the request was not read in time");
+        break;
+
+    default:
+        *code = (status < NGX_HTTP_INTERNAL_SERVER_ERROR) ? "BAD_REQUEST"
+                                                          : "INTERNAL_ERROR";
+        p = ngx_slprintf(p, last, "HTTP status %ui", status);
+    }
+
+done:
+
+    detail->data = ctx->detail_buf;
+    detail->len = p - ctx->detail_buf;
+
+    return status;
+}
+
+
+static ngx_int_t
+ngx_http_dstack_mesh_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t                   *s;
+    ngx_http_dstack_mesh_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_mesh_module);
+
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    s = (ngx_str_t *) ((char *) ctx + data);
+
+    if (s->len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = s->len;
+    v->data = s->data;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_dstack_mesh_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_dstack_mesh_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_dstack_mesh_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_dstack_mesh_main_conf_t  *mmcf;
+
+    mmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_dstack_mesh_main_conf_t));
+    if (mmcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&mmcf->agents, cf->pool, 1,
+                       sizeof(ngx_http_dstack_mesh_agent_ref_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return mmcf;
+}
+
+
+static void *
+ngx_http_dstack_mesh_create_srv_conf(ngx_conf_t *cf)
+{
+    ngx_http_dstack_mesh_srv_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_dstack_mesh_srv_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->domain = { 0, NULL };
+     *     conf->addrs = NULL;
+     *     conf->certificate = { 0, NULL };
+     *     conf->certificate_key = { 0, NULL };
+     *     conf->trusted_certificate = { 0, NULL };
+     *     conf->ssl = NULL;
+     */
+
+    conf->verify_depth = NGX_CONF_UNSET_UINT;
+    conf->max_cached = NGX_CONF_UNSET_UINT;
+    conf->requests = NGX_CONF_UNSET_UINT;
+    conf->timeout = NGX_CONF_UNSET_MSEC;
+
+    return conf;
+}
+
+
+static void *
+ngx_http_dstack_mesh_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_dstack_mesh_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_dstack_mesh_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->target = 0;
+     *     conf->app = NULL;
+     *     conf->instance = NULL;
+     *     conf->port = NULL;
+     *     conf->json_errors = 0;
+     *     conf->proxy_handler = NULL;
+     *     conf->mesh = NULL;
+     *     conf->agent = { 0, NULL };
+     */
+
+    return conf;
+}
+
+
+/*
+ * Runs after the proxy module's merge of the same location: wraps its
+ * content handler and puts the mesh's TLS context in place of its own.
+ */
+
+static char *
+ngx_http_dstack_mesh_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_dstack_mesh_loc_conf_t  *prev = parent;
+    ngx_http_dstack_mesh_loc_conf_t  *conf = child;
+
+    const char                        *err;
+    ngx_http_upstream_conf_t          *ucf;
+    ngx_http_core_loc_conf_t          *clcf;
+    ngx_http_upstream_srv_conf_t      *uscf;
+    ngx_http_dstack_mesh_srv_conf_t   *mscf;
+    ngx_http_dstack_mesh_agent_ref_t  *ref;
+    ngx_http_dstack_mesh_main_conf_t  *mmcf;
+
+    ngx_conf_merge_str_value(conf->agent, prev->agent, "");
+
+    if (!conf->target) {
+        return NGX_CONF_OK;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    /* the proxy module's location configuration starts with this */
+    ucf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_proxy_module);
+
+    uscf = ucf->upstream;
+    mscf = NULL;
+
+    if (uscf != NULL && uscf->srv_conf != NULL) {
+        mscf = ngx_http_conf_upstream_srv_conf(uscf,
+                                               ngx_http_dstack_mesh_module);
+    }
+
+    if (clcf->handler == NULL || uscf == NULL) {
+        err = "needs \"proxy_pass https://<upstream>\" in the same location";
+
+    } else if (mscf == NULL || mscf->ssl == NULL) {
+        err = "needs an upstream with \"dstack_mesh_gateway\" in proxy_pass";
+
+    } else if (ucf->ssl == NULL) {
+        err = "needs \"proxy_pass https://...\", not http";
+
+    } else if (!ucf->ssl_session_reuse) {
+        err = "needs \"proxy_ssl_session_reuse on\": the mesh's TLS hooks "
+              "run through it";
+
+    } else if (ucf->ssl_verify) {
+        err = "verifies peers itself: \"proxy_ssl_verify\" must be off";
+
+    } else if (ucf->ssl_certificate != NULL) {
+        err = "takes its certificate from \"dstack_mesh_certificate\", "
+              "not \"proxy_ssl_certificate\"";
+
+    } else if (mscf->addrs == NULL && clcf->resolver->connections.nelts == 0)
+    {
+        err = "needs a \"resolver\" or a gateway \"address=\"";
+
+    } else {
+        err = NULL;
+    }
+
+    if (err != NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"dstack_mesh_target\" %s in %s:%ui",
+                      err, conf->file, conf->line);
+        return NGX_CONF_ERROR;
+    }
+
+    ucf->ssl = mscf->ssl;
+
+    conf->mesh = mscf;
+    conf->json_errors = 1;
+    conf->proxy_handler = clcf->handler;
+    clcf->handler = ngx_http_dstack_mesh_handler;
+
+    if (conf->agent.len) {
+        mmcf = ngx_http_conf_get_module_main_conf(cf,
+                                                  ngx_http_dstack_mesh_module);
+
+        ref = ngx_array_push(&mmcf->agents);
+        if (ref == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ref->cscf = ngx_http_conf_get_module_srv_conf(cf,
+                                                      ngx_http_core_module);
+        ref->name = &conf->agent;
+        ref->file = conf->file;
+        ref->line = conf->line;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* dstack_mesh_target [app=<hex>] [instance=<hex>] [port=<n>] */
+
+static char *
+ngx_http_dstack_mesh_target_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_dstack_mesh_loc_conf_t *mlcf = conf;
+
+    size_t                             n;
+    ngx_str_t                         *value, v;
+    ngx_uint_t                         i;
+    ngx_http_complex_value_t         **cvp;
+    ngx_http_compile_complex_value_t   ccv;
+    u_char                             id[DSTACK_APP_ID_LEN];
+
+    if (mlcf->target) {
+        return "is duplicate";
+    }
+
+    mlcf->target = 1;
+    mlcf->file = cf->conf_file->file.name.data;
+    mlcf->line = cf->conf_file->line;
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "app=", 4) == 0) {
+            cvp = &mlcf->app;
+            n = 4;
+
+        } else if (ngx_strncmp(value[i].data, "instance=", 9) == 0) {
+            cvp = &mlcf->instance;
+            n = 9;
+
+        } else if (ngx_strncmp(value[i].data, "port=", 5) == 0) {
+            cvp = &mlcf->port;
+            n = 5;
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (*cvp != NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate parameter \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        v.data = value[i].data + n;
+        v.len = value[i].len - n;
+
+        *cvp = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+        if (*cvp == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+        ccv.cf = cf;
+        ccv.value = &v;
+        ccv.complex_value = *cvp;
+
+        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+
+        /* fixed values are checked now, variables per request */
+
+        if ((*cvp)->lengths != NULL) {
+            continue;
+        }
+
+        if (cvp == &mlcf->port
+            ? ngx_http_dstack_mesh_parse_port(v.data, v.len) == NGX_ERROR
+            : dstack_ratls_parse_app_id((char *) v.data, v.len, id) != 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid value in \"%V\": %s", &value[i],
+                               cvp == &mlcf->port
+                               ? "a port from 1 to 65535 expected"
+                               : "40 hex characters expected");
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* dstack_mesh_gateway <base domain>[:<port>] [address=<host>[:<port>]] */
+
+static char *
+ngx_http_dstack_mesh_gateway(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_dstack_mesh_srv_conf_t *mscf = conf;
+
+    u_char                        *p, *last;
+    ngx_int_t                      port;
+    ngx_str_t                     *value, domain;
+    ngx_url_t                      u;
+    ngx_http_upstream_server_t    *us;
+    ngx_http_upstream_srv_conf_t  *uscf;
+
+    if (mscf->domain.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    domain = value[1];
+    last = domain.data + domain.len;
+    port = 443;
+
+    p = ngx_strlchr(domain.data, last, ':');
+
+    if (p != NULL) {
+        domain.len = p - domain.data;
+        port = ngx_http_dstack_mesh_parse_port(p + 1, last - p - 1);
+    }
+
+    if (domain.len == 0 || domain.len > 253 || port == NGX_ERROR) {
+        goto invalid;
+    }
+
+    for (p = domain.data; p < domain.data + domain.len; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+              || (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'))
+        {
+            goto invalid;
+        }
+    }
+
+    mscf->domain = domain;
+
+    mscf->gateway.data = ngx_pnalloc(cf->pool, domain.len + 1 + NGX_INT_T_LEN);
+    if (mscf->gateway.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    mscf->gateway.len = ngx_sprintf(mscf->gateway.data, "%V:%i", &domain, port)
+                        - mscf->gateway.data;
+
+    mscf->port.data = mscf->gateway.data + domain.len + 1;
+    mscf->port.len = mscf->gateway.len - domain.len - 1;
+
+    if (cf->args->nelts == 3) {
+
+        if (ngx_strncmp(value[2].data, "address=", 8) != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(&u, sizeof(ngx_url_t));
+
+        u.url.data = value[2].data + 8;
+        u.url.len = value[2].len - 8;
+        u.default_port = (in_port_t) port;
+
+        if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+            if (u.err) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "%s in gateway address \"%V\"",
+                                   u.err, &u.url);
+            }
+
+            return NGX_CONF_ERROR;
+        }
+
+        mscf->addrs = u.addrs;
+        mscf->naddrs = u.naddrs;
+    }
+
+    uscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_upstream_module);
+
+    if (uscf->peer.init_upstream != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" cannot be combined with another "
+                           "balancer in the same upstream", &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    uscf->peer.init_upstream = ngx_http_dstack_mesh_init_upstream;
+
+    /* the upstream block needs one server: the gateway stands for it */
+
+    us = ngx_array_push(uscf->servers);
+    if (us == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(us, sizeof(ngx_http_upstream_server_t));
+
+    us->name = mscf->gateway;
+    us->addrs = mscf->addrs;
+    us->naddrs = mscf->naddrs;
+    us->weight = 1;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid gateway domain \"%V\": "
+                       "<base domain>[:<port>] expected", &value[1]);
+    return NGX_CONF_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_dstack_mesh_init_upstream(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *us)
+{
+    ngx_uint_t                        i, n;
+    ngx_pool_cleanup_t               *cln;
+    ngx_http_dstack_mesh_cache_t     *cached;
+    ngx_http_dstack_mesh_session_t   *sessions;
+    ngx_http_dstack_mesh_srv_conf_t  *mscf;
+
+    mscf = ngx_http_conf_upstream_srv_conf(us, ngx_http_dstack_mesh_module);
+
+    if (us->peer.init_upstream != ngx_http_dstack_mesh_init_upstream
+        || us->servers->nelts != 1)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "upstream \"%V\" with \"dstack_mesh_gateway\" takes "
+                      "no \"server\" or balancer directives in %s:%ui",
+                      &us->host, us->file_name, us->line);
+        return NGX_ERROR;
+    }
+
+    if (mscf->certificate.len == 0
+        || mscf->certificate_key.len == 0
+        || mscf->trusted_certificate.len == 0)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "upstream \"%V\" needs \"dstack_mesh_certificate\", "
+                      "\"dstack_mesh_certificate_key\" and "
+                      "\"dstack_mesh_trusted_certificate\" in %s:%ui",
+                      &us->host, us->file_name, us->line);
+        return NGX_ERROR;
+    }
+
+    ngx_conf_init_uint_value(mscf->verify_depth, 2);
+    ngx_conf_init_uint_value(mscf->max_cached, 32);
+    ngx_conf_init_uint_value(mscf->requests, 10000);
+    ngx_conf_init_msec_value(mscf->timeout, 60000);
+
+    if (ngx_http_dstack_mesh_init_ssl(cf, mscf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    us->peer.init = ngx_http_dstack_mesh_init_peer;
+
+    ngx_queue_init(&mscf->cache);
+    ngx_queue_init(&mscf->free);
+    ngx_queue_init(&mscf->sessions);
+    ngx_queue_init(&mscf->free_sessions);
+
+    if (mscf->max_cached) {
+        cached = ngx_pcalloc(cf->pool,
+                    sizeof(ngx_http_dstack_mesh_cache_t) * mscf->max_cached);
+        if (cached == NULL) {
+            return NGX_ERROR;
+        }
+
+        for (i = 0; i < mscf->max_cached; i++) {
+            cached[i].conf = mscf;
+            ngx_queue_insert_head(&mscf->free, &cached[i].queue);
+        }
+    }
+
+    /* one TLS session per target, for as many targets as pooled */
+
+    n = ngx_max(mscf->max_cached, 1);
+
+    sessions = ngx_pcalloc(cf->pool,
+                           sizeof(ngx_http_dstack_mesh_session_t) * n);
+    if (sessions == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        ngx_queue_insert_head(&mscf->free_sessions, &sessions[i].queue);
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_dstack_mesh_cleanup_sessions;
+    cln->data = mscf;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The mesh's own TLS context: the node's certificate, the KMS root as the
+ * only trust anchor, the verify callback, no renegotiation (the callback
+ * must not run outside a request).
+ */
+
+static ngx_int_t
+ngx_http_dstack_mesh_init_ssl(ngx_conf_t *cf,
+    ngx_http_dstack_mesh_srv_conf_t *mscf)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    if (ngx_http_dstack_mesh_ssl_index == -1) {
+        ngx_http_dstack_mesh_ssl_index = SSL_get_ex_new_index(0, NULL, NULL,
+                                                              NULL, NULL);
+        if (ngx_http_dstack_mesh_ssl_index == -1) {
+            ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                          "SSL_get_ex_new_index() failed");
+            return NGX_ERROR;
+        }
+    }
+
+    mscf->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (mscf->ssl == NULL) {
+        return NGX_ERROR;
+    }
+
+    mscf->ssl->log = cf->log;
+
+    if (ngx_ssl_create(mscf->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_ssl_cleanup_ctx(mscf->ssl);
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = mscf->ssl;
+
+    if (ngx_ssl_certificate(cf, mscf->ssl, &mscf->certificate,
+                            &mscf->certificate_key, NULL)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ngx_ssl_trusted_certificate(cf, mscf->ssl, &mscf->trusted_certificate,
+                                    mscf->verify_depth)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    SSL_CTX_set_verify(mscf->ssl->ctx, SSL_VERIFY_PEER,
+                       ngx_http_dstack_mesh_verify_callback);
+
+    SSL_CTX_set_options(mscf->ssl->ctx, SSL_OP_NO_RENEGOTIATION);
+
+    if (ngx_ssl_client_session_cache(cf, mscf->ssl, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_dstack_mesh_cleanup_sessions(void *data)
+{
+    ngx_http_dstack_mesh_srv_conf_t  *mscf = data;
+
+    ngx_queue_t                     *q;
+    ngx_http_dstack_mesh_session_t  *s;
+
+    for (q = ngx_queue_head(&mscf->sessions);
+         q != ngx_queue_sentinel(&mscf->sessions);
+         q = ngx_queue_next(q))
+    {
+        s = ngx_queue_data(q, ngx_http_dstack_mesh_session_t, queue);
+
+        if (s->session != NULL) {
+            ngx_ssl_free_session(s->session);
+            s->session = NULL;
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_http_dstack_mesh_init(ngx_conf_t *cf)
+{
+    ngx_uint_t                         i;
+    ngx_http_core_loc_conf_t         **clcfp;
+    ngx_http_dstack_mesh_agent_ref_t  *ref;
+    ngx_http_dstack_mesh_loc_conf_t   *mlcf;
+    ngx_http_dstack_mesh_main_conf_t  *mmcf;
+
+    mmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_dstack_mesh_module);
+
+    /* the guest agent's named locations answer errors in JSON too */
+
+    ref = mmcf->agents.elts;
+
+    for (i = 0; i < mmcf->agents.nelts; i++) {
+
+        clcfp = ref[i].cscf->named_locations;
+
+        while (clcfp != NULL && *clcfp != NULL) {
+            if ((*clcfp)->name.len == ref[i].name->len
+                && ngx_strncmp((*clcfp)->name.data, ref[i].name->data,
+                               ref[i].name->len)
+                   == 0)
+            {
+                break;
+            }
+
+            clcfp++;
+        }
+
+        if (clcfp == NULL || *clcfp == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"dstack_mesh_agent\" names no location "
+                          "\"%V\" of its server in %s:%ui",
+                          ref[i].name, ref[i].file, ref[i].line);
+            return NGX_ERROR;
+        }
+
+        mlcf = (*clcfp)->loc_conf[ngx_http_dstack_mesh_module.ctx_index];
+        mlcf->json_errors = 1;
+    }
+
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_dstack_mesh_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_dstack_mesh_body_filter;
+
+    return NGX_OK;
+}

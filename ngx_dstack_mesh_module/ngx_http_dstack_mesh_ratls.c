@@ -1,0 +1,6 @@
+/*
+ * This module's private copy of the shared RA-TLS parser: every dynamic
+ * module links its own (hidden) copy, so the objects get distinct names.
+ */
+
+#include "../ratls/dstack_ratls.c"
