@@ -1,0 +1,171 @@
+#!/usr/bin/perl
+
+# ngx_dstack_mesh_module: routing through the gateway to the target node,
+# the headers each side sees, status and body pass-through, streaming both
+# ways, targeting an instance, and the guest-agent fallback.
+
+use strict;
+use warnings;
+
+use lib 't/lib';
+use Test::More;
+use Test::Dstack qw(http json_body parse_response);
+use Test::Dstack::Mesh;
+
+my $t = Test::Dstack->new()->has(qw(auth mesh stream sim))->plan(46);
+
+my $A = 'aa' x 20;
+my $B = '0b' x 20;
+my $BI = 'b1' x 20;
+my $C = '0c' x 20;
+my $AI = 'a1' x 20;
+
+my $m = Test::Dstack::Mesh->new($t);
+$m->peer('b', app => $B, instance => $BI);
+$m->peer('c', app => $C);
+
+my $sock = $t->run_sim(app_id => $A, instance_id => $AI);
+
+$m->start(a => $A, node => {
+    # short enough for the streaming test to prove it is not cut
+    edit => sub { s/proxy_read_timeout(\s+)300s/proxy_read_timeout${1}3s/ },
+});
+
+# routed GET: the backend sees A's identity, none of the routing headers
+
+my $r = $m->request('GET', '/path/x?q=1&r=2', app => $B,
+    headers => "X-Custom: kept\r\nX-Dstack-Target-Extra: gone\r\n"
+        . "X-Dstack-App-Id: $C\r\n");
+my $j = json_body($r);
+
+is($r->{status}, 200, 'get: 200');
+is($j->{backend}, 'b', 'get: reached B');
+is($j->{method}, 'GET', 'get: method');
+is($j->{uri}, '/path/x?q=1&r=2', 'get: path and query');
+is_deeply($j->{headers}{'x-dstack-app-id'}, [$A],
+    'get: backend sees x-dstack-app-id of A only');
+is(join(',', grep { /^x-dstack-target/ } keys %{$j->{headers}}), '',
+    'get: no x-dstack-target-* forwarded');
+is_deeply($j->{headers}{'x-custom'}, ['kept'], 'get: other headers kept');
+is_deeply($j->{headers}{host}, ["$B-443s.mesh.test"],
+    'get: Host is the target host');
+
+my @log = $m->peer_log('b');
+like($log[-1], qr/ $A "GET \/path\/x\?q=1&r=2 /, 'get: B authenticated A');
+
+# uppercase hex and an explicit default port route the same
+
+$r = $m->request('GET', '/upper', app => uc $B, port => 443);
+is(json_body($r)->{backend}, 'b', 'uppercase app id, port 443');
+
+# POST with a body
+
+my $body = join '', map { chr(33 + ($_ * 7) % 90) } 1 .. 60000;
+$r = $m->request('POST', '/post', app => $B, body => $body,
+    headers => "Content-Type: application/octet-stream\r\n");
+$j = json_body($r);
+
+is($r->{status}, 200, 'post: 200');
+is($j->{method}, 'POST', 'post: method');
+is($j->{body_length}, length $body, 'post: body length');
+is($j->{body}, $body, 'post: body intact');
+
+# chunked upload, streamed on as chunked
+
+$r = $m->request('PUT', '/chunked', app => $B,
+    chunked => ['first,', 'second,', 'x' x 30000]);
+$j = json_body($r);
+
+is($j->{method}, 'PUT', 'chunked: method');
+is($j->{body}, 'first,second,' . ('x' x 30000), 'chunked: body');
+is_deeply($j->{headers}{'transfer-encoding'}, ['chunked'],
+    'chunked: streamed to the peer as chunked');
+
+# other methods
+
+$r = $m->request('DELETE', '/thing/1', app => $B);
+is(json_body($r)->{method}, 'DELETE', 'delete');
+
+$r = $m->request('PATCH', '/thing/1', app => $B, body => '{"a":1}');
+is(json_body($r)->{body}, '{"a":1}', 'patch with body');
+
+# status codes pass through
+
+for my $s (201, 404, 500, 503) {
+    $r = $m->request('GET', "/status/$s", app => $B);
+    is($r->{status}, $s, "status $s passes through");
+}
+
+like($m->request('GET', '/status/500', app => $B)->{body}, qr/"backend"/,
+    'the peer\'s 500 body passes through, not a mesh error');
+
+# large download
+
+$r = $m->request('GET', '/big?size=3000000', app => $B);
+is(length $r->{body}, 3000000, 'large response body');
+
+# a slow stream arrives piece by piece and outlives proxy_read_timeout
+
+my ($sr, $parts) = $m->request_timed('GET', '/stream?chunks=5&delay=1',
+    app => $B);
+
+is($sr->{status}, 200, 'stream: 200');
+is($sr->{body}, join('', map { "chunk $_\n" } 1 .. 5), 'stream: all chunks');
+my @with_chunk = grep { $_->[1] =~ /chunk/ } @$parts;
+ok(@with_chunk >= 4, 'stream: arrived in pieces (' . @with_chunk . ')');
+ok(@with_chunk && $with_chunk[0][0] < 1.5,
+    'stream: first chunk before the stream ends');
+ok($parts->[-1][0] > 3.5, 'stream: lasted longer than the read timeout');
+
+# routing by instance
+
+$r = $m->request('GET', '/inst', app => $B, instance => $BI);
+is(json_body($r)->{backend}, 'b', 'instance: routed to B');
+
+@log = $m->peer_log('b');
+like($log[-1], qr/"GET \/inst /, 'instance: B served it');
+like($t->read_file('logs/access-node-a.log'), qr/ $BI-443s\.mesh\.test /,
+    'instance: host named the instance');
+
+# C is a separate target
+
+$r = $m->request('GET', '/to-c', app => $C);
+is(json_body($r)->{backend}, 'c', 'C reached');
+is_deeply(json_body($r)->{headers}{'x-dstack-app-id'}, [$A], 'C sees A');
+
+# no target app: the guest agent (dstack-sim on its socket)
+
+$r = $m->request('GET', '/info');
+$j = json_body($r);
+is($r->{status}, 200, 'agent: /info answered');
+is($j->{app_id}, $A, 'agent: /info -> Info of the simulator');
+is($j->{instance_id}, $AI, 'agent: instance id');
+
+$r = $m->request('POST', '/info', body => '{}',
+    headers => "Content-Type: application/json\r\n");
+is(json_body($r)->{app_id}, $A, 'agent: POST kept');
+
+$r = $m->request('POST', '/get_tls_key', body => '{"subject":"x",'
+    . '"usage_ra_tls":true,"usage_server_auth":true,'
+    . '"usage_client_auth":false}',
+    headers => "Content-Type: application/json\r\n");
+$j = json_body($r);
+like($j->{key} // '', qr/PRIVATE KEY/, 'agent: /get_tls_key -> GetTlsKey');
+ok(ref $j->{certificate_chain} && @{$j->{certificate_chain}} >= 2,
+    'agent: certificate chain');
+
+$r = $m->request('GET', '/prefix/a/get_quote?report_data=' . ('00' x 64));
+is($r->{status}, 404, 'agent: /prefix/a/get_quote -> /prefix/a/GetQuote');
+
+like($t->read_file('logs/sim.log'), qr{GET /prefix/a/GetQuote},
+    'agent: the simulator saw the PascalCase path');
+
+$r = $m->request('GET', '/gateway');
+is($r->{status}, 200, 'gateway: 200');
+is_deeply(json_body($r), { gateway_domain => 'mesh.test:443' },
+    'gateway: domain answered locally');
+
+$r = $m->request('GET', '/info', headers => "X-Dstack-Target-Port: 8080\r\n");
+is($r->{status}, 400, 'a target port without app is not the agent');
+
+###############################################################################
