@@ -1636,6 +1636,13 @@ ngx_http_dstack_mesh_reject(ngx_http_dstack_mesh_ctx_t *ctx,
 
     ngx_log_error(NGX_LOG_ERR, c->log, 0, "dstack mesh: peer rejected: %V",
                   &ctx->detail);
+
+    /*
+     * queued first, this makes nginx log the failed handshake that follows
+     * at info, not crit: the reason is logged above, at error level, as
+     * nginx does for upstream certificates that proxy_ssl_verify rejects
+     */
+    ERR_raise(ERR_LIB_SSL, SSL_R_CALLBACK_FAILED);
 }
 
 

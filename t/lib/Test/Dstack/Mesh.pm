@@ -44,9 +44,9 @@ sub new {
 sub t { $_[0]{t} }
 sub domain { $_[0]{domain} }
 
-# A peer node: its certificate (app, KMS state), a TLS port with
-# dstack_auth, an echo backend.  plain => 1 makes it a plain HTTP server
-# (not TLS), silent => 1 a TCP listener that never answers.
+# A peer node: its certificate (app, KMS state, simulator variant), a TLS
+# port with dstack_auth, an echo backend.  plain => 1 makes it a plain
+# HTTP server (not TLS), silent => 1 a TCP listener that never answers.
 sub peer {
     my ($self, $name, %o) = @_;
     my $t = $self->{t};
@@ -57,7 +57,8 @@ sub peer {
 
     unless ($o{plain} || $o{silent}) {
         $p->{cert} = $t->sim_cert("peer-$name", app_id => $o{app},
-            state => $o{state} // 'kms', usage => $o{usage} // 'both');
+            state => $o{state} // 'kms', usage => $o{usage} // 'both',
+            variant => $o{variant});
     }
 
     $self->{peers}{$name} = $p;
