@@ -3,7 +3,7 @@
 
 WGCTL_LIBS      := -lmnl -lcrypto -ljansson
 WGCTL_OBJDIR    := $(BUILD)/obj/wgctl
-WGCTL_CORE      := wgdev keys wgdiff config uapi genl rtnl hosts
+WGCTL_CORE      := wgdev keys wgdiff config uapi genl rtnl hosts peermap
 WGCTL_CMDS      := show setconf link genkey hostsconf verify
 WGCTL_HDRS      := $(wildcard wgctl/*.h)
 WGCTL_CORE_OBJS := $(WGCTL_CORE:%=$(WGCTL_OBJDIR)/%.o)

@@ -24,6 +24,7 @@ void test_config(void);
 void test_hosts(void);
 void test_genl(void);
 void test_uapi(void);
+void test_peermap(void);
 
 
 #endif /* _WG_TEST_H_INCLUDED_ */

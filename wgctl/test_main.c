@@ -76,6 +76,7 @@ main(void)
     test_hosts();
     test_uapi();
     test_genl();
+    test_peermap();
 
     printf("1..%u\n", test_count);
 
