@@ -3,7 +3,8 @@
 #   make fuzz-attest [FUZZ_SECONDS=60]
 #
 # The seed corpus is generated at run time from ../shared/fixtures (or
-# $DSTACK_FIXTURES) into a temporary folder; nothing is committed.
+# $DSTACK_FIXTURES) into a temporary folder; nothing is committed.  A
+# crashing input is kept as $(BUILD)/fuzz/attest-crash-*.
 
 FUZZ_SECONDS     ?= 60
 FUZZ_CC          ?= clang
@@ -25,12 +26,18 @@ $(FUZZ_DIR)/attest-fuzz: fuzz/attest_fuzz.c $(FUZZ_ATTEST_SRCS) \
 	    -lcrypto -ljansson
 
 fuzz-attest: $(FUZZ_DIR)/attest-fuzz $(BUILD)/bin/attest-unit
-	@corpus=$$(mktemp -d) && trap 'rm -rf "$$corpus"' EXIT \
+	@work=$$(mktemp -d) && trap 'rm -rf "$$work"' EXIT \
+	    && mkdir "$$work/corpus" \
 	    && DSTACK_FIXTURES=$${DSTACK_FIXTURES:-$(CURDIR)/../shared/fixtures} \
-	       $(BUILD)/bin/attest-unit --seeds "$$corpus" \
-	    ; echo "fuzz-attest: $$(ls "$$corpus" | wc -l) seeds," \
+	       $(BUILD)/bin/attest-unit --seeds "$$work/corpus" \
+	    ; echo "fuzz-attest: $$(ls "$$work/corpus" | wc -l) seeds," \
 	           "$(FUZZ_SECONDS) s" \
-	    && ASAN_OPTIONS=detect_leaks=1 \
-	       $(FUZZ_DIR)/attest-fuzz -max_total_time=$(FUZZ_SECONDS) \
-	           -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 \
-	           "$$corpus" 2>&1 | tail -25
+	    && cd "$$work" \
+	    && { ASAN_OPTIONS=detect_leaks=1 \
+	         $(FUZZ_DIR)/attest-fuzz -max_total_time=$(FUZZ_SECONDS) \
+	             -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 \
+	             -artifact_prefix=$(FUZZ_DIR)/attest- \
+	             corpus >fuzz.log 2>&1; rc=$$?; } \
+	    ; tail -8 fuzz.log; [ $$rc = 0 ] \
+	    || echo "fuzz-attest: failed, inputs in $(FUZZ_DIR)/attest-*"; \
+	    exit $$rc
