@@ -392,6 +392,7 @@ dstack_attest_parse_v0(const u_char *data, size_t len, dstack_attest_t *att,
     const char **err)
 {
     size_t          n, dlen, nlen, plen;
+    uint32_t        imr, type;
     uint64_t        count, i;
     dstack_rd_t     rd;
     const u_char   *q, *d, *name, *payload;
@@ -429,8 +430,6 @@ dstack_attest_parse_v0(const u_char *data, size_t len, dstack_attest_t *att,
     }
 
     for (i = 0; i < count; i++) {
-        uint32_t  imr, type;
-
         if (rd.end - rd.p < 8) {
             *err = "V0 attestation truncated in its event log";
             return -1;

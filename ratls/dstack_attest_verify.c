@@ -109,6 +109,7 @@ static int dstack_verify_chain(X509 *leaf, STACK_OF(X509) *untrusted,
 static int dstack_der_next(const u_char **p, const u_char *end,
     u_char *tag, const u_char **val, size_t *len);
 static int dstack_pck_ext(X509 *pck, dstack_pck_ext_t *ext);
+static int dstack_qe_hash(const dstack_quote_t *q, u_char hash[32]);
 static void dstack_check_binding(const dstack_attest_t *att,
     dstack_attest_result_t *res);
 static void dstack_check_td_policy(const dstack_attest_t *att,
@@ -464,9 +465,10 @@ static int
 dstack_pck_ext(X509 *pck, dstack_pck_ext_t *ext)
 {
     int                  i, n, have;
-    u_char               tag;
+    u_char               tag, tg;
     size_t               len, olen, vlen, tlen, l2, v2;
     const u_char        *p, *end, *seq, *oid, *v, *t, *tend, *o2, *s2;
+    const u_char        *e, *eend, *val;
     const ASN1_OBJECT   *obj;
     X509_EXTENSION      *x;
     ASN1_OCTET_STRING   *data;
@@ -534,9 +536,6 @@ dstack_pck_ext(X509 *pck, dstack_pck_ext_t *ext)
             s2 = v;
 
             while (s2 < v + vlen) {
-                const u_char  *e, *eend, *val;
-                u_char         tg;
-
                 if (dstack_der_next(&s2, v + vlen, &tg, &e, &tlen) != 0
                     || tg != 0x30)
                 {
@@ -787,6 +786,30 @@ dstack_check_rtmr3(const dstack_attest_t *att, dstack_attest_result_t *res)
 }
 
 
+/* SHA256(attestation key || QE auth data), what the QE report must hold */
+static int
+dstack_qe_hash(const dstack_quote_t *q, u_char hash[32])
+{
+    int            ok;
+    EVP_MD_CTX    *md;
+    unsigned int   hlen;
+
+    md = EVP_MD_CTX_new();
+
+    ok = md != NULL
+         && EVP_DigestInit_ex(md, EVP_sha256(), NULL)
+         && EVP_DigestUpdate(md, q->att_key, 64)
+         && EVP_DigestUpdate(md, q->qe_auth, q->qe_auth_len)
+         && EVP_DigestFinal_ex(md, hash, &hlen)
+         && hlen == 32;
+
+    EVP_MD_CTX_free(md);
+    ERR_clear_error();
+
+    return ok ? 0 : -1;
+}
+
+
 int
 dstack_attest_verify(const dstack_attest_t *att,
     const dstack_attest_opts_t *opts, dstack_attest_result_t *res)
@@ -798,7 +821,6 @@ dstack_attest_verify(const dstack_attest_t *att,
     EVP_PKEY              *key;
     unsigned               require;
     const char            *why;
-    unsigned int           hlen;
     STACK_OF(X509)        *chain;
     const dstack_quote_t  *q;
 
@@ -886,26 +908,7 @@ dstack_attest_verify(const dstack_attest_t *att,
         goto qe_done;
     }
 
-    hlen = 0;
-
-    {
-        EVP_MD_CTX  *md;
-
-        md = EVP_MD_CTX_new();
-
-        if (md == NULL
-            || !EVP_DigestInit_ex(md, EVP_sha256(), NULL)
-            || !EVP_DigestUpdate(md, q->att_key, 64)
-            || !EVP_DigestUpdate(md, q->qe_auth, q->qe_auth_len)
-            || !EVP_DigestFinal_ex(md, hash, &hlen))
-        {
-            hlen = 0;
-        }
-
-        EVP_MD_CTX_free(md);
-    }
-
-    if (hlen != 32
+    if (dstack_qe_hash(q, hash) != 0
         || memcmp(q->qe_report + 320, hash, 32) != 0
         || memcmp(q->qe_report + 352, zero, 32) != 0)
     {
@@ -1627,7 +1630,7 @@ dstack_tcb_evaluate(const dstack_collateral_t *col, const dstack_quote_t *q,
     int                        module_status, qe_status, status;
     const u_char              *qe;
     const dstack_isv_level_t  *ml, *ql;
-    const dstack_tcb_level_t  *sgx_level, *tdx_level;
+    const dstack_tcb_level_t  *sgx_level, *tdx_level, *lv;
     const dstack_module_id_t  *mod;
 
     if (memcmp(pck->fmspc, col->fmspc, 6) != 0
@@ -1689,7 +1692,7 @@ dstack_tcb_evaluate(const dstack_collateral_t *col, const dstack_quote_t *q,
     start = q->tee_tcb_svn[1] > 0 ? 2 : 0;
 
     for (i = 0; i < col->nlevels && tdx_level == NULL; i++) {
-        const dstack_tcb_level_t  *lv = &col->levels[i];
+        lv = &col->levels[i];
 
         if (pck->pcesvn < lv->pcesvn) {
             continue;
