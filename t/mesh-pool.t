@@ -15,7 +15,7 @@ use Test::Dstack qw(http json_body parse_response);
 use Test::Dstack::Mesh;
 use Time::HiRes qw(sleep);
 
-my $t = Test::Dstack->new()->has(qw(auth mesh stream sim))->plan(19);
+my $t = Test::Dstack->new()->has(qw(auth mesh stream sim))->plan(20);
 
 my $A = 'aa' x 20;
 my $B = '0b' x 20;
@@ -70,7 +70,7 @@ for my $i (1 .. 200) {
 }
 
 is($ok, 200, '200 sequential requests answered');
-is(scalar(my @l = $m->peer_log('b')), 200, 'B logged 200 requests');
+is($m->peer_count('b', qr{/seq/}, 200), 200, 'B logged 200 requests');
 ok(connections('b') <= 2, 'B saw ' . connections('b') . ' connection(s)');
 
 # interleaved B and C: every answer from the right peer, on its own pool
@@ -85,24 +85,27 @@ for my $i (1 .. 40) {
 }
 
 is($crossed, 0, 'interleaved: no answer from the wrong peer');
+is($m->peer_count('b', qr{/mix/b/}, 20), 20, 'interleaved: B got 20');
+is($m->peer_count('c', qr{/mix/c/}, 20), 20, 'interleaved: C got 20');
 is(scalar(grep { m{/mix/c/} } $m->peer_log('b')), 0,
     'interleaved: B got none of C\'s requests');
 is(scalar(grep { m{/mix/b/} } $m->peer_log('c')), 0,
     'interleaved: C got none of B\'s requests');
 ok(connections('c') <= 2, 'interleaved: C saw ' . connections('c')
     . ' connection(s)');
-is(scalar(grep { m{/mix/} } $m->peer_log('b')), 20, 'interleaved: B got 20');
 
 # the instance is part of the target: its own connection
 
 my $before = connections('b');
 my $r = $m->request('GET', '/by-instance', app => $B, instance => $BI);
 is(json_body($r)->{backend}, 'b', 'instance: answered by B');
+$m->peer_count('b', qr{/by-instance });
 is(connections('b'), $before + 1, 'instance: a connection of its own');
 
 my ($last) = reverse $m->peer_log('b');
 my ($inst_conn) = split ' ', $last;
 $r = $m->request('GET', '/by-instance-2', app => $B, instance => $BI);
+$m->peer_count('b', qr{/by-instance-2 });
 ($last) = reverse $m->peer_log('b');
 is((split ' ', $last)[0], $inst_conn, 'instance: its connection reused');
 
@@ -112,6 +115,7 @@ for my $i (1 .. 4) {
     http($m->raw_request('GET', "/fresh/$i", app => $B), port => $fresh);
 }
 
+$m->peer_count('b', qr{/fresh/}, 4);
 my @fresh = grep { m{/fresh/} } $m->peer_log('b');
 is(scalar @fresh, 4, 'no pool: 4 requests');
 is(scalar(keys %{{ map { (split ' ')[0] => 1 } @fresh }}), 4,
@@ -146,5 +150,7 @@ sleep 1.5;
 $r = $m->request('GET', '/after-idle', app => $B);
 is($r->{status}, 200, 'peer closed the idle connection: next request 200');
 is(json_body($r)->{uri}, '/after-idle', 'peer closed: right answer');
+
+$m->stop();
 
 ###############################################################################

@@ -260,6 +260,18 @@ sub start {
     return $self;
 }
 
+# Node A first: the gateway emulator would wait for its pooled
+# connections to end before it exits.
+sub stop {
+    my ($self) = @_;
+    my $t = $self->{t};
+
+    $t->stop($_) for grep { -f $t->testdir . "/$_" } 'node-a.conf',
+        'gateway.conf', map { "peer-$_.conf" } @{$self->{order}};
+
+    return $self;
+}
+
 sub write_node {
     my ($self, %o) = @_;
     my $t = $self->{t};
@@ -376,6 +388,21 @@ sub peer_log {
         $self->{t}->read_file("logs/access-peer-$name.log");
 }
 
+# How many lines of a peer's access log match, once at least $expect do
+# (or after 3 s): nginx writes the line just after the response went out,
+# so it may trail the client by a moment.
+sub peer_count {
+    my ($self, $name, $re, $expect) = @_;
+    my $n = 0;
+
+    Test::Dstack::wait_for(sub {
+        $n = grep { /$re/ } $self->peer_log($name);
+        $n >= ($expect // 1);
+    }, 3);
+
+    return $n;
+}
+
 # what the peer's echo backend received
 sub echo_log {
     my ($self, $name) = @_;
@@ -383,7 +410,8 @@ sub echo_log {
 }
 
 # A DNS server for the resolver tests: A <answer> for any name under the
-# domain, NXDOMAIN otherwise; every question is logged to dns.log.
+# domain but those matching nx => qr//, NXDOMAIN otherwise; every question
+# is logged to dns.log.
 sub dns_server {
     my ($self, %o) = @_;
     my $t = $self->{t};
@@ -417,7 +445,8 @@ sub dns_server {
                 close $fh;
             }
 
-            my $ours = $name eq $domain || $name =~ /\.\Q$domain\E$/;
+            my $ours = ($name eq $domain || $name =~ /\.\Q$domain\E$/)
+                && !($o{nx} && $name =~ $o{nx});
             my $an = ($ours && $qtype == 1) ? 1 : 0;
             my $rcode = $ours ? 0 : 3;
 
