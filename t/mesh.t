@@ -12,7 +12,7 @@ use Test::More;
 use Test::Dstack qw(http json_body parse_response);
 use Test::Dstack::Mesh;
 
-my $t = Test::Dstack->new()->has(qw(auth mesh stream sim))->plan(46);
+my $t = Test::Dstack->new()->has(qw(auth mesh stream sim))->plan(53);
 
 my $A = 'aa' x 20;
 my $B = '0b' x 20;
@@ -26,9 +26,38 @@ $m->peer('c', app => $C);
 
 my $sock = $t->run_sim(app_id => $A, instance_id => $AI);
 
+my $fixed = $t->port('node-fixed');
+
 $m->start(a => $A, node => {
     # short enough for the streaming test to prove it is not cut
     edit => sub { s/proxy_read_timeout(\s+)300s/proxy_read_timeout${1}3s/ },
+    extra => <<"EOF",
+    server {
+        listen 127.0.0.1:$fixed;
+
+        # always C, whatever the headers say
+        location / {
+            dstack_mesh_target app=$C;
+            proxy_pass https://dstack_mesh;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+
+        # the target from variables
+        location /var/ {
+            set \$vpc_app $B;
+            dstack_mesh_target app=\$vpc_app port=\$arg_port;
+            proxy_pass https://dstack_mesh;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+
+        # the mesh upstream without dstack_mesh_target: refused
+        location /bypass/ {
+            proxy_pass https://dstack_mesh;
+        }
+    }
+EOF
 });
 
 # routed GET: the backend sees A's identity, none of the routing headers
@@ -166,6 +195,35 @@ is_deeply(json_body($r), { gateway_domain => 'mesh.test:443' },
 
 $r = $m->request('GET', '/info', headers => "X-Dstack-Target-Port: 8080\r\n");
 is($r->{status}, 400, 'a target port without app is not the agent');
+
+# a target fixed in the configuration wins over the headers
+
+$r = parse_response(http($m->raw_request('GET', '/fixed', app => $B),
+    port => $fixed));
+$j = json_body($r);
+is($j->{backend}, 'c', 'fixed: configured app C, not the header\'s B');
+is(join(',', grep { /^x-dstack-target/ } keys %{$j->{headers}}), '',
+    'fixed: target headers still stripped');
+
+# fields not fixed still come from the headers, and the fixed app is
+# still what the peer must prove: B's instance is not app C
+
+$r = parse_response(http($m->raw_request('GET', '/fixed', instance => $BI),
+    port => $fixed));
+is($r->{status}, 526, 'fixed: an instance of another app is refused');
+
+$r = parse_response(http($m->raw_request('GET', '/var/x?port=443'),
+    port => $fixed));
+is(json_body($r)->{backend}, 'b', 'variables: app and port from variables');
+
+$r = parse_response(http($m->raw_request('GET', '/var/x?port=0'),
+    port => $fixed));
+is($r->{status}, 400, 'variables: a bad value is a 400');
+
+$r = parse_response(http($m->raw_request('GET', '/bypass/x', app => $B),
+    port => $fixed));
+is($r->{status}, 500, 'mesh upstream outside dstack_mesh_target: 500');
+is($m->peer_count('b', qr{/bypass/}, 0), 0, 'bypass: nothing reached B');
 
 $m->stop();
 
