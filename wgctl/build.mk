@@ -1,10 +1,11 @@
 # wgctl: the WireGuard helper, and its unit tests (TAP).  "wgctl verify"
 # (wgctl/verify.c) links the attestation library of ratls/build.mk.
 
-WGCTL_LIBS      := -lmnl -lcrypto -ljansson
+WGCTL_LIBS      := -lmnl -lcrypto -ljansson -lcurl
 WGCTL_OBJDIR    := $(BUILD)/obj/wgctl
 WGCTL_CORE      := wgdev keys wgdiff config uapi genl rtnl hosts peermap
-WGCTL_CMDS      := show setconf link genkey hostsconf verify
+WGCTL_CMDS      := show setconf link genkey hostsconf verify up ctrl \
+                   state status
 WGCTL_HDRS      := $(wildcard wgctl/*.h)
 WGCTL_CORE_OBJS := $(WGCTL_CORE:%=$(WGCTL_OBJDIR)/%.o)
 WGCTL_CMD_OBJS  := $(WGCTL_CMDS:%=$(WGCTL_OBJDIR)/%.o) \

@@ -10,7 +10,9 @@
 #include <arpa/inet.h>
 
 #include "wgctl.h"
+#include "hosts.h"
 #include "rtnl.h"
+#include "state.h"
 
 
 #define WGCTL_MAX_ROUTES  64
@@ -238,35 +240,127 @@ addr_main(int argc, char **argv)
 }
 
 
+/*
+ * With --state-dir, a running agent is stopped first (SIGTERM, waiting for
+ * it to let go of its pid file), and the device and hosts file it recorded
+ * are the ones cleaned up when none is named.
+ */
+
 int
 down_main(int argc, char **argv)
 {
-    int  rc;
+    int          i, rc, stopped;
+    char         err[256];
+    pid_t        pid;
+    json_t      *st;
+    const char  *ifname, *dir, *hosts;
 
     if (wgctl_is_help(argc, argv)) {
-        printf("Usage: %s down <interface>\n", wgctl_prog);
+        printf("Usage: %s down [<interface>] [--state-dir <dir>]\n",
+               wgctl_prog);
         return 0;
     }
 
-    if (link_ifname("down", argc, argv) != 0 || argc != 2) {
-        fprintf(stderr, "Usage: %s down <interface>\n", wgctl_prog);
+    ifname = NULL;
+    dir = NULL;
+
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--state-dir") == 0 && i + 1 < argc) {
+            dir = argv[++i];
+
+        } else if (ifname == NULL && argv[i][0] != '-') {
+            ifname = argv[i];
+
+        } else {
+            fprintf(stderr, "%s: down: unexpected argument \"%s\"\n",
+                    wgctl_prog, argv[i]);
+            ifname = NULL;
+            dir = NULL;
+            break;
+        }
+    }
+
+    if (ifname == NULL && dir == NULL) {
+        fprintf(stderr, "Usage: %s down [<interface>] [--state-dir <dir>]\n",
+                wgctl_prog);
         return 1;
     }
 
-    rc = wg_link_delete(argv[1]);
-
-    if (rc == -ENODEV && wg_uapi_exists(argv[1])) {
-        fprintf(stderr, "%s: \"%s\" is served by a wireguard-go whose "
-                "tun is in another network namespace\n", wgctl_prog,
-                argv[1]);
+    if (ifname != NULL && !wg_ifname_valid(ifname)) {
+        fprintf(stderr, "%s: invalid interface name \"%s\"\n", wgctl_prog,
+                ifname);
         return 1;
     }
 
-    if (rc != 0) {
-        fprintf(stderr, "%s: unable to remove interface \"%s\": %s\n",
-                wgctl_prog, argv[1], wg_strerror(rc));
-        return 1;
+    st = NULL;
+    hosts = NULL;
+    stopped = 0;
+
+    if (dir != NULL) {
+        if (wg_state_status(dir, &st) == 0) {
+            hosts = json_string_value(json_object_get(st, "hosts_file"));
+
+            if (ifname == NULL) {
+                ifname = json_string_value(json_object_get(st, "interface"));
+
+                if (ifname != NULL && !wg_ifname_valid(ifname)) {
+                    ifname = NULL;
+                }
+            }
+        }
+
+        rc = wg_state_stop(dir, 15000, &pid);
+
+        if (rc != 0) {
+            fprintf(stderr, "%s: unable to stop the agent of \"%s\": %s\n",
+                    wgctl_prog, dir, wg_strerror(rc));
+            json_decref(st);
+            return 1;
+        }
+
+        stopped = (pid > 0);
+
+        if (stopped && wgctl_verbose) {
+            fprintf(stderr, "%s: agent %ld stopped\n", wgctl_prog,
+                    (long) pid);
+        }
     }
 
-    return 0;
+    rc = 0;
+
+    if (ifname != NULL) {
+        rc = wg_link_delete(ifname);
+
+        if (rc == -ENODEV && wg_uapi_exists(ifname)) {
+            fprintf(stderr, "%s: \"%s\" is served by a wireguard-go whose "
+                    "tun is in another network namespace\n", wgctl_prog,
+                    ifname);
+            rc = 1;
+            goto done;
+        }
+
+        /* an agent run with --down-on-exit removed it itself */
+        if (rc == -ENODEV && dir != NULL) {
+            rc = 0;
+        }
+
+        if (rc != 0) {
+            fprintf(stderr, "%s: unable to remove interface \"%s\": %s\n",
+                    wgctl_prog, ifname, wg_strerror(rc));
+            rc = 1;
+            goto done;
+        }
+    }
+
+    if (hosts != NULL && wg_hosts_update(hosts, NULL, 0, err, sizeof(err)) < 0)
+    {
+        fprintf(stderr, "%s: %s: %s\n", wgctl_prog, hosts, err);
+        rc = 1;
+    }
+
+done:
+
+    json_decref(st);
+
+    return rc;
 }

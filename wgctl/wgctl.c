@@ -50,7 +50,12 @@ static const wgctl_command_t  wgctl_commands[] = {
     { "verify", dstack_verify_main,
       "Verifies a dstack attestation (RA-TLS certificate) offline" },
 
-    /* the control-plane client's "up", "status", "nodes", "preauthkeys" */
+    { "up", up_main,
+      "Runs the node agent: joins the VPC and keeps the device in step" },
+    { "status", status_main,
+      "Shows the agent's view: this node and its peers" },
+
+    /* the server-side admin's "nodes", "preauthkeys" */
 
     { NULL, NULL, NULL }
 };

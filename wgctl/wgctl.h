@@ -25,6 +25,8 @@ int down_main(int argc, char **argv);
 int hosts_main(int argc, char **argv);
 int genkey_main(int argc, char **argv);
 int pubkey_main(int argc, char **argv);
+int up_main(int argc, char **argv);
+int status_main(int argc, char **argv);
 
 /* verify.c, on the attestation library in ratls/ */
 int dstack_verify_main(int argc, char **argv);

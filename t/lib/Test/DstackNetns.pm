@@ -11,6 +11,8 @@ package Test::DstackNetns;
 #   $net->veth('a', '10.200.0.1/24', 'b', '10.200.0.2/24');
 #   my ($rc, $out) = $net->run('a', 'ping', '-c1', '10.200.0.2');
 #   my $pid = $net->wireguard_go('a', $ifname);  # foreground, tracked
+#   my %ip = $net->lan('10.201.0', qw(srv a b)); # one bridge, 10.201.0.1..
+#   my $hosts = $net->hosts_file('a');           # /etc/hosts inside 'a'
 
 use strict;
 use warnings;
@@ -101,6 +103,65 @@ sub veth {
     system('ip', '-n', $nb, 'link', 'set', $lb, 'up');
 
     return ($la, $lb);
+}
+
+# A switch: a bridge in its own namespace, one veth "lan0" into each named
+# namespace, addressed <net>.1, <net>.2, ... in the order given (more can
+# join later with the same <net>).  Returns (name => address).
+sub lan {
+    my ($self, $net, @names) = @_;
+
+    my $hub = $self->netns('hub');
+    my $br = "br$self->{tag}";
+
+    if (!$self->{bridge}) {
+        system('ip', '-n', $hub, 'link', 'add', $br, 'type', 'bridge') == 0
+            or die "ip link add $br failed";
+        system('ip', '-n', $hub, 'link', 'set', $br, 'up');
+        $self->{bridge} = $br;
+        $self->{lan} = {};
+    }
+
+    my %ip;
+
+    for my $name (@names) {
+        my $ns = $self->netns($name);
+        my $n = 1 + keys %{$self->{lan}};
+        my $port = "vh$n" . "x$self->{tag}";
+
+        system('ip', 'link', 'add', $port, 'netns', $hub, 'type', 'veth',
+            'peer', 'name', 'lan0', 'netns', $ns) == 0
+            or die "ip link add $port failed";
+        system('ip', '-n', $hub, 'link', 'set', $port, 'master', $br);
+        system('ip', '-n', $hub, 'link', 'set', $port, 'up');
+        system('ip', '-n', $ns, 'addr', 'add', "$net.$n/24", 'dev', 'lan0');
+        system('ip', '-n', $ns, 'link', 'set', 'lan0', 'up');
+
+        $self->{lan}{$name} = "$net.$n";
+        $ip{$name} = "$net.$n";
+    }
+
+    return %ip;
+}
+
+# /etc/netns/<ns>/hosts: "ip netns exec" mounts it over /etc/hosts, so
+# that names resolve per namespace; removed at the end
+sub hosts_file {
+    my ($self, $name) = @_;
+
+    my $ns = $self->netns($name);
+    my $dir = "/etc/netns/$ns";
+
+    if (!-d $dir) {
+        mkdir '/etc/netns';
+        mkdir $dir or die "mkdir $dir: $!";
+        open my $fh, '>', "$dir/hosts" or die "$dir/hosts: $!";
+        print $fh "127.0.0.1\tlocalhost\n::1\tlocalhost\n";
+        close $fh;
+        push @{$self->{etc}}, $dir;
+    }
+
+    return "$dir/hosts";
 }
 
 # runs a command in a namespace; returns (exit code, stdout and stderr)
@@ -199,6 +260,15 @@ sub cleanup {
     }
 
     $self->{links} = [];
+
+    for my $dir (@{$self->{etc} || []}) {
+        unlink "$dir/hosts";
+        rmdir $dir;
+    }
+
+    rmdir '/etc/netns';
+    $self->{etc} = [];
+    delete $self->{bridge};
 }
 
 END {

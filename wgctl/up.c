@@ -1,0 +1,1927 @@
+/*
+ * wgctl up: the node agent.  Makes or loads the node key, registers with
+ * a pre-auth key, holds the map stream open and keeps the WireGuard
+ * device (key, port, peers), its address, MTU and route, and the hosts
+ * block in step with every frame, applying only differences.  The device
+ * stays up while the server is away; the agent reconnects with capped,
+ * jittered exponential backoff and registers again when the server no
+ * longer knows its key.
+ */
+
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <sys/stat.h>
+#include <jansson.h>
+#include <openssl/rand.h>
+
+#include "wgctl.h"
+#include "ctrl.h"
+#include "hosts.h"
+#include "peermap.h"
+#include "rtnl.h"
+#include "state.h"
+
+
+#define WG_UP_IFNAME            "dstack0"
+#define WG_UP_PORT              41641
+#define WG_UP_MTU               1380
+#define WG_UP_MTU_MIN           1280
+#define WG_UP_MTU_MAX           1420
+#define WG_UP_PREFIX            "100.128.0.0/10"
+#define WG_UP_KEEPALIVE         30          /* s, the server's interval */
+#define WG_UP_BACKOFF_MIN       1000        /* ms */
+#define WG_UP_BACKOFF_MAX       60000       /* ms */
+#define WG_UP_RESYNC            60000       /* ms between device checks */
+#define WG_UP_RETRY             5000        /* ms after a failed sync */
+#define WG_UP_CONNECT_TIMEOUT   10000       /* ms */
+#define WG_UP_REQUEST_TIMEOUT   30000       /* ms */
+#define WG_UP_LOGOUT_TIMEOUT    5000        /* ms */
+#define WG_UP_AUTH_KEY_MAX      512
+#define WG_UP_ID_MAX            128
+
+
+typedef enum {
+    WG_UP_REGISTERING = 0,
+    WG_UP_CONNECTING,
+    WG_UP_CONNECTED,
+    WG_UP_REFUSED,
+    WG_UP_STOPPED
+} wg_up_state_e;
+
+
+typedef struct {
+    /* configuration */
+    char                     ifname[IFNAMSIZ];
+    const char              *server;
+    const char              *hostname;
+    const char              *state_dir;
+    const char              *hosts_file;
+    const char              *instance_id;
+    const char              *node_type;
+    char                    *auth_key;
+    wg_ctrl_t                ctrl;
+    wg_allowedip_t           prefix;
+    wg_endpoint_t            endpoints[WG_MAP_MAX_ENDPOINTS];
+    size_t                   nendpoints;
+    long                     silence;           /* ms */
+    long                     backoff_max;       /* ms */
+    uint32_t                 mtu;
+    uint16_t                 listen_port;
+    unsigned                 ephemeral:1;
+    unsigned                 down_on_exit:1;
+
+    /* the node */
+    uint8_t                  private_key[WG_KEY_SIZE];
+    uint8_t                  public_key[WG_KEY_SIZE];
+    char                     node_key[sizeof(WG_MAP_KEY_PREFIX)
+                                      + WG_KEY_HEX_LEN];
+    char                     name[WG_MAP_NAME_MAX + 1];
+    wg_allowedip_t           reg_address;
+    wg_peermap_t             map;
+
+    /* the device as last applied */
+    uint32_t                 ifindex;
+    wg_allowedip_t           address;
+    unsigned                 has_reg_address:1;
+    unsigned                 address_set:1;
+    unsigned                 route_set:1;
+
+    /* the connection */
+    wg_up_state_e            state;
+    int                      pid_fd;
+    long                     backoff;
+    long long                last_frame;        /* monotonic ms */
+    long long                next_sync;
+    time_t                   connected_since;
+    char                     last_error[256];
+    unsigned                 registered:1;
+    unsigned                 ever_registered:1;
+    unsigned                 streaming:1;
+    unsigned                 dirty:1;
+    unsigned                 log_conflicts:1;
+    unsigned                 status_dirty:1;
+} wg_up_t;
+
+
+static void up_usage(FILE *out);
+static void up_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void up_map_log(void *data, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void up_quote(char *buf, size_t size, const char *text, size_t len);
+static long long up_now(void);
+static void up_signal(int signo);
+static int up_signals(void);
+static void up_drain(void);
+static int up_wait(long ms);
+static int up_token_valid(const char *s, size_t max, const char *extra);
+static int up_options(wg_up_t *up, int argc, char **argv);
+static int up_read_secret(const char *path, char *buf, size_t size);
+static int up_key(wg_up_t *up);
+static void up_endpoints(wg_up_t *up, json_t *array);
+static int up_status_write(wg_up_t *up);
+static int up_link(wg_up_t *up, int force);
+static int up_device(wg_up_t *up);
+static void up_sync(wg_up_t *up, int force);
+static int up_tick(void *data);
+static int up_frame(void *data, const char *frame, size_t len);
+static json_t *up_answer(const wg_ctrl_response_t *resp, char *err,
+    size_t errlen);
+static int up_register(wg_up_t *up);
+static int up_stream(wg_up_t *up);
+static void up_logout(wg_up_t *up);
+static long up_backoff(wg_up_t *up);
+static void up_cleanup(wg_up_t *up);
+
+
+static volatile sig_atomic_t  up_stop;
+static int                    up_wake[2] = { -1, -1 };
+
+
+static const char  *up_state_names[] = {
+    "registering", "connecting", "connected", "refused", "stopped"
+};
+
+
+static void
+up_usage(FILE *out)
+{
+    fprintf(out,
+        "Usage: %s up --server <url> --auth-key <key> --hostname <name> "
+        "[options]\n"
+        "\n"
+        "  --server <url>          control plane: the local mesh "
+        "(http://127.0.0.1:80)\n"
+        "                          with --target-app, or an https:// URL\n"
+        "  --target-app <app id>   the VPC server's app id "
+        "(x-dstack-target-app)\n"
+        "  --auth-key <key>        pre-auth key (or --auth-key-file <file>)\n"
+        "  --hostname <name>       this node's name in the VPC\n"
+        "  --interface <if>        WireGuard device (default %s)\n"
+        "  --listen-port <port>    (default %d)\n"
+        "  --endpoint <ip:port>    announced endpoint, repeatable (default: "
+        "local\n"
+        "                          addresses with the listen port)\n"
+        "  --mtu <%d..%d>        (default %d)\n"
+        "  --route <prefix>        the VPC prefix (default %s)\n"
+        "  --state-dir <dir>       node key, status, pid (default %s)\n"
+        "  --hosts-file <file>     (default /etc/hosts); --no-hosts to "
+        "leave it\n"
+        "  --instance-id <hex>     this CVM's instance id\n"
+        "  --node-type <type>      node type for discovery\n"
+        "  --ephemeral             removed from the VPC when it leaves\n"
+        "  --down-on-exit          remove the device when stopped\n"
+        "  --keepalive <s>         the server's keepalive interval (default "
+        "%d);\n"
+        "                          2x without a frame: reconnect\n"
+        "  --max-backoff <s>       cap of the reconnect delay (default %d)\n"
+        "  --cacert <file> --cert <file> --key <file>   for https:// "
+        "servers\n",
+        wgctl_prog, WG_UP_IFNAME, WG_UP_PORT, WG_UP_MTU_MIN, WG_UP_MTU_MAX,
+        WG_UP_MTU, WG_UP_PREFIX, WG_STATE_DIR, WG_UP_KEEPALIVE,
+        WG_UP_BACKOFF_MAX / 1000);
+}
+
+
+/* a daemon's log: one line per event, UTC time to the millisecond */
+
+static void
+up_log(const char *fmt, ...)
+{
+    char             ts[32];
+    va_list          args;
+    struct tm        tm;
+    struct timespec  now;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+
+    fprintf(stderr, "%s.%03ldZ %s: ", ts, now.tv_nsec / 1000000,
+            wgctl_prog);
+
+    va_start(args, fmt);
+    vfprintf(stderr, fmt, args);
+    va_end(args);
+
+    fputc('\n', stderr);
+    fflush(stderr);
+}
+
+
+static void
+up_map_log(void *data, const char *fmt, ...)
+{
+    char     msg[512];
+    va_list  args;
+
+    va_start(args, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, args);
+    va_end(args);
+
+    up_log("map: %s", msg);
+}
+
+
+/* something the server said, safe to log */
+
+static void
+up_quote(char *buf, size_t size, const char *text, size_t len)
+{
+    size_t  i, o;
+
+    for (i = 0, o = 0; i < len && o + 4 < size; i++) {
+        buf[o++] = (text[i] >= 0x20 && text[i] < 0x7f) ? text[i] : '?';
+    }
+
+    if (i < len && size >= 4) {
+        memcpy(buf + o, "...", 3);
+        o += 3;
+    }
+
+    buf[o] = '\0';
+}
+
+
+static long long
+up_now(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
+static void
+up_signal(int signo)
+{
+    int  saved;
+
+    saved = errno;
+    up_stop = signo;
+
+    if (write(up_wake[1], "", 1) < 0) {
+        /* the pipe is full: a wake-up is pending anyway */
+    }
+
+    errno = saved;
+}
+
+
+static int
+up_signals(void)
+{
+    int               i;
+    struct sigaction  sa;
+
+    if (pipe(up_wake) != 0) {
+        return -errno;
+    }
+
+    for (i = 0; i < 2; i++) {
+        if (fcntl(up_wake[i], F_SETFD, FD_CLOEXEC) != 0
+            || fcntl(up_wake[i], F_SETFL, O_NONBLOCK) != 0)
+        {
+            return -errno;
+        }
+    }
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = up_signal;
+    sigemptyset(&sa.sa_mask);
+
+    if (sigaction(SIGTERM, &sa, NULL) != 0
+        || sigaction(SIGINT, &sa, NULL) != 0)
+    {
+        return -errno;
+    }
+
+    sa.sa_handler = SIG_IGN;
+
+    if (sigaction(SIGPIPE, &sa, NULL) != 0) {
+        return -errno;
+    }
+
+    return 0;
+}
+
+
+static void
+up_drain(void)
+{
+    char  buf[64];
+
+    while (read(up_wake[0], buf, sizeof(buf)) > 0) {
+        /* void */
+    }
+}
+
+
+/* sleeps, unless a signal comes: 0 after the delay, -ECANCELED */
+
+static int
+up_wait(long ms)
+{
+    long long      deadline, now;
+    struct pollfd  pfd;
+
+    deadline = up_now() + ms;
+
+    while (!up_stop) {
+        now = up_now();
+
+        if (now >= deadline) {
+            return 0;
+        }
+
+        pfd.fd = up_wake[0];
+        pfd.events = POLLIN;
+        pfd.revents = 0;
+
+        (void) poll(&pfd, 1, (int) (deadline - now));
+        up_drain();
+    }
+
+    return -ECANCELED;
+}
+
+
+/* [A-Za-z0-9] and the characters of "extra", 1..max */
+
+static int
+up_token_valid(const char *s, size_t max, const char *extra)
+{
+    size_t  i, len;
+
+    len = strlen(s);
+
+    if (len == 0 || len > max) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z')
+              || (s[i] >= '0' && s[i] <= '9') || strchr(extra, s[i])))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static int
+up_read_secret(const char *path, char *buf, size_t size)
+{
+    int      fd;
+    size_t   len;
+    ssize_t  n;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -errno;
+    }
+
+    len = 0;
+
+    while (len < size - 1) {
+        n = read(fd, buf + len, size - 1 - len);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+
+        if (n <= 0) {
+            break;
+        }
+
+        len += (size_t) n;
+    }
+
+    close(fd);
+    buf[len] = '\0';
+
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'
+                       || buf[len - 1] == ' ' || buf[len - 1] == '\t'))
+    {
+        buf[--len] = '\0';
+    }
+
+    return 0;
+}
+
+
+static int
+up_options(wg_up_t *up, int argc, char **argv)
+{
+    int             c, idx;
+    char           *end, secret[WG_UP_AUTH_KEY_MAX + 2];
+    long            n;
+    const char     *key_file;
+    struct option   opts[] = {
+        { "server", required_argument, NULL, 's' },
+        { "auth-key", required_argument, NULL, 'a' },
+        { "auth-key-file", required_argument, NULL, 'A' },
+        { "hostname", required_argument, NULL, 'n' },
+        { "interface", required_argument, NULL, 'i' },
+        { "listen-port", required_argument, NULL, 'p' },
+        { "endpoint", required_argument, NULL, 'e' },
+        { "state-dir", required_argument, NULL, 'd' },
+        { "hosts-file", required_argument, NULL, 'H' },
+        { "no-hosts", no_argument, NULL, 'N' },
+        { "target-app", required_argument, NULL, 't' },
+        { "instance-id", required_argument, NULL, 'I' },
+        { "node-type", required_argument, NULL, 'T' },
+        { "ephemeral", no_argument, NULL, 'E' },
+        { "down-on-exit", no_argument, NULL, 'D' },
+        { "mtu", required_argument, NULL, 'm' },
+        { "route", required_argument, NULL, 'r' },
+        { "keepalive", required_argument, NULL, 'k' },
+        { "max-backoff", required_argument, NULL, 'b' },
+        { "cacert", required_argument, NULL, 'C' },
+        { "cert", required_argument, NULL, 'c' },
+        { "key", required_argument, NULL, 'K' },
+        { NULL, 0, NULL, 0 }
+    };
+
+    key_file = NULL;
+    opterr = 0;
+    optind = 1;
+
+    while ((c = getopt_long(argc, argv, "", opts, &idx)) != -1) {
+
+        switch (c) {
+
+        case 's':
+            up->server = optarg;
+            break;
+
+        case 'a':
+            free(up->auth_key);
+            up->auth_key = strdup(optarg);
+
+            /* not for everyone's eyes in /proc/<pid>/cmdline */
+            wg_memzero(optarg, strlen(optarg));
+
+            if (up->auth_key == NULL) {
+                return -1;
+            }
+            break;
+
+        case 'A':
+            key_file = optarg;
+            break;
+
+        case 'n':
+            up->hostname = optarg;
+            break;
+
+        case 'i':
+            if (!wg_ifname_valid(optarg)) {
+                fprintf(stderr, "%s: invalid interface name \"%s\"\n",
+                        wgctl_prog, optarg);
+                return -1;
+            }
+
+            snprintf(up->ifname, sizeof(up->ifname), "%s", optarg);
+            break;
+
+        case 'p':
+        case 'm':
+        case 'k':
+        case 'b':
+            n = strtol(optarg, &end, 10);
+
+            if (optarg[0] < '0' || optarg[0] > '9' || *end != '\0'
+                || (c == 'p' && (n < 1 || n > 65535))
+                || (c == 'm' && (n < WG_UP_MTU_MIN || n > WG_UP_MTU_MAX))
+                || (c == 'k' && (n < 1 || n > 3600))
+                || (c == 'b' && (n < 1 || n > 3600)))
+            {
+                fprintf(stderr, "%s: invalid %s \"%s\"%s\n", wgctl_prog,
+                        c == 'p' ? "listen port"
+                        : c == 'm' ? "MTU"
+                        : c == 'k' ? "keepalive" : "max backoff",
+                        optarg,
+                        c == 'm' ? " (1280..1420)"
+                        : c == 'p' ? "" : " (1..3600 seconds)");
+                return -1;
+            }
+
+            if (c == 'p') {
+                up->listen_port = (uint16_t) n;
+
+            } else if (c == 'm') {
+                up->mtu = (uint32_t) n;
+
+            } else if (c == 'k') {
+                up->silence = 2 * n * 1000;
+
+            } else {
+                up->backoff_max = n * 1000;
+            }
+            break;
+
+        case 'e':
+            if (up->nendpoints == WG_MAP_MAX_ENDPOINTS) {
+                fprintf(stderr, "%s: more than %d endpoints\n", wgctl_prog,
+                        WG_MAP_MAX_ENDPOINTS);
+                return -1;
+            }
+
+            if (wg_endpoint_parse(&up->endpoints[up->nendpoints], optarg)
+                != 0)
+            {
+                fprintf(stderr, "%s: invalid endpoint \"%s\" (expected "
+                        "<ip>:<port>)\n", wgctl_prog, optarg);
+                return -1;
+            }
+
+            up->nendpoints++;
+            break;
+
+        case 'd':
+            up->state_dir = optarg;
+            break;
+
+        case 'H':
+            up->hosts_file = optarg;
+            break;
+
+        case 'N':
+            up->hosts_file = NULL;
+            break;
+
+        case 't':
+            up->ctrl.target_app = optarg;
+            break;
+
+        case 'I':
+            up->instance_id = optarg;
+            break;
+
+        case 'T':
+            up->node_type = optarg;
+            break;
+
+        case 'E':
+            up->ephemeral = 1;
+            break;
+
+        case 'D':
+            up->down_on_exit = 1;
+            break;
+
+        case 'r':
+            if (wg_allowedip_parse(&up->prefix, optarg) != 0
+                || up->prefix.family != AF_INET || up->prefix.cidr < 8
+                || up->prefix.cidr > 30)
+            {
+                fprintf(stderr, "%s: invalid route prefix \"%s\" (an IPv4 "
+                        "prefix, /8../30)\n", wgctl_prog, optarg);
+                return -1;
+            }
+            break;
+
+        case 'C':
+            up->ctrl.cacert = optarg;
+            break;
+
+        case 'c':
+            up->ctrl.cert = optarg;
+            break;
+
+        case 'K':
+            up->ctrl.key = optarg;
+            break;
+
+        case ':':
+            fprintf(stderr, "%s: option \"%s\" needs a value\n", wgctl_prog,
+                    argv[optind - 1]);
+            return -1;
+
+        default:
+            fprintf(stderr, "%s: up: invalid option \"%s\"\n", wgctl_prog,
+                    argv[optind - 1]);
+            return -1;
+        }
+    }
+
+    if (optind < argc) {
+        fprintf(stderr, "%s: up: unexpected argument \"%s\"\n", wgctl_prog,
+                argv[optind]);
+        return -1;
+    }
+
+    if (key_file != NULL) {
+        if (up_read_secret(key_file, secret, sizeof(secret)) != 0) {
+            fprintf(stderr, "%s: unable to read \"%s\": %s\n", wgctl_prog,
+                    key_file, strerror(errno));
+            wg_memzero(secret, sizeof(secret));
+            return -1;
+        }
+
+        free(up->auth_key);
+        up->auth_key = strdup(secret);
+        wg_memzero(secret, sizeof(secret));
+
+        if (up->auth_key == NULL) {
+            return -1;
+        }
+    }
+
+    if (up->server == NULL || up->auth_key == NULL || up->hostname == NULL) {
+        fprintf(stderr, "%s: up: --server, --auth-key and --hostname are "
+                "required\n", wgctl_prog);
+        return -1;
+    }
+
+    if ((strncmp(up->server, "http://", 7) != 0
+         && strncmp(up->server, "https://", 8) != 0)
+        || strlen(up->server) > WG_CTRL_URL_MAX - 64
+        || up->server[strlen(up->server) - 1] == '/'
+        || strpbrk(up->server, " \t\r\n?#") != NULL)
+    {
+        fprintf(stderr, "%s: invalid server URL \"%s\" (http:// or "
+                "https://, no trailing slash)\n", wgctl_prog, up->server);
+        return -1;
+    }
+
+    /* checked here, so that the JSON we build needs no escaping */
+    if (!up_token_valid(up->auth_key, WG_UP_AUTH_KEY_MAX, "-_.:+/=~")) {
+        fprintf(stderr, "%s: invalid auth key (1..%d characters of "
+                "[A-Za-z0-9-_.:+/=~])\n", wgctl_prog, WG_UP_AUTH_KEY_MAX);
+        return -1;
+    }
+
+    if (!up_token_valid(up->hostname, WG_MAP_NAME_MAX, "-_.")) {
+        fprintf(stderr, "%s: invalid hostname \"%s\" (1..%d characters of "
+                "[A-Za-z0-9-_.])\n", wgctl_prog, up->hostname,
+                WG_MAP_NAME_MAX);
+        return -1;
+    }
+
+    if (up->ctrl.target_app != NULL
+        && (strlen(up->ctrl.target_app) != WG_CTRL_APP_ID_LEN
+            || !up_token_valid(up->ctrl.target_app, WG_CTRL_APP_ID_LEN, "")
+            || strspn(up->ctrl.target_app, "0123456789abcdefABCDEF")
+               != WG_CTRL_APP_ID_LEN))
+    {
+        fprintf(stderr, "%s: invalid target app \"%s\" (40 hex digits)\n",
+                wgctl_prog, up->ctrl.target_app);
+        return -1;
+    }
+
+    if (up->instance_id != NULL
+        && (!up_token_valid(up->instance_id, WG_UP_ID_MAX, "")
+            || strspn(up->instance_id, "0123456789abcdefABCDEF")
+               != strlen(up->instance_id)))
+    {
+        fprintf(stderr, "%s: invalid instance id \"%s\" (hex)\n",
+                wgctl_prog, up->instance_id);
+        return -1;
+    }
+
+    if (up->node_type != NULL
+        && !up_token_valid(up->node_type, WG_MAP_NAME_MAX, "-_."))
+    {
+        fprintf(stderr, "%s: invalid node type \"%s\" (1..%d characters of "
+                "[A-Za-z0-9-_.])\n", wgctl_prog, up->node_type,
+                WG_MAP_NAME_MAX);
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/*
+ * The node key: loaded from the state directory, or made and stored there
+ * (0600, written beside and renamed into place).  A key file that others
+ * may read is refused rather than used.
+ */
+
+static int
+up_key(wg_up_t *up)
+{
+    int          rc;
+    char         path[4096], b64[WG_KEY_B64_LEN + 16];
+    size_t       len;
+    struct stat  st;
+
+    rc = wg_state_path(path, sizeof(path), up->state_dir, WG_STATE_KEY);
+    if (rc != 0) {
+        return rc;
+    }
+
+    if (lstat(path, &st) == 0) {
+        if (!S_ISREG(st.st_mode) || (st.st_mode & 0077)) {
+            up_log("%s: not a regular file of mode 0600 (mode %04o); "
+                   "refusing to use it", path, (unsigned) st.st_mode & 07777);
+            return -EPERM;
+        }
+
+        rc = up_read_secret(path, b64, sizeof(b64));
+
+        if (rc == 0 && wg_key_from_base64(up->private_key, b64) != 0) {
+            up_log("%s: not a WireGuard private key", path);
+            rc = -EINVAL;
+        }
+
+        wg_memzero(b64, sizeof(b64));
+
+        if (rc != 0) {
+            return rc;
+        }
+
+    } else if (errno == ENOENT) {
+        if (wg_key_generate(up->private_key) != 0) {
+            return -EIO;
+        }
+
+        wg_key_to_base64(b64, up->private_key);
+        len = strlen(b64);
+        b64[len++] = '\n';
+
+        rc = wg_state_write(up->state_dir, WG_STATE_KEY, b64, len, 0600);
+        wg_memzero(b64, sizeof(b64));
+
+        if (rc != 0) {
+            up_log("unable to write \"%s\": %s", path, wg_strerror(rc));
+            return rc;
+        }
+
+        up_log("new node key in %s", path);
+
+    } else {
+        return -errno;
+    }
+
+    if (wg_key_public(up->public_key, up->private_key) != 0) {
+        return -EINVAL;
+    }
+
+    wg_map_key_format(up->node_key, up->public_key);
+
+    return 0;
+}
+
+
+/*
+ * The endpoints announced: --endpoint, else every address of an up,
+ * non-loopback interface other than the VPN device and the VPC prefix
+ * (link-local IPv6 excluded), with the listen port.
+ */
+
+static void
+up_endpoints(wg_up_t *up, json_t *array)
+{
+    char             text[INET6_ADDRSTRLEN + 16];
+    size_t           i, n;
+    wg_endpoint_t    ep;
+    wg_allowedip_t   aip;
+    struct ifaddrs  *ifa, *p;
+
+    for (i = 0; i < up->nendpoints; i++) {
+        if (wg_endpoint_format(text, sizeof(text), &up->endpoints[i]) == 0) {
+            json_array_append_new(array, json_string(text));
+        }
+    }
+
+    if (up->nendpoints > 0 || getifaddrs(&ifa) != 0) {
+        return;
+    }
+
+    n = 0;
+
+    for (p = ifa; p != NULL && n < WG_MAP_MAX_ENDPOINTS; p = p->ifa_next) {
+        if (p->ifa_addr == NULL || !(p->ifa_flags & IFF_UP)
+            || (p->ifa_flags & IFF_LOOPBACK)
+            || strcmp(p->ifa_name, up->ifname) == 0)
+        {
+            continue;
+        }
+
+        memset(&ep, 0, sizeof(ep));
+        memset(&aip, 0, sizeof(aip));
+
+        if (p->ifa_addr->sa_family == AF_INET) {
+            memcpy(&ep.sin, p->ifa_addr, sizeof(struct sockaddr_in));
+            ep.sin.sin_port = htons(up->listen_port);
+            aip.family = AF_INET;
+            aip.cidr = 32;
+            aip.addr.ip4 = ep.sin.sin_addr;
+
+            if (wg_map_prefix_contains(&up->prefix, &aip)) {
+                continue;
+            }
+
+        } else if (p->ifa_addr->sa_family == AF_INET6) {
+            memcpy(&ep.sin6, p->ifa_addr, sizeof(struct sockaddr_in6));
+
+            if (IN6_IS_ADDR_LINKLOCAL(&ep.sin6.sin6_addr)
+                || IN6_IS_ADDR_LOOPBACK(&ep.sin6.sin6_addr))
+            {
+                continue;
+            }
+
+            ep.sin6.sin6_port = htons(up->listen_port);
+            ep.sin6.sin6_scope_id = 0;
+            ep.sin6.sin6_flowinfo = 0;
+
+        } else {
+            continue;
+        }
+
+        if (wg_endpoint_format(text, sizeof(text), &ep) == 0) {
+            json_array_append_new(array, json_string(text));
+            n++;
+        }
+    }
+
+    freeifaddrs(ifa);
+}
+
+
+/* --- the status file --------------------------------------------------- */
+
+
+static int
+up_status_write(wg_up_t *up)
+{
+    int                   rc;
+    char                  b64[WG_KEY_B64_LEN + 1], text[64], fqdn[128];
+    char                 *dump;
+    size_t                i, j;
+    json_t               *root, *peers, *peer, *eps;
+    struct tm             tm;
+    const wg_map_node_t  *node;
+
+    root = json_object();
+    peers = json_array();
+
+    if (root == NULL || peers == NULL) {
+        json_decref(root);
+        json_decref(peers);
+        return -ENOMEM;
+    }
+
+    wg_key_to_base64(b64, up->public_key);
+
+    json_object_set_new(root, "version", json_integer(1));
+    json_object_set_new(root, "pid", json_integer(getpid()));
+    json_object_set_new(root, "state",
+                        json_string(up_state_names[up->state]));
+    json_object_set_new(root, "interface", json_string(up->ifname));
+    json_object_set_new(root, "hostname", json_string(up->hostname));
+    json_object_set_new(root, "public_key", json_string(b64));
+    json_object_set_new(root, "node_key", json_string(up->node_key));
+    json_object_set_new(root, "server", json_string(up->server));
+    json_object_set_new(root, "target_app", up->ctrl.target_app
+                                            ? json_string(up->ctrl.target_app)
+                                            : json_null());
+    json_object_set_new(root, "hosts_file", up->hosts_file
+                                            ? json_string(up->hosts_file)
+                                            : json_null());
+    json_object_set_new(root, "ephemeral", json_boolean(up->ephemeral));
+
+    if (wg_allowedip_format(text, sizeof(text), &up->prefix) == 0) {
+        json_object_set_new(root, "prefix", json_string(text));
+    }
+
+    if (up->name[0] != '\0') {
+        snprintf(fqdn, sizeof(fqdn), "%s.%s", up->name, WG_HOSTS_DOMAIN);
+        json_object_set_new(root, "name", json_string(fqdn));
+
+    } else {
+        json_object_set_new(root, "name", json_null());
+    }
+
+    if (up->address_set
+        && inet_ntop(AF_INET, &up->address.addr.ip4, text, sizeof(text))
+           != NULL)
+    {
+        json_object_set_new(root, "address", json_string(text));
+
+    } else {
+        json_object_set_new(root, "address", json_null());
+    }
+
+    if (up->connected_since) {
+        gmtime_r(&up->connected_since, &tm);
+        strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        json_object_set_new(root, "connected_since", json_string(text));
+
+    } else {
+        json_object_set_new(root, "connected_since", json_null());
+    }
+
+    json_object_set_new(root, "last_error", up->last_error[0]
+                                            ? json_string(up->last_error)
+                                            : json_null());
+
+    for (i = 0; i < up->map.npeers; i++) {
+        node = up->map.peers[i];
+        peer = json_object();
+        eps = json_array();
+
+        if (peer == NULL || eps == NULL) {
+            json_decref(peer);
+            json_decref(eps);
+            continue;
+        }
+
+        wg_key_to_base64(b64, node->key);
+        snprintf(fqdn, sizeof(fqdn), "%s.%s", node->name, WG_HOSTS_DOMAIN);
+
+        json_object_set_new(peer, "id", json_integer(node->id));
+        json_object_set_new(peer, "name", json_string(fqdn));
+        json_object_set_new(peer, "address", json_string(node->address));
+        json_object_set_new(peer, "public_key", json_string(b64));
+        json_object_set_new(peer, "online", json_boolean(node->online));
+        json_object_set_new(peer, "last_seen", node->last_seen[0]
+                                               ? json_string(node->last_seen)
+                                               : json_null());
+
+        for (j = 0; j < node->nendpoints; j++) {
+            if (wg_endpoint_format(text, sizeof(text), &node->endpoints[j])
+                == 0)
+            {
+                json_array_append_new(eps, json_string(text));
+            }
+        }
+
+        json_object_set_new(peer, "endpoints", eps);
+        json_array_append_new(peers, peer);
+    }
+
+    json_object_set_new(root, "peers", peers);
+
+    dump = json_dumps(root, JSON_INDENT(1));
+    json_decref(root);
+
+    if (dump == NULL) {
+        return -ENOMEM;
+    }
+
+    rc = wg_state_write(up->state_dir, WG_STATE_STATUS, dump, strlen(dump),
+                        0644);
+    free(dump);
+
+    if (rc != 0) {
+        up_log("unable to write %s/%s: %s", up->state_dir, WG_STATE_STATUS,
+               wg_strerror(rc));
+    }
+
+    up->status_dirty = 0;
+
+    return rc;
+}
+
+
+/* --- the device -------------------------------------------------------- */
+
+
+/*
+ * The link, its MTU, address and route.  A device that went away (a
+ * wireguard-go that died) is created again; "force" re-checks address and
+ * route, which nothing else would notice were removed.
+ */
+
+static int
+up_link(wg_up_t *up, int force)
+{
+    int              rc;
+    char             text[64];
+    wg_backend_e     used;
+    wg_rtnl_link_t   link;
+    wg_allowedip_t   want;
+
+    rc = wg_rtnl_link_get(up->ifname, &link);
+
+    if (rc == -ENODEV) {
+        rc = wg_link_create(up->ifname, wgctl_backend, wgctl_verbose, &used);
+
+        if (rc != 0) {
+            up_log("unable to create interface \"%s\": %s", up->ifname,
+                   wg_strerror(rc));
+            return rc;
+        }
+
+        up_log("%s created over %s", up->ifname, wg_backend_name(used));
+
+        rc = wg_rtnl_link_get(up->ifname, &link);
+    }
+
+    if (rc != 0) {
+        up_log("unable to find interface \"%s\": %s", up->ifname,
+               wg_strerror(rc));
+        return rc;
+    }
+
+    if (link.ifindex != up->ifindex) {
+        up->ifindex = link.ifindex;
+        up->address_set = 0;
+        up->route_set = 0;
+    }
+
+    if (!(link.flags & IFF_UP) || link.mtu != up->mtu) {
+        rc = wg_rtnl_link_set(link.ifindex, 1,
+                              link.mtu != up->mtu ? up->mtu : 0);
+        if (rc != 0) {
+            up_log("unable to bring \"%s\" up with MTU %u: %s", up->ifname,
+                   up->mtu, wg_strerror(rc));
+            return rc;
+        }
+
+        /* routes through a link that was down are gone */
+        up->route_set = 0;
+    }
+
+    if (up->map.has_self) {
+        want = up->map.self.addrs[0];
+
+    } else if (up->has_reg_address) {
+        want = up->reg_address;
+
+    } else {
+        want.family = 0;
+    }
+
+    if (want.family == AF_INET
+        && (force || !up->address_set
+            || wg_allowedip_cmp(&want, &up->address) != 0))
+    {
+        rc = wg_rtnl_addr_set(link.ifindex, AF_INET, &want.addr.ip4, 32);
+
+        if (rc != 0) {
+            up_log("unable to set the address of \"%s\": %s", up->ifname,
+                   wg_strerror(rc));
+            return rc;
+        }
+
+        if (!up->address_set || wg_allowedip_cmp(&want, &up->address) != 0)
+        {
+            inet_ntop(AF_INET, &want.addr.ip4, text, sizeof(text));
+            up_log("%s has address %s/32", up->ifname, text);
+            up->status_dirty = 1;
+        }
+
+        up->address = want;
+        up->address_set = 1;
+    }
+
+    if (force || !up->route_set) {
+        rc = wg_rtnl_route_add(link.ifindex, AF_INET, &up->prefix.addr.ip4,
+                               up->prefix.cidr);
+        if (rc != 0) {
+            up_log("unable to add the route through \"%s\": %s", up->ifname,
+                   wg_strerror(rc));
+            return rc;
+        }
+
+        up->route_set = 1;
+    }
+
+    return 0;
+}
+
+
+/*
+ * The WireGuard side.  Before the first full map only the key and port are
+ * set: the peers on the device (from before a restart) stay until the map
+ * says otherwise, so traffic keeps flowing across an agent restart.
+ */
+
+static int
+up_device(wg_up_t *up)
+{
+    int                      rc;
+    char                     err[256];
+    size_t                   nhosts;
+    uint8_t                  clamped[WG_KEY_SIZE];
+    wg_host_t               *hosts;
+    wg_device_t             *actual, *desired, *changes;
+    wg_backend_e             backend;
+    wg_io_stats_t            io;
+    wg_diff_stats_t          ds;
+    wg_map_desired_stats_t   ms;
+
+    backend = wgctl_backend;
+    if (backend == WG_BACKEND_AUTO) {
+        backend = wg_backend_pick(up->ifname);
+    }
+
+    actual = NULL;
+    desired = NULL;
+    changes = NULL;
+    hosts = NULL;
+
+    rc = wg_device_get(up->ifname, backend, &actual);
+    if (rc != 0) {
+        up_log("unable to read interface \"%s\": %s", up->ifname,
+               wg_strerror(rc));
+        goto done;
+    }
+
+    if (!up->map.has_full) {
+        wg_key_clamp(clamped, up->private_key);
+
+        desired = wg_device_new(up->ifname);
+        if (desired == NULL) {
+            rc = -ENOMEM;
+            goto done;
+        }
+
+        if (!(actual->flags & WG_DEV_HAS_PRIVATE_KEY)
+            || memcmp(actual->private_key, clamped, WG_KEY_SIZE) != 0)
+        {
+            desired->flags |= WG_DEV_HAS_PRIVATE_KEY;
+            memcpy(desired->private_key, up->private_key, WG_KEY_SIZE);
+        }
+
+        if (actual->listen_port != up->listen_port) {
+            desired->flags |= WG_DEV_HAS_LISTEN_PORT;
+            desired->listen_port = up->listen_port;
+        }
+
+        wg_memzero(clamped, sizeof(clamped));
+
+        if (!wg_device_is_noop(desired)) {
+            rc = wg_device_set(desired, backend, &io);
+
+            if (rc != 0) {
+                up_log("unable to configure \"%s\": %s", up->ifname,
+                       wg_strerror(rc));
+            }
+        }
+
+        goto done;
+    }
+
+    rc = wg_peermap_desired(&up->map, actual, up->private_key,
+                            up->listen_port, up->log_conflicts, &desired,
+                            &hosts, &nhosts, &ms);
+    if (rc != 0) {
+        goto done;
+    }
+
+    up->log_conflicts = 0;
+
+    rc = wg_diff(actual, desired, &changes, &ds);
+    if (rc != 0) {
+        goto done;
+    }
+
+    if (!wg_device_is_noop(changes)) {
+        memset(&io, 0, sizeof(io));
+        rc = wg_device_set(changes, backend, &io);
+
+        if (rc != 0) {
+            up_log("unable to configure \"%s\": %s", up->ifname,
+                   wg_strerror(rc));
+            goto done;
+        }
+
+        up_log("%s: %zu added, %zu removed, %zu changed, %zu unchanged "
+               "peers%s%s; %zu request%s, %zu bytes over %s", up->ifname,
+               ds.added, ds.removed, ds.changed, ds.unchanged,
+               ds.private_key ? "; private key set" : "",
+               ds.listen_port ? "; listen port set" : "",
+               io.requests, io.requests == 1 ? "" : "s", io.bytes,
+               wg_backend_name(backend));
+    }
+
+    if (up->hosts_file != NULL) {
+        err[0] = '\0';
+        rc = wg_hosts_update(up->hosts_file, hosts, nhosts, err, sizeof(err));
+
+        if (rc < 0) {
+            up_log("%s: %s", up->hosts_file, err);
+            goto done;
+        }
+
+        if (rc > 0) {
+            up_log("%s: %zu names", up->hosts_file, nhosts);
+        }
+
+        rc = 0;
+    }
+
+done:
+
+    wg_device_free(actual);
+    wg_device_free(desired);
+    wg_device_free(changes);
+    free(hosts);
+
+    return rc;
+}
+
+
+static void
+up_sync(wg_up_t *up, int force)
+{
+    int  rc;
+
+    rc = up_link(up, force);
+
+    if (rc == 0) {
+        rc = up_device(up);
+    }
+
+    if (rc != 0) {
+        up->next_sync = up_now() + WG_UP_RETRY;
+        return;
+    }
+
+    up->dirty = 0;
+    up->next_sync = up_now() + WG_UP_RESYNC;
+
+    if (up->status_dirty) {
+        up_status_write(up);
+    }
+}
+
+
+/* --- the control plane ------------------------------------------------- */
+
+
+/* between waits: signals, the stream's silence, device work */
+
+static int
+up_tick(void *data)
+{
+    wg_up_t    *up;
+    long long   now;
+
+    up = data;
+
+    up_drain();
+
+    if (up_stop) {
+        return -ECANCELED;
+    }
+
+    now = up_now();
+
+    if (up->streaming && now - up->last_frame > up->silence) {
+        up_log("map stream: no frame for %lld ms; reconnecting",
+               now - up->last_frame);
+        snprintf(up->last_error, sizeof(up->last_error),
+                 "map stream silent for %lld ms", now - up->last_frame);
+        return -ETIMEDOUT;
+    }
+
+    if (now >= up->next_sync) {
+        up_sync(up, !up->dirty);
+
+    } else if (up->status_dirty) {
+        up_status_write(up);
+    }
+
+    return 0;
+}
+
+
+static int
+up_frame(void *data, const char *frame, size_t len)
+{
+    int               rc;
+    char              err[256];
+    wg_up_t          *up;
+    wg_map_result_t   res;
+
+    up = data;
+
+    rc = wg_peermap_apply(&up->map, frame, len, &res, err, sizeof(err));
+
+    if (rc != 0) {
+        up_log("map stream: %s; reconnecting", err);
+        snprintf(up->last_error, sizeof(up->last_error), "%s", err);
+        return rc;
+    }
+
+    if (up->state != WG_UP_CONNECTED && !res.full) {
+        up_log("map stream: the first frame is not a full map; "
+               "reconnecting");
+        snprintf(up->last_error, sizeof(up->last_error),
+                 "first frame not a full map");
+        return -EPROTO;
+    }
+
+    up->last_frame = up_now();
+
+    if (res.full) {
+        if (up->state != WG_UP_CONNECTED) {
+            up->state = WG_UP_CONNECTED;
+            up->connected_since = time(NULL);
+            up->last_error[0] = '\0';
+            up->backoff = 0;
+        }
+
+        up_log("map: full, %zu peers (%zu added, %zu changed, %zu removed, "
+               "%zu skipped)", up->map.npeers, res.added, res.changed,
+               res.removed, res.skipped);
+
+        up->dirty = 1;
+        up->log_conflicts = 1;
+        up->status_dirty = 1;
+
+    } else if (res.added || res.changed || res.removed || res.patched
+               || res.self)
+    {
+        up_log("map: %zu added, %zu changed, %zu removed, %zu patched%s",
+               res.added, res.changed, res.removed, res.patched,
+               res.self ? ", this node changed" : "");
+
+        up->dirty = 1;
+        up->log_conflicts = 1;
+        up->status_dirty = 1;
+    }
+
+    if (res.self && up->map.has_self
+        && strcmp(up->name, up->map.self.name) != 0)
+    {
+        snprintf(up->name, sizeof(up->name), "%s", up->map.self.name);
+    }
+
+    /* applied now, not at the next tick: a burst is one sync anyway */
+    if (up->dirty) {
+        up->next_sync = 0;
+    }
+
+    return 0;
+}
+
+
+/* a JSON object answer, or NULL with err saying why */
+
+static json_t *
+up_answer(const wg_ctrl_response_t *resp, char *err, size_t errlen)
+{
+    json_t        *root;
+    json_error_t   jerr;
+
+    if (resp->body == NULL || resp->len == 0) {
+        snprintf(err, errlen, "empty answer");
+        return NULL;
+    }
+
+    if (!wg_json_depth_ok(resp->body, resp->len, WG_MAP_JSON_DEPTH)) {
+        snprintf(err, errlen, "answer nested too deep");
+        return NULL;
+    }
+
+    root = json_loadb(resp->body, resp->len, 0, &jerr);
+
+    if (!json_is_object(root)) {
+        json_decref(root);
+        snprintf(err, errlen, "answer is not a JSON object");
+        return NULL;
+    }
+
+    return root;
+}
+
+
+/*
+ * 0 registered; -EAGAIN worth retrying (transport, 5xx); -EACCES refused
+ * (401/403, or not authorized); -EINVAL our request was refused (400).
+ */
+
+static int
+up_register(wg_up_t *up)
+{
+    int                   rc;
+    char                 *rest, *body, err[256], q[200];
+    size_t                len;
+    json_t               *req, *host, *answer, *v;
+    const char           *s;
+    wg_ctrl_ops_t         ops;
+    wg_allowedip_t        aip;
+    wg_ctrl_response_t    resp;
+
+    up->state = WG_UP_REGISTERING;
+
+    req = json_object();
+    host = json_object();
+
+    if (req == NULL || host == NULL) {
+        json_decref(req);
+        json_decref(host);
+        return -ENOMEM;
+    }
+
+    json_object_set_new(host, "Hostname", json_string(up->hostname));
+    json_object_set_new(req, "Version", json_integer(1));
+    json_object_set_new(req, "NodeKey", json_string(up->node_key));
+    json_object_set_new(req, "Hostinfo", host);
+    json_object_set_new(req, "Ephemeral", json_boolean(up->ephemeral));
+
+    if (up->instance_id != NULL) {
+        json_object_set_new(req, "InstanceID",
+                            json_string(up->instance_id));
+    }
+
+    if (up->node_type != NULL) {
+        json_object_set_new(req, "NodeType", json_string(up->node_type));
+    }
+
+    rest = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+
+    if (rest == NULL) {
+        return -ENOMEM;
+    }
+
+    /*
+     * The auth key is spliced in by hand, so that the only copy besides
+     * our own is this buffer, zeroed after use (jansson would free its
+     * copies unzeroed).  up_options() allowed no character that JSON
+     * would escape.
+     */
+    len = sizeof("{\"Auth\":{\"AuthKey\":\"\"},") + strlen(up->auth_key)
+          + strlen(rest);
+    body = malloc(len);
+
+    if (body == NULL) {
+        free(rest);
+        return -ENOMEM;
+    }
+
+    snprintf(body, len, "{\"Auth\":{\"AuthKey\":\"%s\"},%s", up->auth_key,
+             rest + 1);
+    free(rest);
+
+    ops.frame = NULL;
+    ops.tick = up_tick;
+    ops.data = up;
+    ops.wake_fd = up_wake[0];
+
+    up->streaming = 0;
+
+    rc = wg_ctrl_post(&up->ctrl, "/machine/register", body, strlen(body),
+                      WG_UP_REQUEST_TIMEOUT, &ops, &resp);
+
+    wg_memzero(body, len);
+    free(body);
+
+    if (rc == -ECANCELED) {
+        wg_ctrl_response_free(&resp);
+        return rc;
+    }
+
+    if (rc != 0) {
+        up_log("register: %s", resp.error);
+        snprintf(up->last_error, sizeof(up->last_error), "register: %.200s",
+                 resp.error);
+        wg_ctrl_response_free(&resp);
+        return -EAGAIN;
+    }
+
+    answer = up_answer(&resp, err, sizeof(err));
+
+    s = answer ? json_string_value(json_object_get(answer, "Error")) : NULL;
+    if (s == NULL) {
+        s = answer ? json_string_value(json_object_get(answer, "error"))
+                   : NULL;
+    }
+
+    up_quote(q, sizeof(q), s ? s : err, strlen(s ? s : err));
+
+    if (resp.status == 200 && answer == NULL) {
+        up_log("register: %s", err);
+        snprintf(up->last_error, sizeof(up->last_error), "register: %s",
+                 err);
+        wg_ctrl_response_free(&resp);
+        return -EAGAIN;
+    }
+
+    if (resp.status != 200
+        || !json_is_true(json_object_get(answer, "MachineAuthorized")))
+    {
+        up_log("register: refused with %ld: %s", resp.status,
+               q[0] ? q : "not authorized");
+        snprintf(up->last_error, sizeof(up->last_error),
+                 "register: %ld %s", resp.status, q);
+
+        rc = (resp.status == 400) ? -EINVAL
+             : (resp.status == 200 || resp.status == 401
+                || resp.status == 403) ? -EACCES
+             : -EAGAIN;
+
+        json_decref(answer);
+        wg_ctrl_response_free(&resp);
+        return rc;
+    }
+
+    s = json_string_value(json_object_get(answer, "Name"));
+
+    if (s != NULL && wg_map_name_parse(up->name, sizeof(up->name), s) != 0) {
+        up_quote(q, sizeof(q), s, strlen(s));
+        up_log("register: ignored invalid name \"%s\"", q);
+    }
+
+    v = json_array_get(json_object_get(answer, "Addresses"), 0);
+    s = json_string_value(v);
+
+    if (s != NULL && wg_allowedip_parse(&aip, s) == 0
+        && aip.family == AF_INET && aip.cidr == 32
+        && wg_map_prefix_contains(&up->prefix, &aip))
+    {
+        up->reg_address = aip;
+        up->has_reg_address = 1;
+
+    } else if (s != NULL) {
+        up_quote(q, sizeof(q), s, strlen(s));
+        up_log("register: ignored address \"%s\" (not a /32 in the VPC "
+               "prefix)", q);
+    }
+
+    up_log("registered as %s.%s (%s)", up->name[0] ? up->name : "?",
+           WG_HOSTS_DOMAIN, s ? s : "no address yet");
+
+    up->registered = 1;
+    up->ever_registered = 1;
+    up->last_error[0] = '\0';
+    up->status_dirty = 1;
+    up->next_sync = 0;
+
+    json_decref(answer);
+    wg_ctrl_response_free(&resp);
+
+    return 0;
+}
+
+
+/*
+ * One map stream, until it ends.  0: it ended (the server closed it, or
+ * it failed: reconnect after a delay); -EACCES: the key is unknown
+ * (register again); -ECANCELED: a signal.
+ */
+
+static int
+up_stream(wg_up_t *up)
+{
+    int                  rc;
+    char                *body, err[256], q[200];
+    json_t              *req, *host, *eps, *answer;
+    const char          *s;
+    wg_ctrl_ops_t        ops;
+    wg_ctrl_response_t   resp;
+
+    req = json_object();
+    host = json_object();
+    eps = json_array();
+
+    if (req == NULL || host == NULL || eps == NULL) {
+        json_decref(req);
+        json_decref(host);
+        json_decref(eps);
+        return -ENOMEM;
+    }
+
+    up_endpoints(up, eps);
+
+    json_object_set_new(host, "Hostname", json_string(up->hostname));
+    json_object_set_new(req, "Version", json_integer(1));
+    json_object_set_new(req, "NodeKey", json_string(up->node_key));
+    json_object_set_new(req, "Endpoints", eps);
+    json_object_set_new(req, "Hostinfo", host);
+    json_object_set_new(req, "Stream", json_true());
+
+    body = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+
+    if (body == NULL) {
+        return -ENOMEM;
+    }
+
+    ops.frame = up_frame;
+    ops.tick = up_tick;
+    ops.data = up;
+    ops.wake_fd = up_wake[0];
+
+    up->state = WG_UP_CONNECTING;
+    up->status_dirty = 1;
+    up->streaming = 1;
+    up->last_frame = up_now();
+
+    rc = wg_ctrl_stream(&up->ctrl, "/machine/map", body, strlen(body), &ops,
+                        &resp);
+
+    up->streaming = 0;
+    free(body);
+
+    if (up->state == WG_UP_CONNECTED) {
+        up->state = WG_UP_CONNECTING;
+        up->connected_since = 0;
+        up->status_dirty = 1;
+    }
+
+    if (rc == -ECANCELED) {
+        wg_ctrl_response_free(&resp);
+        return rc;
+    }
+
+    if (rc == 0 && resp.status != 200) {
+        answer = up_answer(&resp, err, sizeof(err));
+        s = answer ? json_string_value(json_object_get(answer, "Error"))
+                   : NULL;
+        if (s == NULL && answer != NULL) {
+            s = json_string_value(json_object_get(answer, "error"));
+        }
+
+        up_quote(q, sizeof(q), s ? s : "", s ? strlen(s) : 0);
+
+        up_log("map: answered %ld%s%s", resp.status, q[0] ? ": " : "", q);
+        snprintf(up->last_error, sizeof(up->last_error), "map: %ld %s",
+                 resp.status, q);
+
+        json_decref(answer);
+        wg_ctrl_response_free(&resp);
+
+        if (resp.status == 401) {
+            up_log("map: the server does not know this node's key; "
+                   "registering again");
+            return -EACCES;
+        }
+
+        return 0;
+    }
+
+    if (rc == 0) {
+        up_log("map stream closed by the server");
+
+    } else if (resp.error[0] != '\0') {
+        up_log("map stream: %s", resp.error);
+        snprintf(up->last_error, sizeof(up->last_error), "map: %.200s",
+                 resp.error);
+    }
+
+    wg_ctrl_response_free(&resp);
+
+    return 0;
+}
+
+
+/* POST /machine/logout: an ephemeral node leaves at once */
+
+static void
+up_logout(wg_up_t *up)
+{
+    int                  rc;
+    char                 body[128 + sizeof(up->node_key)];
+    wg_ctrl_response_t   resp;
+
+    snprintf(body, sizeof(body), "{\"NodeKey\":\"%s\"}", up->node_key);
+
+    rc = wg_ctrl_post(&up->ctrl, "/machine/logout", body, strlen(body),
+                      WG_UP_LOGOUT_TIMEOUT, NULL, &resp);
+
+    if (rc != 0) {
+        up_log("logout: %s", resp.error);
+
+    } else if (resp.status != 200) {
+        up_log("logout: answered %ld", resp.status);
+
+    } else {
+        up_log("logged out of the VPC");
+    }
+
+    wg_ctrl_response_free(&resp);
+}
+
+
+/* the next delay: doubling from 1 s to the cap, a random half of it off */
+
+static long
+up_backoff(wg_up_t *up)
+{
+    long          delay;
+    unsigned int  r;
+
+    up->backoff = up->backoff ? up->backoff * 2 : WG_UP_BACKOFF_MIN;
+
+    if (up->backoff > up->backoff_max) {
+        up->backoff = up->backoff_max;
+    }
+
+    if (RAND_bytes((unsigned char *) &r, sizeof(r)) != 1) {
+        r = (unsigned int) up_now();
+    }
+
+    delay = up->backoff / 2 + (long) (r % (unsigned int) (up->backoff / 2 + 1));
+
+    return delay;
+}
+
+
+static void
+up_cleanup(wg_up_t *up)
+{
+    if (up->auth_key != NULL) {
+        wg_memzero(up->auth_key, strlen(up->auth_key));
+        free(up->auth_key);
+        up->auth_key = NULL;
+    }
+
+    wg_memzero(up->private_key, sizeof(up->private_key));
+    wg_peermap_free(&up->map);
+
+    if (up->pid_fd >= 0) {
+        wg_state_unlock(up->state_dir, up->pid_fd);
+        up->pid_fd = -1;
+    }
+
+    if (up_wake[0] >= 0) {
+        close(up_wake[0]);
+        close(up_wake[1]);
+        up_wake[0] = -1;
+        up_wake[1] = -1;
+    }
+}
+
+
+int
+up_main(int argc, char **argv)
+{
+    int            rc, ret;
+    long           delay;
+    pid_t          holder;
+    wg_up_t        up;
+    wg_backend_e   used;
+
+    if (wgctl_is_help(argc, argv)) {
+        up_usage(stdout);
+        return 0;
+    }
+
+    memset(&up, 0, sizeof(wg_up_t));
+    snprintf(up.ifname, sizeof(up.ifname), "%s", WG_UP_IFNAME);
+    up.state_dir = WG_STATE_DIR;
+    up.hosts_file = "/etc/hosts";
+    up.listen_port = WG_UP_PORT;
+    up.mtu = WG_UP_MTU;
+    up.silence = 2 * WG_UP_KEEPALIVE * 1000;
+    up.backoff_max = WG_UP_BACKOFF_MAX;
+    up.ctrl.connect_timeout = WG_UP_CONNECT_TIMEOUT;
+    up.pid_fd = -1;
+    wg_allowedip_parse(&up.prefix, WG_UP_PREFIX);
+
+    if (up_options(&up, argc, argv) != 0) {
+        up_usage(stderr);
+        up_cleanup(&up);
+        return 1;
+    }
+
+    up.ctrl.server = up.server;
+    ret = 1;
+
+    if (mkdir(up.state_dir, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "%s: unable to create \"%s\": %s\n", wgctl_prog,
+                up.state_dir, strerror(errno));
+        goto done;
+    }
+
+    rc = wg_state_lock(up.state_dir, &up.pid_fd, &holder);
+
+    if (rc == -EBUSY) {
+        fprintf(stderr, "%s: an agent (pid %ld) already runs on \"%s\"\n",
+                wgctl_prog, (long) holder, up.state_dir);
+        goto done;
+    }
+
+    if (rc != 0) {
+        fprintf(stderr, "%s: unable to lock \"%s/%s\": %s\n", wgctl_prog,
+                up.state_dir, WG_STATE_PID, wg_strerror(rc));
+        goto done;
+    }
+
+    if (up_key(&up) != 0 || up_signals() != 0 || wg_ctrl_init() != 0) {
+        goto done;
+    }
+
+    wg_peermap_init(&up.map, &up.prefix, up.public_key, up_map_log, NULL);
+
+    rc = wg_link_create(up.ifname, wgctl_backend, wgctl_verbose, &used);
+
+    if (rc != 0) {
+        up_log("unable to create interface \"%s\": %s", up.ifname,
+               rc == -EEXIST ? "it exists and is not a WireGuard device"
+                             : wg_strerror(rc));
+        wg_ctrl_cleanup();
+        goto done;
+    }
+
+    up_log("%s over %s, node key %s", up.ifname, wg_backend_name(used),
+           up.node_key);
+
+    up_sync(&up, 1);
+    up_status_write(&up);
+
+    while (!up_stop) {
+
+        if (!up.registered) {
+            rc = up_register(&up);
+
+            if (rc == -ECANCELED) {
+                break;
+            }
+
+            if (rc == -EACCES || rc == -EINVAL) {
+                up.state = WG_UP_REFUSED;
+                up_status_write(&up);
+
+                if (!up.ever_registered) {
+                    up_log("giving up: the registration was refused");
+                    wg_ctrl_cleanup();
+                    goto done;
+                }
+            }
+
+            if (rc != 0) {
+                up_status_write(&up);
+                delay = up_backoff(&up);
+                up_log("register: again in %ld ms", delay);
+                up_wait(delay);
+                continue;
+            }
+
+            up_sync(&up, 0);
+            up_status_write(&up);
+        }
+
+        rc = up_stream(&up);
+
+        if (rc == -ECANCELED) {
+            break;
+        }
+
+        if (rc == -EACCES) {
+            up.registered = 0;
+            continue;
+        }
+
+        up_status_write(&up);
+
+        if (up_stop) {
+            break;
+        }
+
+        delay = up_backoff(&up);
+        up_log("map: reconnecting in %ld ms", delay);
+        up_wait(delay);
+    }
+
+    up_log("stopping (signal %d)", (int) up_stop);
+
+    if (up.ephemeral && up.ever_registered) {
+        up_logout(&up);
+    }
+
+    if (up.down_on_exit) {
+        char  err[256];
+
+        rc = wg_link_delete(up.ifname);
+        if (rc != 0 && rc != -ENODEV) {
+            up_log("unable to remove \"%s\": %s", up.ifname,
+                   wg_strerror(rc));
+        }
+
+        if (up.hosts_file != NULL
+            && wg_hosts_update(up.hosts_file, NULL, 0, err, sizeof(err)) < 0)
+        {
+            up_log("%s: %s", up.hosts_file, err);
+        }
+    }
+
+    up.state = WG_UP_STOPPED;
+    up.connected_since = 0;
+    up_status_write(&up);
+
+    wg_ctrl_cleanup();
+    ret = 0;
+
+done:
+
+    up_cleanup(&up);
+
+    return ret;
+}
