@@ -103,12 +103,18 @@ static void dstack_hex(const u_char *in, size_t len, char *out);
 static EVP_PKEY *dstack_p256_key(const u_char xy[64]);
 static int dstack_ecdsa_verify(EVP_PKEY *key, const u_char *msg, size_t len,
     const u_char sig[64]);
-static STACK_OF(X509) *dstack_pem_chain(const u_char *p, size_t n);
+static X509 *dstack_known_cert(X509 **known, size_t nknown,
+    const u_char *der, long len);
+static STACK_OF(X509) *dstack_pem_chain(const u_char *p, size_t n,
+    X509 **known, size_t nknown);
 static int dstack_verify_chain(X509 *leaf, STACK_OF(X509) *untrusted,
     X509 *root, STACK_OF(X509_CRL) *crls, time_t now, const char **why);
 static int dstack_der_next(const u_char **p, const u_char *end,
     u_char *tag, const u_char **val, size_t *len);
 static int dstack_pck_ext(X509 *pck, dstack_pck_ext_t *ext);
+static STACK_OF(X509) *dstack_check_pck(const dstack_quote_t *q,
+    const dstack_attest_opts_t *opts, time_t now,
+    dstack_attest_result_t *res, const char **crl_why);
 static int dstack_qe_hash(const dstack_quote_t *q, u_char hash[32]);
 static void dstack_check_binding(const dstack_attest_t *att,
     dstack_attest_result_t *res);
@@ -117,8 +123,8 @@ static void dstack_check_td_policy(const dstack_attest_t *att,
 static void dstack_check_rtmr3(const dstack_attest_t *att,
     dstack_attest_result_t *res);
 static void dstack_check_tcb(const dstack_attest_t *att,
-    const dstack_attest_opts_t *opts, STACK_OF(X509) *pck_chain, time_t now,
-    dstack_attest_result_t *res);
+    const dstack_attest_opts_t *opts, X509 *pck_leaf, const char *crl_why,
+    time_t now, dstack_attest_result_t *res);
 static int dstack_tcb_evaluate(const dstack_collateral_t *col,
     const dstack_quote_t *q, const dstack_pck_ext_t *pck,
     dstack_attest_result_t *res);
@@ -319,11 +325,58 @@ done:
 }
 
 
+/* the certificate among known whose DER is der, or NULL */
+static X509 *
+dstack_known_cert(X509 **known, size_t nknown, const u_char *der, long len)
+{
+    int      n;
+    size_t   i;
+    u_char  *enc, *p;
+    X509    *found;
+
+    found = NULL;
+
+    for (i = 0; i < nknown && found == NULL; i++) {
+        n = i2d_X509(known[i], NULL);
+
+        if (n != len) {
+            continue;
+        }
+
+        enc = malloc((size_t) n);
+
+        if (enc == NULL) {
+            break;
+        }
+
+        p = enc;
+
+        if (i2d_X509(known[i], &p) == n && memcmp(enc, der, (size_t) n) == 0)
+        {
+            found = known[i];
+        }
+
+        free(enc);
+    }
+
+    return found;
+}
+
+
+/*
+ * The certificates of a PEM chain.  One equal to a known certificate (the
+ * pinned root, the collateral's CA) is shared rather than decoded again:
+ * decoding dominates the cost of a verification.
+ */
 static STACK_OF(X509) *
-dstack_pem_chain(const u_char *p, size_t n)
+dstack_pem_chain(const u_char *p, size_t n, X509 **known, size_t nknown)
 {
     BIO             *bio;
     X509            *x;
+    char            *name, *header;
+    long             len;
+    u_char          *der;
+    const u_char    *d;
     STACK_OF(X509)  *chain;
 
     if (n > INT32_MAX) {
@@ -339,13 +392,38 @@ dstack_pem_chain(const u_char *p, size_t n)
         return NULL;
     }
 
-    while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
-        if (!sk_X509_push(chain, x)) {
-            X509_free(x);
-            break;
+    while (sk_X509_num(chain) < 8
+           && PEM_read_bio(bio, &name, &header, &der, &len) == 1)
+    {
+        x = NULL;
+
+        if (strcmp(name, PEM_STRING_X509) == 0) {
+            x = dstack_known_cert(known, nknown, der, len);
+
+            if (x != NULL) {
+                X509_up_ref(x);
+
+            } else {
+                d = der;
+                x = d2i_X509(NULL, &d, len);
+
+                if (x != NULL && d != der + len) {
+                    X509_free(x);
+                    x = NULL;
+                }
+            }
         }
 
-        if (sk_X509_num(chain) > 8) {
+        OPENSSL_free(name);
+        OPENSSL_free(header);
+        OPENSSL_free(der);
+
+        if (x == NULL) {
+            continue;
+        }
+
+        if (!sk_X509_push(chain, x)) {
+            X509_free(x);
             break;
         }
     }
@@ -786,6 +864,94 @@ dstack_check_rtmr3(const dstack_attest_t *att, dstack_attest_result_t *res)
 }
 
 
+/*
+ * The quote's PCK chain to the pinned root.  With collateral, one
+ * verification also checks the CRLs; only when that fails is the chain
+ * verified again without them, so that a revocation or a stale CRL fails
+ * the TCB check (*crl_why) rather than this one.
+ */
+static STACK_OF(X509) *
+dstack_check_pck(const dstack_quote_t *q, const dstack_attest_opts_t *opts,
+    time_t now, dstack_attest_result_t *res, const char **crl_why)
+{
+    int                         i, rc;
+    X509                       *pck, *known[8];
+    size_t                      nknown;
+    const char                 *why;
+    STACK_OF(X509)             *chain, *all;
+    const dstack_collateral_t  *col;
+
+    col = opts->collateral;
+    *crl_why = "no PCK certificate in the quote";
+    nknown = 0;
+
+    if (opts->root != NULL) {
+        known[nknown++] = opts->root;
+    }
+
+    for (i = 0; col != NULL && i < sk_X509_num(col->pck_crl_chain)
+                && nknown < 8; i++)
+    {
+        known[nknown++] = sk_X509_value(col->pck_crl_chain, i);
+    }
+
+    chain = dstack_pem_chain(q->pck_chain, q->pck_chain_len, known, nknown);
+    pck = chain != NULL ? sk_X509_value(chain, 0) : NULL;
+
+    if (pck == NULL) {
+        dstack_check_set(res, DSTACK_CHECK_PCK_CHAIN, DSTACK_CHECK_FAIL,
+                         "no PCK certificate in the quote");
+        return chain;
+    }
+
+    if (opts->root == NULL) {
+        *crl_why = "no pinned Intel root configured";
+        dstack_check_set(res, DSTACK_CHECK_PCK_CHAIN, DSTACK_CHECK_FAIL,
+                         "no pinned Intel root configured");
+        return chain;
+    }
+
+    rc = -1;
+    *crl_why = NULL;
+
+    if (col != NULL) {
+        all = sk_X509_dup(chain);
+
+        /* the PCK CRL issuer chain may name a CA that the quote omits */
+        for (i = 0; all != NULL && i < sk_X509_num(col->pck_crl_chain); i++)
+        {
+            sk_X509_push(all, sk_X509_value(col->pck_crl_chain, i));
+        }
+
+        rc = dstack_verify_chain(pck, all != NULL ? all : chain, opts->root,
+                                 col->crls, now, crl_why);
+        sk_X509_free(all);
+
+        if (rc == 0) {
+            *crl_why = NULL;
+        }
+    }
+
+    if (rc != 0) {
+        rc = dstack_verify_chain(pck, chain, opts->root, NULL, now, &why);
+
+        if (rc != 0) {
+            dstack_check_set(res, DSTACK_CHECK_PCK_CHAIN, DSTACK_CHECK_FAIL,
+                             "PCK chain: %s", why);
+            return chain;
+        }
+    }
+
+    dstack_check_set(res, DSTACK_CHECK_PCK_CHAIN, DSTACK_CHECK_PASS,
+                     "%d certificates to the pinned root%s",
+                     sk_X509_num(chain),
+                     (col != NULL && *crl_why == NULL) ? ", none revoked"
+                                                       : "");
+
+    return chain;
+}
+
+
 /* SHA256(attestation key || QE auth data), what the QE report must hold */
 static int
 dstack_qe_hash(const dstack_quote_t *q, u_char hash[32])
@@ -820,7 +986,7 @@ dstack_attest_verify(const dstack_attest_t *att,
     time_t                 now;
     EVP_PKEY              *key;
     unsigned               require;
-    const char            *why;
+    const char            *crl_why;
     STACK_OF(X509)        *chain;
     const dstack_quote_t  *q;
 
@@ -877,28 +1043,8 @@ dstack_attest_verify(const dstack_attest_t *att,
 
     /* 4. the PCK chain to the pinned root (before 3, which needs the leaf) */
 
-    chain = dstack_pem_chain(q->pck_chain, q->pck_chain_len);
+    chain = dstack_check_pck(q, opts, now, res, &crl_why);
     pck = chain != NULL ? sk_X509_value(chain, 0) : NULL;
-
-    if (pck == NULL) {
-        dstack_check_set(res, DSTACK_CHECK_PCK_CHAIN, DSTACK_CHECK_FAIL,
-                         "no PCK certificate in the quote");
-
-    } else if (opts->root == NULL) {
-        dstack_check_set(res, DSTACK_CHECK_PCK_CHAIN, DSTACK_CHECK_FAIL,
-                         "no pinned Intel root configured");
-
-    } else if (dstack_verify_chain(pck, chain, opts->root, NULL, now, &why)
-               != 0)
-    {
-        dstack_check_set(res, DSTACK_CHECK_PCK_CHAIN, DSTACK_CHECK_FAIL,
-                         "PCK chain: %s", why);
-
-    } else {
-        dstack_check_set(res, DSTACK_CHECK_PCK_CHAIN, DSTACK_CHECK_PASS,
-                         "%d certificates to the pinned root",
-                         sk_X509_num(chain));
-    }
 
     /* 3. the QE report binds the attestation key, the PCK signs it */
 
@@ -941,7 +1087,7 @@ qe_done:
 
     dstack_check_td_policy(att, opts, res);
     dstack_check_rtmr3(att, res);
-    dstack_check_tcb(att, opts, chain, now, res);
+    dstack_check_tcb(att, opts, pck, crl_why, now, res);
 
     sk_X509_pop_free(chain, X509_free);
     ERR_clear_error();
@@ -1420,7 +1566,7 @@ dstack_jchain(json_t *doc, const char *key)
     }
 
     return dstack_pem_chain((const u_char *) json_string_value(v),
-                            json_string_length(v));
+                            json_string_length(v), NULL, 0);
 }
 
 
@@ -1813,14 +1959,14 @@ dstack_tcb_evaluate(const dstack_collateral_t *col, const dstack_quote_t *q,
 
 static void
 dstack_check_tcb(const dstack_attest_t *att, const dstack_attest_opts_t *opts,
-    STACK_OF(X509) *pck_chain, time_t now, dstack_attest_result_t *res)
+    X509 *pck_leaf, const char *crl_why, time_t now,
+    dstack_attest_result_t *res)
 {
     int                         status;
     X509                       *leaf;
     unsigned                    accept;
     EVP_PKEY                   *key;
     const char                 *why;
-    STACK_OF(X509)             *all;
     dstack_pck_ext_t            pck;
     const dstack_collateral_t  *col;
 
@@ -1895,41 +2041,26 @@ dstack_check_tcb(const dstack_attest_t *att, const dstack_attest_opts_t *opts,
         return;
     }
 
-    /* the PCK chain again, now against the CRLs */
+    /* the PCK chain against the CRLs, verified by dstack_check_pck() */
 
-    leaf = pck_chain != NULL ? sk_X509_value(pck_chain, 0) : NULL;
-
-    if (leaf == NULL) {
+    if (pck_leaf == NULL) {
         dstack_check_set(res, DSTACK_CHECK_TCB, DSTACK_CHECK_FAIL,
-                         "no PCK certificate in the quote");
+                         "%s", crl_why != NULL ? crl_why
+                                               : "no PCK certificate");
         return;
     }
 
-    all = sk_X509_dup(pck_chain);
-
-    if (all == NULL) {
-        dstack_check_set(res, DSTACK_CHECK_TCB, DSTACK_CHECK_FAIL,
-                         "out of memory");
-        return;
-    }
-
-    /* the PCK CRL issuer chain may name a CA that the quote omits */
-    for (status = 0; status < sk_X509_num(col->pck_crl_chain); status++) {
-        sk_X509_push(all, sk_X509_value(col->pck_crl_chain, status));
-    }
-
-    status = dstack_verify_chain(leaf, all, opts->root, col->crls, now, &why);
-    sk_X509_free(all);
-
-    if (status != 0) {
-        if (strstr(why, "revoked") != NULL) {
+    if (crl_why != NULL) {
+        if (strstr(crl_why, "revoked") != NULL) {
             snprintf(res->tcb_status, sizeof(res->tcb_status), "Revoked");
         }
 
         dstack_check_set(res, DSTACK_CHECK_TCB, DSTACK_CHECK_FAIL,
-                         "PCK chain with CRLs: %s", why);
+                         "PCK chain with CRLs: %s", crl_why);
         return;
     }
+
+    leaf = pck_leaf;
 
     if (dstack_pck_ext(leaf, &pck) != 0) {
         dstack_check_set(res, DSTACK_CHECK_TCB, DSTACK_CHECK_FAIL,
