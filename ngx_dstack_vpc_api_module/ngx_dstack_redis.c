@@ -564,7 +564,10 @@ ngx_dstack_redis_link_connect(ngx_dstack_redis_link_t *link)
     (void) redisAsyncSetConnectCallback(ac, ngx_dstack_redis_on_connect);
     (void) redisAsyncSetDisconnectCallback(ac,
                                            ngx_dstack_redis_on_disconnect);
-    (void) redisEnableKeepAlive(&ac->c);
+    if (rcf->path.len == 0 && redisEnableKeepAlive(&ac->c) != REDIS_OK) {
+        ngx_dstack_redis_link_fail(link, "cannot enable TCP keepalive");
+        return;
+    }
 
     link->state = NGX_DSTACK_REDIS_CONNECTING;
     ngx_add_timer(&link->timer, rcf->connect_timeout);

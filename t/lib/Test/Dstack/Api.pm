@@ -91,9 +91,16 @@ sub conf {
     my $pid = $o{pid} // 'nginx.pid';
     my $extra_http = $o{http} // '';
     my $extra_server = $o{server} // '';
+    my $reuseport = $workers > 1 ? ' reuseport' : '';
+
+    my $globals = $self->{t}->expand('%%TEST_GLOBALS%%');
+    $globals =~ s/worker_processes 1;/worker_processes $workers;/
+        or die "no worker_processes in the test globals\n";
+    $globals =~ s{^pid \S+;}{pid %%TESTDIR%%/$pid;}m
+        or die "no pid in the test globals\n";
 
     my $conf = <<"EOF";
-%%TEST_GLOBALS%%
+$globals
 
 events {
     worker_connections 1024;
@@ -112,7 +119,7 @@ http {
 $extra_http
 
     server {
-        listen 127.0.0.1:%%PORT_$port%% ssl;
+        listen 127.0.0.1:%%PORT_$port%% ssl$reuseport;
 $tls
         large_client_header_buffers 4 32k;
         keepalive_requests 100000;
@@ -153,9 +160,6 @@ $extra_server
     }
 }
 EOF
-
-    $conf =~ s/worker_processes 1;/worker_processes $workers;/;
-    $conf =~ s{pid \S+/nginx\.pid;}{pid %%TESTDIR%%/$pid;};
 
     return $conf;
 }
@@ -244,17 +248,19 @@ sub parallel {
     $t->write_file('parallel.cfg', $cfg);
 
     my $n = $o{max} // 200;
-    my $out = `curl -sk --cert $c->{chain} --key $c->{key} -Z \\
-        --parallel-max $n --parallel-immediate -K $d/parallel.cfg 2>&1`;
+    my $out = `curl -sk --no-progress-meter --cert $c->{chain} \\
+        --key $c->{key} -Z --parallel-max $n --parallel-immediate \\
+        -K $d/parallel.cfg 2>/dev/null`;
 
-    my %code = map { /^(\d{3}) \S+\/(\d+)$/ ? ($2 => $1) : () }
-        split /\n/, $out;
+    my %code = reverse $out =~ m{(\d{3}) \Q$d\E/parallel/(\d+)\n}g;
 
     return map { [$code{$_} // 0, $t->read_file("parallel/$_")] }
         1 .. scalar @$urls;
 }
 
-# redis-server from conf/redis.conf, with the test's port and paths
+# redis-server from conf/redis.conf as shipped, but for the test's port
+# and directory (Redis changes into "dir" while it reads the file, so the
+# path is replaced in a copy rather than overridden)
 sub run_redis_conf {
     my ($self, %o) = @_;
     my $t = $self->{t};
@@ -263,13 +269,16 @@ sub run_redis_conf {
     mkdir $dir;
     my $port = $t->port($o{port_key} // 6390);
 
+    my $conf = $t->read_file($t->repo . '/conf/redis.conf');
+    $conf =~ s/^dir .*$/dir $dir/m or die "no dir in redis.conf\n";
+    $conf =~ s/^unixsocket .*$/unixsocket $dir\/redis.sock/m
+        or die "no unixsocket in redis.conf\n";
+    $conf =~ s/^port .*$/port $port/m or die "no port in redis.conf\n";
+    $t->write_file("redis-$n.conf", $conf);
+
     my $r = {
         port => $port, socket => "$dir/redis.sock", dir => $dir,
-        args => [$t->repo . '/conf/redis.conf', '--port', $port,
-            '--bind', '127.0.0.1', '--unixsocket', "$dir/redis.sock",
-            '--unixsocketperm', '700', '--dir', $dir,
-            '--daemonize', 'no', '--supervised', 'no',
-            '--pidfile', "$dir/redis.pid",
+        args => [$t->testdir . "/redis-$n.conf",
             '--logfile', "$dir/redis.log", @{$o{args} || []}],
     };
 
