@@ -414,7 +414,7 @@ wg_map_endpoints_parse(json_t *array, wg_endpoint_t *out, size_t *n,
 
     *n = 0;
 
-    if (json_is_null(array)) {
+    if (array == NULL || json_is_null(array)) {
         return 0;
     }
 

@@ -569,6 +569,25 @@ wg_rtnl_addr_set(uint32_t ifindex, int family, const void *addr,
             && memcmp(ctx->addrs[i].addr, addr, len) == 0)
         {
             present = 1;
+        }
+    }
+
+    /*
+     * The new address first: a device left without an IPv4 address, even
+     * for a moment, loses every IPv4 route through it.
+     */
+    if (!present) {
+        rc = wg_rtnl_addr_put(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE,
+                              ifindex, family, addr, prefixlen);
+        if (rc != 0) {
+            goto done;
+        }
+    }
+
+    for (i = 0; i < ctx->n; i++) {
+        if (ctx->addrs[i].prefixlen == prefixlen
+            && memcmp(ctx->addrs[i].addr, addr, len) == 0)
+        {
             continue;
         }
 
@@ -579,9 +598,7 @@ wg_rtnl_addr_set(uint32_t ifindex, int family, const void *addr,
         }
     }
 
-    rc = present ? 0 : wg_rtnl_addr_put(RTM_NEWADDR,
-                                         NLM_F_CREATE | NLM_F_REPLACE,
-                                         ifindex, family, addr, prefixlen);
+    rc = 0;
 
 done:
 

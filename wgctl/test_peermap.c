@@ -611,15 +611,23 @@ test_map_bad(void)
                  "\"Addresses\":[\"100.128.0.11/32\"]}", 0);
     test_buf_add(&b, ",{\"ID\":-4,\"Name\":\"neg\",\"Key\":\"nodekey:%s\","
                  "\"Addresses\":[\"100.128.0.12/32\"]}", hex);
+    test_key(k, 12);
+    wg_key_to_hex(hex, k);
+    test_buf_add(&b, ",{\"ID\":12,\"Name\":\"minimal\",\"Key\":\"nodekey:%s\","
+                 "\"Addresses\":[\"100.128.0.12/32\"]}", hex);
     test_buf_add(&b, "]}");
 
     rc = test_apply(&pm, &b, &res);
-    ok(rc == 0 && pm.npeers == 2 && res.added == 2 && res.skipped == 12,
-       "bad peers: 12 skipped, the 2 good ones kept");
+    ok(rc == 0 && pm.npeers == 3 && res.added == 3 && res.skipped == 12,
+       "bad peers: 12 skipped, the 3 good ones kept");
 
     ok(pm.peers[0]->id == 2 && pm.peers[1]->id == 10
        && pm.peers[1]->nendpoints == 1,
        "bad peers: unparsable endpoints dropped alone");
+
+    ok(pm.peers[2]->id == 12 && pm.peers[2]->nendpoints == 0
+       && pm.peers[2]->nallowedips == 0 && pm.peers[2]->online,
+       "a node with only ID, Name, Key and Addresses is valid");
 
     ok(strstr(test_logbuf, "skipped peer 3: invalid key \"nodekey:12\"")
        && strstr(test_logbuf, "skipped peer 4: Addresses entry "
@@ -635,8 +643,10 @@ test_map_bad(void)
        "bad peers: one log line each, quoting the value");
 
     dev = test_desired(&pm, NULL, &hosts, &nhosts);
-    ok(dev != NULL && dev->npeers == 2 && nhosts == 2,
-       "bad peers: the device gets the good ones");
+    ok(dev != NULL && dev->npeers == 3 && nhosts == 3
+       && dev->peers[2].nallowedips == 1
+       && dev->peers[2].allowedips[0].cidr == 32,
+       "bad peers: the device gets the good ones (Addresses as allowed IPs)");
     wg_device_free(dev);
     free(hosts);
 
@@ -646,7 +656,7 @@ test_map_bad(void)
     test_node(&b, 2, 2, "good", "192.168.0.2", NULL);
     test_buf_add(&b, "]}");
     rc = test_apply(&pm, &b, &res);
-    ok(rc == 0 && res.skipped == 1 && res.removed == 1 && pm.npeers == 1
+    ok(rc == 0 && res.skipped == 1 && res.removed == 1 && pm.npeers == 2
        && strstr(test_logbuf, "its old entry removed"),
        "PeersChanged: a peer whose update is invalid is removed");
 
@@ -661,7 +671,7 @@ test_map_bad(void)
 
     /* protocol errors: the frame is refused whole, the table unchanged */
     rc = wg_peermap_apply(&pm, "{\"Peers\":[", 10, &res, err, sizeof(err));
-    ok(rc == -EPROTO && strstr(err, "invalid JSON") && pm.npeers == 1,
+    ok(rc == -EPROTO && strstr(err, "invalid JSON") && pm.npeers == 2,
        "truncated JSON: protocol error, table unchanged");
 
     rc = wg_peermap_apply(&pm, "[1,2]", 5, &res, err, sizeof(err));
@@ -670,7 +680,7 @@ test_map_bad(void)
 
     rc = wg_peermap_apply(&pm, "{\"Peers\":{}}", 12, &res, err, sizeof(err));
     ok(rc == -EPROTO && strstr(err, "Peers is not an array")
-       && pm.npeers == 1, "Peers not an array: protocol error");
+       && pm.npeers == 2, "Peers not an array: protocol error");
 
     rc = wg_peermap_apply(&pm, "{\"PeersChanged\":[],\"PeersRemoved\":7}", 36,
                           &res, err, sizeof(err));

@@ -1080,6 +1080,9 @@ up_link(wg_up_t *up, int force)
             inet_ntop(AF_INET, &want.addr.ip4, text, sizeof(text));
             up_log("%s has address %s/32", up->ifname, text);
             up->status_dirty = 1;
+
+            /* the kernel may have dropped it with the old address */
+            up->route_set = 0;
         }
 
         up->address = want;
@@ -1503,11 +1506,19 @@ up_register(wg_up_t *up)
                    : NULL;
     }
 
-    up_quote(q, sizeof(q), s ? s : err, strlen(s ? s : err));
+    if (s != NULL) {
+        up_quote(q, sizeof(q), s, strlen(s));
+
+    } else if (answer == NULL) {
+        snprintf(q, sizeof(q), "(%.190s)", err);
+
+    } else {
+        q[0] = '\0';
+    }
 
     if (resp.status == 200 && answer == NULL) {
         up_log("register: %s", err);
-        snprintf(up->last_error, sizeof(up->last_error), "register: %s",
+        snprintf(up->last_error, sizeof(up->last_error), "register: %.200s",
                  err);
         wg_ctrl_response_free(&resp);
         return -EAGAIN;

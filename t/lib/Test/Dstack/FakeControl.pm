@@ -22,7 +22,8 @@ package Test::Dstack::FakeControl;
 #   patch   {patch}              PeersChangedPatch
 #   keepalive {interval}         0 stops KeepAlive frames
 #   close                        end every stream
-#   forget  {name}               drop a node silently: its map answers 401
+#   forget  {name}               drop a node (PeersRemoved to the others):
+#                                its next map answers 401
 
 use strict;
 use warnings;
@@ -359,6 +360,7 @@ sub control {
             next unless $n->{name} eq $cmd->{name};
             close_conn($n->{stream}) if $n->{stream};
             delete $nodes{$n->{id}};
+            broadcast({ PeersRemoved => [$n->{id}] });
         }
         return { ok => 1 };
     }

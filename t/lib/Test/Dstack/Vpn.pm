@@ -46,7 +46,9 @@ sub ifname {
 
 sub state_dir {
     my ($self, $name) = @_;
-    return $self->{t}->testdir() . "/state-$name";
+    my $a = $self->{agents}{$name};
+    return $a && $a->{state_dir} ? $a->{state_dir}
+        : $self->{t}->testdir() . "/state-$name";
 }
 
 sub log_file {
@@ -56,20 +58,22 @@ sub log_file {
 
 # starts "wgctl up" in the node's namespace; options:
 #   server, auth_key, hostname (default: the node's name), target_app,
-#   args => [...] (more options), keepalive, max_backoff, hosts => 0
+#   state_dir, args => [...] (more options), keepalive, max_backoff,
+#   hosts => 0 (no hosts file)
 sub agent {
     my ($self, $name, %o) = @_;
 
     my $net = $self->{net};
     my $ns = $net->netns($name);
     my $ifname = $self->ifname($name);
+    my $dir = $o{state_dir} // $self->{t}->testdir() . "/state-$name";
 
     $net->hosts_file($name) unless defined $o{hosts} && !$o{hosts};
     $net->track_link($ifname);
 
     my @cmd = ($self->wgctl(), 'up', '--server', $o{server},
         '--auth-key', $o{auth_key}, '--hostname', $o{hostname} // $name,
-        '--interface', $ifname, '--state-dir', $self->state_dir($name),
+        '--interface', $ifname, '--state-dir', $dir,
         '--keepalive', $o{keepalive} // 2,
         '--max-backoff', $o{max_backoff} // 2);
     push @cmd, '--target-app', $o{target_app} if $o{target_app};
@@ -87,7 +91,8 @@ sub agent {
         exec('ip', 'netns', 'exec', $ns, @cmd) or POSIX::_exit(127);
     }
 
-    $self->{agents}{$name} = { pid => $pid, ifname => $ifname };
+    $self->{agents}{$name} = { pid => $pid, ifname => $ifname,
+        state_dir => $dir };
 
     return $pid;
 }
@@ -154,12 +159,15 @@ sub status {
     return eval { $JSON->decode($text) };
 }
 
+# connected, as the running agent (not a killed one) wrote it
 sub wait_connected {
     my ($self, $name, $timeout) = @_;
 
+    my $pid = $self->agent_pid($name) // 0;
+
     return wait_for(sub {
         my $s = $self->status($name);
-        $s && ($s->{state} // '') eq 'connected';
+        $s && ($s->{state} // '') eq 'connected' && $s->{pid} == $pid;
     }, $timeout // 20);
 }
 
@@ -211,6 +219,72 @@ sub hosts {
     my ($self, $name) = @_;
     return $self->{t}->read_file($self->{net}->hosts_file($name));
 }
+
+# the main-context lines of one nginx instance among several (its own pid
+# file and error log; the harness's modules): for configs run by nginx()
+sub globals {
+    my ($self, $tag) = @_;
+
+    my $t = $self->{t};
+    my $d = $t->testdir();
+    my $g = $t->expand('%%TEST_GLOBALS%%');
+
+    $g =~ s{^pid .*$}{pid $d/$tag.pid;}m;
+    $g =~ s{^error_log \S+}{error_log $d/logs/$tag-error.log}m;
+
+    return $g;
+}
+
+# nginx with the harness's config file <conf> (its own "pid" and logs),
+# run inside the node's namespace; stopped by the harness at the end.
+# Waits until every "listen <ip>:<port>" accepts, seen from inside.
+sub nginx {
+    my ($self, $name, $conf) = @_;
+
+    my $t = $self->{t};
+    my $d = $t->testdir();
+    my %env = Test::Dstack::_nginx_env();
+    local @ENV{keys %env} = values %env;
+
+    my ($rc, $out) = $self->run($name, $Test::Dstack::NGINX, '-p', "$d/",
+        '-c', "$d/$conf", '-e', "$d/logs/error.log");
+    die "nginx ($conf) in $name failed: $out\n" if $rc != 0;
+
+    $t->{running}{$conf} = 1;
+
+    my @listen = $t->read_file($conf) =~ /^\s*listen\s+([\d.]+:\d+)/mg;
+
+    for my $l (@listen) {
+        my ($ip, $port) = split /:/, $l;
+        wait_for(sub {
+            ($self->run($name, 'bash', '-c',
+                "exec 3<>/dev/tcp/$ip/$port"))[0] == 0;
+        }, 10) or die "nginx ($conf) in $name: $l not listening\n";
+    }
+
+    return $self;
+}
+
+# a Perl function run in the node's namespace as its own process
+# ("ip netns exec <ns> perl -M<module> -e '<module>::<func>()' -- @args"),
+# its output in logs/<name>-<func>.log; stopped by the harness at the end
+sub perl_daemon {
+    my ($self, $name, $module, $func, @args) = @_;
+
+    my $t = $self->{t};
+    my $lib = $t->repo() . '/t/lib';
+    my $log = $t->testdir() . "/logs/$name-$func.log";
+    my $ns = $self->{net}->netns($name);
+
+    return $t->run_daemon(sub {
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>>', $log;
+        open STDERR, '>>', $log;
+        exec('ip', 'netns', 'exec', $ns, $^X, "-I$lib", "-M$module", '-e',
+            "${module}::$func()", '--', @args);
+    });
+}
+
 
 sub cleanup {
     my ($self) = @_;
