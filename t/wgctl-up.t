@@ -131,11 +131,12 @@ is($st[2] & 07777, 0600, 'node key file is 0600');
 ($rc, $out) = $vpn->wgctl_run('a', 'status', '--json', '--state-dir',
     $vpn->state_dir('a'));
 my $js = eval { decode_json($out) } // {};
-ok($rc == 0 && $js->{agent}{running} && $js->{agent}{state} eq 'connected'
-    && $js->{self}{address} eq $sa->{address}
+ok($rc == 0 && $js->{running} && $js->{state} eq 'connected'
+    && $js->{address} eq $sa->{address}
+    && $js->{name} eq 'a.dstack.internal' && $js->{connected_since}
     && @{$js->{peers}} == 1 && $js->{peers}[0]{name} eq 'b.dstack.internal'
     && $js->{peers}[0]{on_device} && $js->{peers}[0]{rx_bytes} > 0,
-    'status --json: self, agent, peer with device numbers') or diag($out);
+    'status --json: this node, the agent, peers with device numbers') or diag($out);
 
 ($rc, $out) = $vpn->wgctl_run('a', 'status', '--state-dir',
     $vpn->state_dir('a'));

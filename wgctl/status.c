@@ -270,7 +270,7 @@ status_main(int argc, char **argv)
     int            i, rc, json, running;
     char          *dump;
     pid_t          pid;
-    json_t        *st, *peers, *out, *agent;
+    json_t        *st, *peers, *out;
     wg_device_t   *dev;
     wg_backend_e   backend;
     const char    *dir, *ifname;
@@ -336,37 +336,29 @@ status_main(int argc, char **argv)
         goto done;
     }
 
-    out = json_object();
-    agent = json_object();
+    /* this node's fields at the top, where scripts look for them */
+    out = json_pack("{s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:b,s:o,s:s,"
+                    "s:O?,s:O?}",
+                    "name", json_object_get(st, "name"),
+                    "address", json_object_get(st, "address"),
+                    "public_key", json_object_get(st, "public_key"),
+                    "interface", json_object_get(st, "interface"),
+                    "prefix", json_object_get(st, "prefix"),
+                    "server", json_object_get(st, "server"),
+                    "target_app", json_object_get(st, "target_app"),
+                    "running", running,
+                    "pid", running ? json_integer(pid) : json_null(),
+                    "state", running ? status_str(st, "state", "")
+                                     : "stopped",
+                    "connected_since",
+                    running ? json_object_get(st, "connected_since") : NULL,
+                    "last_error", json_object_get(st, "last_error"));
 
-    if (out == NULL || agent == NULL) {
-        json_decref(out);
-        json_decref(agent);
+    if (out == NULL) {
         json_decref(peers);
         goto done;
     }
 
-    json_object_set_new(agent, "running", json_boolean(running));
-    json_object_set_new(agent, "pid", running ? json_integer(pid)
-                                              : json_null());
-    json_object_set_new(agent, "state",
-                        json_string(running ? status_str(st, "state", "")
-                                            : "stopped"));
-    json_object_set_new(agent, "server",
-                        json_string(status_str(st, "server", "")));
-    json_object_set(agent, "target_app", json_object_get(st, "target_app"));
-    json_object_set(agent, "connected_since",
-                    running ? json_object_get(st, "connected_since")
-                            : json_null());
-    json_object_set(agent, "last_error", json_object_get(st, "last_error"));
-
-    json_object_set_new(out, "self", json_pack("{s:O?,s:O?,s:O?,s:O?,s:O?}",
-                        "name", json_object_get(st, "name"),
-                        "address", json_object_get(st, "address"),
-                        "public_key", json_object_get(st, "public_key"),
-                        "interface", json_object_get(st, "interface"),
-                        "prefix", json_object_get(st, "prefix")));
-    json_object_set_new(out, "agent", agent);
     json_object_set_new(out, "peers", peers);
 
     dump = json_dumps(out, JSON_COMPACT);
