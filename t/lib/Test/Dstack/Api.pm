@@ -183,7 +183,8 @@ sub request {
     }
 
     my $body = $o{body};
-    my $req = "$method $uri HTTP/1.0\r\nHost: localhost\r\n"
+    my $req = !defined $method ? ''
+        : "$method $uri HTTP/1.0\r\nHost: localhost\r\n"
         . ($o{headers} // '')
         . (defined $body ? "Content-Length: " . length($body) . "\r\n" : '')
         . "\r\n" . ($body // '');
@@ -205,6 +206,12 @@ sub get { my ($self, $uri, %o) = @_; $self->request('GET', $uri, %o) }
 sub post {
     my ($self, $uri, $body, %o) = @_;
     $self->request('POST', $uri, body => $body // '', %o);
+}
+
+# an open connection (TLS handshake done) for a request sent later
+sub connect {
+    my ($self, %o) = @_;
+    return $self->request(undef, undef, %o, start => 1);
 }
 
 # finish a request started with start => 1
