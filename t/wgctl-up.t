@@ -307,7 +307,7 @@ is($vpn->status('c')->{state}, 'stopped', 'status file: stopped');
 ($rc, $out) = $vpn->wgctl_run('a', 'down', '--state-dir',
     $vpn->state_dir('a'));
 is($rc, 0, 'down --state-dir') or diag($out);
-ok(defined $vpn->reap('a') && !$vpn->wg_dump('a'),
+ok(defined $vpn->wait_exit('a', 10) && !$vpn->wg_dump('a'),
     'stops the agent and removes the device');
 unlike($vpn->hosts('a'), qr/dstack-vpc/, 'and the hosts block');
 
