@@ -1,9 +1,15 @@
 /*
  * ngx_dstack_auth_module: authenticates inbound callers by the app_id in
- * their RA-TLS client certificate (DESIGN section 5).
+ * their RA-TLS client certificate (DESIGN section 5), and by the TDX
+ * attestation it carries (docs/attestation.md, "nginx").
  *
  * The identity is read only from a certificate that nginx verified to the
  * configured root; no request header can supply or override it.
+ *
+ * An attestation is verified at most once per connection (the result
+ * hangs off the connection's pool) and, with a cache zone, once per
+ * certificate across workers: the zone maps the leaf's SHA-256 to the
+ * verification summary, measurements included.
  */
 
 
@@ -12,6 +18,7 @@
 #include <ngx_http.h>
 
 #include "dstack_ratls.h"
+#include "dstack_attest_policy.h"
 
 
 #define NGX_HTTP_DSTACK_AUTH_ALLOW_UNSET  0
@@ -19,22 +26,79 @@
 #define NGX_HTTP_DSTACK_AUTH_ALLOW_ANY    2
 #define NGX_HTTP_DSTACK_AUTH_ALLOW_LIST   3
 
+/* where a request's attestation came from */
+#define NGX_HTTP_DSTACK_AUTH_ATTEST_NONE        0
+#define NGX_HTTP_DSTACK_AUTH_ATTEST_NO_CERT     1
+#define NGX_HTTP_DSTACK_AUTH_ATTEST_MISS        2
+#define NGX_HTTP_DSTACK_AUTH_ATTEST_HIT         3
+#define NGX_HTTP_DSTACK_AUTH_ATTEST_CONNECTION  4
+
+/* a cache key: the leaf's SHA-256, then a prefix of the verifier's */
+#define NGX_HTTP_DSTACK_AUTH_KEY_LEN            (32 + 16)
+
+#define NGX_HTTP_DSTACK_AUTH_CACHE_VALID        600
+
+
+typedef struct {
+    ngx_str_t                  root_file;
+    ngx_str_t                  collateral_file;
+    ngx_str_t                  time;
+    dstack_attest_opts_t       opts;
+    u_char                     verifier[32];   /* names the settings */
+
+    ngx_shm_zone_t            *cache;
+    time_t                     cache_valid;
+} ngx_http_dstack_auth_main_conf_t;
+
 
 typedef struct {
     ngx_flag_t                 enable;
     ngx_uint_t                 allow_mode;
     ngx_array_t               *allow;          /* of DSTACK_APP_ID_LEN */
     ngx_flag_t                 auth_request;
+    ngx_uint_t                 attestation;    /* dstack_policy_mode_e */
+    ngx_uint_t                 tcb_accept;     /* DSTACK_TCB_ACCEPT() bits */
 } ngx_http_dstack_auth_loc_conf_t;
 
 
+/* a connection's verification, from its pool or the request's */
 typedef struct {
-    ngx_str_t                  app_id;         /* hex */
-    ngx_str_t                  usage;
-    const char                *error;          /* why there is no app_id */
-    u_char                     id[DSTACK_APP_ID_LEN];
-    u_char                     hex[DSTACK_APP_ID_HEX_LEN];
-    u_char                     usage_buf[DSTACK_USAGE_MAX_LEN + 1];
+    ngx_uint_t                 source;         /* _ATTEST_MISS or _HIT */
+    dstack_attest_summary_t    summary;
+} ngx_http_dstack_auth_attest_t;
+
+
+typedef struct {
+    ngx_rbtree_t               rbtree;
+    ngx_rbtree_node_t          sentinel;
+    ngx_queue_t                queue;          /* most recently used first */
+} ngx_http_dstack_auth_cache_sh_t;
+
+
+typedef struct {
+    ngx_http_dstack_auth_cache_sh_t  *sh;
+    ngx_slab_pool_t                  *shpool;
+} ngx_http_dstack_auth_cache_t;
+
+
+typedef struct {
+    ngx_rbtree_node_t          node;
+    ngx_queue_t                queue;
+    time_t                     expire;
+    u_char                     key[NGX_HTTP_DSTACK_AUTH_KEY_LEN];
+    dstack_attest_summary_t    summary;
+} ngx_http_dstack_auth_cache_node_t;
+
+
+typedef struct {
+    ngx_str_t                       app_id;    /* hex */
+    ngx_str_t                       usage;
+    const char                     *error;     /* why there is no app_id */
+    ngx_http_dstack_auth_attest_t  *attest;
+    ngx_uint_t                      attest_source;
+    u_char                          id[DSTACK_APP_ID_LEN];
+    u_char                          hex[DSTACK_APP_ID_HEX_LEN];
+    u_char                          usage_buf[DSTACK_USAGE_MAX_LEN + 1];
 } ngx_http_dstack_auth_ctx_t;
 
 
@@ -45,7 +109,27 @@ static ngx_http_dstack_auth_ctx_t *ngx_http_dstack_auth_identity(
 static ngx_int_t ngx_http_dstack_auth_from_cert(ngx_http_request_t *r,
     ngx_http_dstack_auth_ctx_t *ctx, X509 *cert);
 static ngx_int_t ngx_http_dstack_auth_from_headers(ngx_http_request_t *r,
+    ngx_http_dstack_auth_ctx_t *ctx, ngx_http_dstack_auth_loc_conf_t *alcf);
+static ngx_int_t ngx_http_dstack_auth_deny(ngx_http_request_t *r,
+    ngx_uint_t status, const char *msg);
+static ngx_int_t ngx_http_dstack_auth_attestation(ngx_http_request_t *r,
     ngx_http_dstack_auth_ctx_t *ctx);
+static void ngx_http_dstack_auth_attest_cleanup(void *data);
+static ngx_int_t ngx_http_dstack_auth_attest_cert(ngx_http_request_t *r,
+    X509 *leaf, ngx_http_dstack_auth_attest_t *a);
+static ngx_int_t ngx_http_dstack_auth_attest_verdict(ngx_http_request_t *r,
+    ngx_http_dstack_auth_loc_conf_t *alcf, ngx_http_dstack_auth_ctx_t *ctx,
+    char **msg);
+static ngx_int_t ngx_http_dstack_auth_cache_lookup(
+    ngx_http_dstack_auth_main_conf_t *amcf, u_char *key,
+    dstack_attest_summary_t *sum);
+static void ngx_http_dstack_auth_cache_insert(
+    ngx_http_dstack_auth_main_conf_t *amcf, u_char *key,
+    dstack_attest_summary_t *sum, ngx_log_t *log);
+static ngx_http_dstack_auth_cache_node_t *ngx_http_dstack_auth_cache_find(
+    ngx_http_dstack_auth_cache_t *cache, u_char *key);
+static void ngx_http_dstack_auth_cache_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static ngx_table_elt_t *ngx_http_dstack_auth_find_header(
     ngx_http_request_t *r, const char *name, size_t len);
 static ngx_uint_t ngx_http_dstack_auth_allowed(
@@ -57,8 +141,13 @@ static ngx_int_t ngx_http_dstack_auth_send_error(ngx_http_request_t *r,
 static int ngx_http_dstack_auth_verify_callback(int ok, X509_STORE_CTX *sctx);
 static ngx_int_t ngx_http_dstack_auth_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_dstack_auth_attest_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 
 static ngx_int_t ngx_http_dstack_auth_add_variables(ngx_conf_t *cf);
+static void *ngx_http_dstack_auth_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_dstack_auth_init_main_conf(ngx_conf_t *cf, void *conf);
+static void ngx_http_dstack_auth_cleanup_opts(void *data);
 static void *ngx_http_dstack_auth_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_dstack_auth_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
@@ -66,7 +155,38 @@ static char *ngx_http_dstack_auth_allow(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_dstack_auth_request(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_dstack_auth_attestation_cache(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_dstack_auth_init_cache(ngx_shm_zone_t *shm_zone,
+    void *data);
 static ngx_int_t ngx_http_dstack_auth_init(ngx_conf_t *cf);
+
+
+static ngx_conf_enum_t  ngx_http_dstack_auth_attestation_modes[] = {
+    { ngx_string("off"), DSTACK_POLICY_OFF },
+    { ngx_string("bind"), DSTACK_POLICY_BIND },
+    { ngx_string("full"), DSTACK_POLICY_FULL },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_bitmask_t  ngx_http_dstack_auth_tcb_levels[] = {
+    { ngx_string("UpToDate"),
+      DSTACK_TCB_ACCEPT(DSTACK_TCB_UP_TO_DATE) },
+    { ngx_string("SWHardeningNeeded"),
+      DSTACK_TCB_ACCEPT(DSTACK_TCB_SW_HARDENING_NEEDED) },
+    { ngx_string("ConfigurationNeeded"),
+      DSTACK_TCB_ACCEPT(DSTACK_TCB_CONFIGURATION_NEEDED) },
+    { ngx_string("ConfigurationAndSWHardeningNeeded"),
+      DSTACK_TCB_ACCEPT(DSTACK_TCB_CONFIGURATION_AND_SW_HARDENING_NEEDED) },
+    { ngx_string("OutOfDate"),
+      DSTACK_TCB_ACCEPT(DSTACK_TCB_OUT_OF_DATE) },
+    { ngx_string("OutOfDateConfigurationNeeded"),
+      DSTACK_TCB_ACCEPT(DSTACK_TCB_OUT_OF_DATE_CONFIGURATION_NEEDED) },
+    { ngx_string("Revoked"),
+      DSTACK_TCB_ACCEPT(DSTACK_TCB_REVOKED) },
+    { ngx_null_string, 0 }
+};
 
 
 static ngx_command_t  ngx_http_dstack_auth_commands[] = {
@@ -92,6 +212,49 @@ static ngx_command_t  ngx_http_dstack_auth_commands[] = {
       0,
       NULL },
 
+    { ngx_string("dstack_auth_attestation"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dstack_auth_loc_conf_t, attestation),
+      &ngx_http_dstack_auth_attestation_modes },
+
+    { ngx_string("dstack_auth_tcb_accept"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_conf_set_bitmask_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dstack_auth_loc_conf_t, tcb_accept),
+      &ngx_http_dstack_auth_tcb_levels },
+
+    { ngx_string("dstack_auth_attestation_root"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_dstack_auth_main_conf_t, root_file),
+      NULL },
+
+    { ngx_string("dstack_auth_attestation_collateral"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_dstack_auth_main_conf_t, collateral_file),
+      NULL },
+
+    /* for tests: the fixture collateral expired in 2025 */
+    { ngx_string("dstack_auth_attestation_time"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_dstack_auth_main_conf_t, time),
+      NULL },
+
+    { ngx_string("dstack_auth_attestation_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_dstack_auth_attestation_cache,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -100,8 +263,8 @@ static ngx_http_module_t  ngx_http_dstack_auth_module_ctx = {
     ngx_http_dstack_auth_add_variables,    /* preconfiguration */
     ngx_http_dstack_auth_init,             /* postconfiguration */
 
-    NULL,                                  /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_http_dstack_auth_create_main_conf, /* create main configuration */
+    ngx_http_dstack_auth_init_main_conf,   /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -127,8 +290,16 @@ ngx_module_t  ngx_http_dstack_auth_module = {
 };
 
 
-#define NGX_HTTP_DSTACK_AUTH_VAR_APP_ID  0
-#define NGX_HTTP_DSTACK_AUTH_VAR_USAGE   1
+#define NGX_HTTP_DSTACK_AUTH_VAR_APP_ID        0
+#define NGX_HTTP_DSTACK_AUTH_VAR_USAGE         1
+#define NGX_HTTP_DSTACK_AUTH_VAR_RESULT        2
+#define NGX_HTTP_DSTACK_AUTH_VAR_ERROR         3
+#define NGX_HTTP_DSTACK_AUTH_VAR_CACHE         4
+#define NGX_HTTP_DSTACK_AUTH_VAR_MRTD          5
+#define NGX_HTTP_DSTACK_AUTH_VAR_RTMR0         6   /* to 9 */
+#define NGX_HTTP_DSTACK_AUTH_VAR_COMPOSE_HASH  10
+#define NGX_HTTP_DSTACK_AUTH_VAR_INSTANCE_ID   11
+#define NGX_HTTP_DSTACK_AUTH_VAR_TCB_STATUS    12
 
 static ngx_http_variable_t  ngx_http_dstack_auth_vars[] = {
 
@@ -137,6 +308,45 @@ static ngx_http_variable_t  ngx_http_dstack_auth_vars[] = {
 
     { ngx_string("dstack_cert_usage"), NULL, ngx_http_dstack_auth_variable,
       NGX_HTTP_DSTACK_AUTH_VAR_USAGE, 0, 0 },
+
+    { ngx_string("dstack_attestation"), NULL,
+      ngx_http_dstack_auth_attest_variable,
+      NGX_HTTP_DSTACK_AUTH_VAR_RESULT, 0, 0 },
+
+    { ngx_string("dstack_attestation_error"), NULL,
+      ngx_http_dstack_auth_attest_variable,
+      NGX_HTTP_DSTACK_AUTH_VAR_ERROR, 0, 0 },
+
+    { ngx_string("dstack_attestation_cache"), NULL,
+      ngx_http_dstack_auth_attest_variable,
+      NGX_HTTP_DSTACK_AUTH_VAR_CACHE, 0, 0 },
+
+    { ngx_string("dstack_mrtd"), NULL, ngx_http_dstack_auth_attest_variable,
+      NGX_HTTP_DSTACK_AUTH_VAR_MRTD, 0, 0 },
+
+    { ngx_string("dstack_rtmr0"), NULL, ngx_http_dstack_auth_attest_variable,
+      NGX_HTTP_DSTACK_AUTH_VAR_RTMR0, 0, 0 },
+
+    { ngx_string("dstack_rtmr1"), NULL, ngx_http_dstack_auth_attest_variable,
+      NGX_HTTP_DSTACK_AUTH_VAR_RTMR0 + 1, 0, 0 },
+
+    { ngx_string("dstack_rtmr2"), NULL, ngx_http_dstack_auth_attest_variable,
+      NGX_HTTP_DSTACK_AUTH_VAR_RTMR0 + 2, 0, 0 },
+
+    { ngx_string("dstack_rtmr3"), NULL, ngx_http_dstack_auth_attest_variable,
+      NGX_HTTP_DSTACK_AUTH_VAR_RTMR0 + 3, 0, 0 },
+
+    { ngx_string("dstack_compose_hash"), NULL,
+      ngx_http_dstack_auth_attest_variable,
+      NGX_HTTP_DSTACK_AUTH_VAR_COMPOSE_HASH, 0, 0 },
+
+    { ngx_string("dstack_instance_id"), NULL,
+      ngx_http_dstack_auth_attest_variable,
+      NGX_HTTP_DSTACK_AUTH_VAR_INSTANCE_ID, 0, 0 },
+
+    { ngx_string("dstack_tcb_status"), NULL,
+      ngx_http_dstack_auth_attest_variable,
+      NGX_HTTP_DSTACK_AUTH_VAR_TCB_STATUS, 0, 0 },
 
       ngx_http_null_variable
 };
@@ -148,13 +358,14 @@ static ngx_str_t  ngx_http_dstack_auth_header = ngx_string("X-Dstack-App-Id");
 static ngx_int_t
 ngx_http_dstack_auth_handler(ngx_http_request_t *r)
 {
-    ngx_http_core_loc_conf_t         *clcf;
+    char                             *msg;
+    ngx_int_t                         rc;
     ngx_http_dstack_auth_ctx_t       *ctx;
     ngx_http_dstack_auth_loc_conf_t  *alcf;
 
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_auth_module);
 
-    if (!alcf->enable) {
+    if (!alcf->enable && alcf->attestation == DSTACK_POLICY_OFF) {
         return NGX_DECLINED;
     }
 
@@ -163,41 +374,64 @@ ngx_http_dstack_auth_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-
-    if (ctx->error != NULL) {
+    if (alcf->enable && ctx->error != NULL) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "dstack auth: %s", ctx->error);
 
-        if (clcf->satisfy != NGX_HTTP_SATISFY_ALL) {
-            return NGX_HTTP_UNAUTHORIZED;
-        }
-
-        ngx_http_finalize_request(r,
-            ngx_http_dstack_auth_send_error(r, NGX_HTTP_UNAUTHORIZED,
-                                            ctx->error));
-        return NGX_DONE;
+        return ngx_http_dstack_auth_deny(r, NGX_HTTP_UNAUTHORIZED,
+                                         ctx->error);
     }
 
-    if (!ngx_http_dstack_auth_allowed(alcf, ctx->id)) {
+    if (alcf->enable && !ngx_http_dstack_auth_allowed(alcf, ctx->id)) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "dstack auth: app \"%V\" is not allowed", &ctx->app_id);
 
-        if (clcf->satisfy != NGX_HTTP_SATISFY_ALL) {
-            return NGX_HTTP_FORBIDDEN;
-        }
-
-        ngx_http_finalize_request(r,
-            ngx_http_dstack_auth_send_error(r, NGX_HTTP_FORBIDDEN,
-                                            "app not allowed"));
-        return NGX_DONE;
+        return ngx_http_dstack_auth_deny(r, NGX_HTTP_FORBIDDEN,
+                                         "app not allowed");
     }
 
-    if (ngx_http_dstack_auth_set_header(r, &ctx->app_id) != NGX_OK) {
+    if (alcf->attestation != DSTACK_POLICY_OFF) {
+        rc = ngx_http_dstack_auth_attest_verdict(r, alcf, ctx, &msg);
+
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (rc != NGX_OK) {
+            return ngx_http_dstack_auth_deny(r, rc, msg);
+        }
+    }
+
+    if (alcf->enable
+        && ngx_http_dstack_auth_set_header(r, &ctx->app_id) != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * Under "satisfy any" a refusal is a status for the access phase to
+ * weigh; otherwise the request ends here with a JSON body.
+ */
+
+static ngx_int_t
+ngx_http_dstack_auth_deny(ngx_http_request_t *r, ngx_uint_t status,
+    const char *msg)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->satisfy != NGX_HTTP_SATISFY_ALL) {
+        return status;
+    }
+
+    ngx_http_finalize_request(r,
+                              ngx_http_dstack_auth_send_error(r, status, msg));
+    return NGX_DONE;
 }
 
 
@@ -210,6 +444,7 @@ ngx_http_dstack_auth_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_dstack_auth_request_handler(ngx_http_request_t *r)
 {
+    char                             *msg;
     ngx_int_t                         rc;
     ngx_table_elt_t                  *h;
     ngx_http_dstack_auth_ctx_t       *ctx;
@@ -239,7 +474,7 @@ ngx_http_dstack_auth_request_handler(ngx_http_request_t *r)
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        if (ngx_http_dstack_auth_from_headers(r, ctx) != NGX_OK) {
+        if (ngx_http_dstack_auth_from_headers(r, ctx, alcf) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
     }
@@ -257,6 +492,18 @@ ngx_http_dstack_auth_request_handler(ngx_http_request_t *r)
                       &ctx->app_id);
         return ngx_http_dstack_auth_send_error(r, NGX_HTTP_FORBIDDEN,
                                                "app not allowed");
+    }
+
+    if (alcf->attestation != DSTACK_POLICY_OFF) {
+        rc = ngx_http_dstack_auth_attest_verdict(r, alcf, ctx, &msg);
+
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (rc != NGX_OK) {
+            return ngx_http_dstack_auth_send_error(r, rc, msg);
+        }
     }
 
     h = ngx_list_push(&r->headers_out.headers);
@@ -359,14 +606,18 @@ ngx_http_dstack_auth_from_cert(ngx_http_request_t *r,
 
 static ngx_int_t
 ngx_http_dstack_auth_from_headers(ngx_http_request_t *r,
-    ngx_http_dstack_auth_ctx_t *ctx)
+    ngx_http_dstack_auth_ctx_t *ctx, ngx_http_dstack_auth_loc_conf_t *alcf)
 {
-    BIO               *bio;
-    X509              *cert;
-    u_char            *pem, *dst, *src;
-    ngx_int_t          rc;
-    ngx_table_elt_t   *verify, *escaped;
-    struct sockaddr   *sa;
+    BIO                            *bio;
+    X509                           *cert;
+    u_char                         *pem, *dst, *src;
+    ngx_int_t                       rc;
+    ngx_table_elt_t                *verify, *escaped;
+    struct sockaddr                *sa;
+    ngx_http_dstack_auth_attest_t  *a;
+
+    /* until a certificate is found */
+    ctx->attest_source = NGX_HTTP_DSTACK_AUTH_ATTEST_NO_CERT;
 
     sa = r->connection->sockaddr;
 
@@ -427,6 +678,21 @@ ngx_http_dstack_auth_from_headers(ngx_http_request_t *r,
     }
 
     rc = ngx_http_dstack_auth_from_cert(r, ctx, cert);
+
+    if (rc == NGX_OK && alcf->attestation != DSTACK_POLICY_OFF) {
+        /* no connection to remember it: the zone, if any, does */
+        a = ngx_palloc(r->pool, sizeof(ngx_http_dstack_auth_attest_t));
+
+        if (a == NULL
+            || ngx_http_dstack_auth_attest_cert(r, cert, a) != NGX_OK)
+        {
+            rc = NGX_ERROR;
+
+        } else {
+            ctx->attest = a;
+            ctx->attest_source = a->source;
+        }
+    }
 
     X509_free(cert);
 
@@ -625,6 +891,411 @@ ngx_http_dstack_auth_send_error(ngx_http_request_t *r, ngx_uint_t status,
 
 
 /*
+ * The connection's attestation: verified once per connection (the result
+ * hangs off the connection's pool, found again by its cleanup handler),
+ * and once per certificate while the cache zone holds it.  HTTP/2 streams
+ * share the real connection, found through the SSL object.
+ */
+
+static ngx_int_t
+ngx_http_dstack_auth_attestation(ngx_http_request_t *r,
+    ngx_http_dstack_auth_ctx_t *ctx)
+{
+    X509                           *leaf;
+    ngx_connection_t               *c;
+    ngx_pool_cleanup_t             *cln;
+    ngx_http_dstack_auth_attest_t  *a;
+
+    if (ctx->attest_source != NGX_HTTP_DSTACK_AUTH_ATTEST_NONE) {
+        return NGX_OK;
+    }
+
+    c = r->connection;
+    leaf = NULL;
+
+    if (c->ssl != NULL
+        && SSL_get_verify_result(c->ssl->connection) == X509_V_OK)
+    {
+        leaf = SSL_get0_peer_certificate(c->ssl->connection);
+    }
+
+    if (leaf == NULL) {
+        ctx->attest_source = NGX_HTTP_DSTACK_AUTH_ATTEST_NO_CERT;
+        return NGX_OK;
+    }
+
+    c = ngx_ssl_get_connection(c->ssl->connection);
+
+    for (cln = c->pool->cleanup; cln != NULL; cln = cln->next) {
+        if (cln->handler == ngx_http_dstack_auth_attest_cleanup) {
+            ctx->attest = cln->data;
+            ctx->attest_source = NGX_HTTP_DSTACK_AUTH_ATTEST_CONNECTION;
+            return NGX_OK;
+        }
+    }
+
+    cln = ngx_pool_cleanup_add(c->pool, sizeof(ngx_http_dstack_auth_attest_t));
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    a = cln->data;
+
+    if (ngx_http_dstack_auth_attest_cert(r, leaf, a) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* only a complete result is found again */
+    cln->handler = ngx_http_dstack_auth_attest_cleanup;
+
+    ctx->attest = a;
+    ctx->attest_source = a->source;
+
+    return NGX_OK;
+}
+
+
+/* marks the connection's attestation in its pool; nothing to release */
+
+static void
+ngx_http_dstack_auth_attest_cleanup(void *data)
+{
+}
+
+
+static ngx_int_t
+ngx_http_dstack_auth_attest_cert(ngx_http_request_t *r, X509 *leaf,
+    ngx_http_dstack_auth_attest_t *a)
+{
+    unsigned                           n;
+    ngx_uint_t                         us;
+    struct timeval                     t0, t1;
+    dstack_attest_summary_t           *sum;
+    ngx_http_dstack_auth_main_conf_t  *amcf;
+    u_char                             key[NGX_HTTP_DSTACK_AUTH_KEY_LEN];
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_dstack_auth_module);
+    sum = &a->summary;
+
+    if (X509_digest(leaf, EVP_sha256(), key, &n) != 1 || n != 32) {
+        ngx_ssl_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "X509_digest() failed");
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(key + 32, amcf->verifier, NGX_HTTP_DSTACK_AUTH_KEY_LEN - 32);
+
+    if (amcf->cache != NULL
+        && ngx_http_dstack_auth_cache_lookup(amcf, key, sum) == NGX_OK)
+    {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "dstack auth: attestation of %*xs cached",
+                       (size_t) 8, key);
+
+        a->source = NGX_HTTP_DSTACK_AUTH_ATTEST_HIT;
+        return NGX_OK;
+    }
+
+    ngx_gettimeofday(&t0);
+
+    if (dstack_attest_summarize(leaf, &amcf->opts, sum) != 0) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "dstack auth: out of memory verifying an attestation");
+        return NGX_ERROR;
+    }
+
+    ngx_gettimeofday(&t1);
+
+    us = (t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_usec - t0.tv_usec);
+
+    if (sum->failed == DSTACK_CHECK_N) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "dstack auth: verified the attestation of certificate "
+                      "%*xs in %ui us: every check passed", (size_t) 8, key,
+                      us);
+
+    } else {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "dstack auth: verified the attestation of certificate "
+                      "%*xs in %ui us: check \"%s\" failed: %s", (size_t) 8,
+                      key, us, dstack_attest_check_label(sum->failed),
+                      sum->reason);
+    }
+
+    a->source = NGX_HTTP_DSTACK_AUTH_ATTEST_MISS;
+
+    if (amcf->cache != NULL) {
+        ngx_http_dstack_auth_cache_insert(amcf, key, sum, r->connection->log);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The location's requirement applied to the connection's attestation:
+ * NGX_OK, 401 with the failed check, 403 for a refused TCB level, or
+ * NGX_ERROR.
+ */
+
+static ngx_int_t
+ngx_http_dstack_auth_attest_verdict(ngx_http_request_t *r,
+    ngx_http_dstack_auth_loc_conf_t *alcf, ngx_http_dstack_auth_ctx_t *ctx,
+    char **msg)
+{
+    u_char                   *p;
+    size_t                    len;
+    unsigned                  check;
+    const char               *label, *tcb;
+    dstack_verdict_e          v;
+    dstack_attest_summary_t  *sum;
+
+    if (ngx_http_dstack_auth_attestation(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ctx->attest == NULL) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "dstack auth: attestation failed: no verified client "
+                      "certificate");
+
+        *msg = "attestation failed: certificate";
+        return NGX_HTTP_UNAUTHORIZED;
+    }
+
+    sum = &ctx->attest->summary;
+
+    v = dstack_attest_judge(sum, alcf->attestation, alcf->tcb_accept, &check);
+
+    if (v == DSTACK_VERDICT_OK) {
+        return NGX_OK;
+    }
+
+    label = dstack_attest_check_label(check);
+    len = sizeof("attestation failed: tcb ( not accepted)") + 48;
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    *msg = (char *) p;
+
+    if (v == DSTACK_VERDICT_TCB) {
+        tcb = dstack_tcb_status_name(sum->tcb);
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "dstack auth: attestation TCB status \"%s\" is not "
+                      "accepted", tcb);
+
+        ngx_snprintf(p, len, "attestation failed: tcb (%s not accepted)%Z",
+                     tcb);
+        return NGX_HTTP_FORBIDDEN;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "dstack auth: attestation failed: %s: %s", label,
+                  sum->reason);
+
+    ngx_snprintf(p, len, "attestation failed: %s%Z", label);
+
+    return NGX_HTTP_UNAUTHORIZED;
+}
+
+
+static ngx_int_t
+ngx_http_dstack_auth_cache_lookup(ngx_http_dstack_auth_main_conf_t *amcf,
+    u_char *key, dstack_attest_summary_t *sum)
+{
+    ngx_int_t                           rc;
+    ngx_http_dstack_auth_cache_t       *cache;
+    ngx_http_dstack_auth_cache_node_t  *cn;
+
+    cache = amcf->cache->data;
+    rc = NGX_DECLINED;
+
+    ngx_shmtx_lock(&cache->shpool->mutex);
+
+    cn = ngx_http_dstack_auth_cache_find(cache, key);
+
+    if (cn != NULL && cn->expire > ngx_time()) {
+        ngx_memcpy(sum, &cn->summary, sizeof(dstack_attest_summary_t));
+
+        ngx_queue_remove(&cn->queue);
+        ngx_queue_insert_head(&cache->sh->queue, &cn->queue);
+
+        rc = NGX_OK;
+    }
+
+    ngx_shmtx_unlock(&cache->shpool->mutex);
+
+    return rc;
+}
+
+
+/*
+ * Stores a verification; expired entries go first, then, while the zone
+ * is full, the least recently used ones.
+ */
+
+static void
+ngx_http_dstack_auth_cache_insert(ngx_http_dstack_auth_main_conf_t *amcf,
+    u_char *key, dstack_attest_summary_t *sum, ngx_log_t *log)
+{
+    time_t                              now;
+    ngx_uint_t                          i;
+    ngx_queue_t                        *q;
+    ngx_http_dstack_auth_cache_t       *cache;
+    ngx_http_dstack_auth_cache_node_t  *cn;
+
+    cache = amcf->cache->data;
+    now = ngx_time();
+
+    ngx_shmtx_lock(&cache->shpool->mutex);
+
+    cn = ngx_http_dstack_auth_cache_find(cache, key);
+
+    if (cn != NULL) {
+        /* another worker verified it meanwhile */
+        ngx_queue_remove(&cn->queue);
+        goto found;
+    }
+
+    for (i = 0; i < 2 && !ngx_queue_empty(&cache->sh->queue); i++) {
+        q = ngx_queue_last(&cache->sh->queue);
+        cn = ngx_queue_data(q, ngx_http_dstack_auth_cache_node_t, queue);
+
+        if (cn->expire > now) {
+            break;
+        }
+
+        ngx_queue_remove(q);
+        ngx_rbtree_delete(&cache->sh->rbtree, &cn->node);
+        ngx_slab_free_locked(cache->shpool, cn);
+    }
+
+    for ( ;; ) {
+        cn = ngx_slab_alloc_locked(cache->shpool,
+                                   sizeof(ngx_http_dstack_auth_cache_node_t));
+        if (cn != NULL) {
+            break;
+        }
+
+        if (ngx_queue_empty(&cache->sh->queue)) {
+            ngx_shmtx_unlock(&cache->shpool->mutex);
+
+            ngx_log_error(NGX_LOG_ALERT, log, 0,
+                          "dstack auth: attestation cache \"%V\" cannot hold "
+                          "one entry", &amcf->cache->shm.name);
+            return;
+        }
+
+        q = ngx_queue_last(&cache->sh->queue);
+        cn = ngx_queue_data(q, ngx_http_dstack_auth_cache_node_t, queue);
+
+        ngx_queue_remove(q);
+        ngx_rbtree_delete(&cache->sh->rbtree, &cn->node);
+        ngx_slab_free_locked(cache->shpool, cn);
+    }
+
+    ngx_memcpy(cn->key, key, NGX_HTTP_DSTACK_AUTH_KEY_LEN);
+    ngx_memcpy(&cn->node.key, key, sizeof(ngx_rbtree_key_t));
+
+    ngx_rbtree_insert(&cache->sh->rbtree, &cn->node);
+
+found:
+
+    cn->expire = now + amcf->cache_valid;
+    ngx_memcpy(&cn->summary, sum, sizeof(dstack_attest_summary_t));
+
+    ngx_queue_insert_head(&cache->sh->queue, &cn->queue);
+
+    ngx_shmtx_unlock(&cache->shpool->mutex);
+}
+
+
+static ngx_http_dstack_auth_cache_node_t *
+ngx_http_dstack_auth_cache_find(ngx_http_dstack_auth_cache_t *cache,
+    u_char *key)
+{
+    ngx_int_t                           rc;
+    ngx_rbtree_key_t                    hash;
+    ngx_rbtree_node_t                  *node, *sentinel;
+    ngx_http_dstack_auth_cache_node_t  *cn;
+
+    ngx_memcpy(&hash, key, sizeof(ngx_rbtree_key_t));
+
+    node = cache->sh->rbtree.root;
+    sentinel = cache->sh->rbtree.sentinel;
+
+    while (node != sentinel) {
+
+        if (hash < node->key) {
+            node = node->left;
+            continue;
+        }
+
+        if (hash > node->key) {
+            node = node->right;
+            continue;
+        }
+
+        cn = (ngx_http_dstack_auth_cache_node_t *) node;
+
+        rc = ngx_memcmp(key, cn->key, NGX_HTTP_DSTACK_AUTH_KEY_LEN);
+
+        if (rc == 0) {
+            return cn;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_http_dstack_auth_cache_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t                  **p;
+    ngx_http_dstack_auth_cache_node_t   *cn, *cnt;
+
+    for ( ;; ) {
+
+        if (node->key < temp->key) {
+            p = &temp->left;
+
+        } else if (node->key > temp->key) {
+            p = &temp->right;
+
+        } else { /* node->key == temp->key */
+
+            cn = (ngx_http_dstack_auth_cache_node_t *) node;
+            cnt = (ngx_http_dstack_auth_cache_node_t *) temp;
+
+            p = (ngx_memcmp(cn->key, cnt->key, NGX_HTTP_DSTACK_AUTH_KEY_LEN)
+                 < 0)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+/*
  * Runs inside the handshake after nginx's own checks: an App CA that
  * names an app may only vouch for that app.  The failure is recorded in
  * the verify result, so it also holds for resumed sessions.
@@ -690,6 +1361,175 @@ ngx_http_dstack_auth_variable(ngx_http_request_t *r,
 }
 
 
+/*
+ * $dstack_attestation and what it proved, for the current location's
+ * requirement.  Measurements come only from an attestation that meets
+ * it; a refused TCB level still exports them, the attestation being valid.
+ */
+
+static ngx_int_t
+ngx_http_dstack_auth_attest_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                           *p, *src;
+    size_t                            len;
+    unsigned                          check;
+    const char                       *s, *label;
+    dstack_verdict_e                  verdict;
+    dstack_attest_summary_t          *sum;
+    ngx_http_dstack_auth_ctx_t       *ctx;
+    ngx_http_dstack_auth_loc_conf_t  *alcf;
+
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_auth_module);
+
+    if (alcf->attestation == DSTACK_POLICY_OFF) {
+        s = (data == NGX_HTTP_DSTACK_AUTH_VAR_RESULT) ? "off" : NULL;
+        goto string;
+    }
+
+    ctx = ngx_http_dstack_auth_identity(r);
+
+    if (ctx == NULL || ngx_http_dstack_auth_attestation(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ctx->attest == NULL) {
+        s = (data == NGX_HTTP_DSTACK_AUTH_VAR_RESULT) ? "failed:certificate"
+            : (data == NGX_HTTP_DSTACK_AUTH_VAR_ERROR)
+              ? "no verified client certificate" : NULL;
+        goto string;
+    }
+
+    sum = &ctx->attest->summary;
+
+    verdict = dstack_attest_judge(sum, alcf->attestation, alcf->tcb_accept,
+                                  &check);
+    label = dstack_attest_check_label(check);
+
+    switch (data) {
+
+    case NGX_HTTP_DSTACK_AUTH_VAR_RESULT:
+
+        if (verdict == DSTACK_VERDICT_OK) {
+            s = (alcf->attestation == DSTACK_POLICY_FULL) ? "ok" : "bind";
+            goto string;
+        }
+
+        len = sizeof("failed:") - 1 + ngx_strlen(label);
+
+        p = ngx_pnalloc(r->pool, len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_sprintf(p, "failed:%s", label);
+        goto value;
+
+    case NGX_HTTP_DSTACK_AUTH_VAR_ERROR:
+
+        if (verdict == DSTACK_VERDICT_FAILED) {
+            s = sum->reason;
+            goto string;
+        }
+
+        if (verdict == DSTACK_VERDICT_OK) {
+            goto not_found;
+        }
+
+        len = sizeof("TCB status  is not accepted") - 1 + 48;
+
+        p = ngx_pnalloc(r->pool, len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        len = ngx_snprintf(p, len, "TCB status %s is not accepted",
+                           dstack_tcb_status_name(sum->tcb))
+              - p;
+        goto value;
+
+    case NGX_HTTP_DSTACK_AUTH_VAR_CACHE:
+
+        s = (ctx->attest_source == NGX_HTTP_DSTACK_AUTH_ATTEST_MISS) ? "miss"
+            : (ctx->attest_source == NGX_HTTP_DSTACK_AUTH_ATTEST_HIT) ? "hit"
+            : "connection";
+        goto string;
+
+    case NGX_HTTP_DSTACK_AUTH_VAR_TCB_STATUS:
+
+        if (alcf->attestation != DSTACK_POLICY_FULL
+            || verdict == DSTACK_VERDICT_FAILED
+            || sum->status[DSTACK_CHECK_TCB] != DSTACK_CHECK_PASS
+            || sum->tcb >= DSTACK_TCB_N)
+        {
+            goto not_found;
+        }
+
+        s = dstack_tcb_status_name(sum->tcb);
+        goto string;
+
+    case NGX_HTTP_DSTACK_AUTH_VAR_MRTD:
+        src = sum->mrtd;
+        len = 48;
+        break;
+
+    case NGX_HTTP_DSTACK_AUTH_VAR_COMPOSE_HASH:
+        src = sum->compose_hash;
+        len = sum->compose_hash_len;
+        break;
+
+    case NGX_HTTP_DSTACK_AUTH_VAR_INSTANCE_ID:
+        src = sum->instance_id;
+        len = sum->instance_id_len;
+        break;
+
+    default: /* NGX_HTTP_DSTACK_AUTH_VAR_RTMR0 .. + 3 */
+        src = sum->rtmr[data - NGX_HTTP_DSTACK_AUTH_VAR_RTMR0];
+        len = 48;
+        break;
+    }
+
+    if (verdict == DSTACK_VERDICT_FAILED || len == 0) {
+        goto not_found;
+    }
+
+    p = ngx_pnalloc(r->pool, 2 * len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_hex_dump(p, src, len);
+    len *= 2;
+
+    goto value;
+
+string:
+
+    if (s == NULL) {
+        goto not_found;
+    }
+
+    p = (u_char *) s;
+    len = ngx_strlen(s);
+
+value:
+
+    v->len = len;
+    v->data = p;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+
+not_found:
+
+    v->not_found = 1;
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_dstack_auth_add_variables(ngx_conf_t *cf)
 {
@@ -710,6 +1550,156 @@ ngx_http_dstack_auth_add_variables(ngx_conf_t *cf)
 
 
 static void *
+ngx_http_dstack_auth_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_dstack_auth_main_conf_t  *amcf;
+
+    amcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_dstack_auth_main_conf_t));
+    if (amcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     amcf->root_file = { 0, NULL };
+     *     amcf->collateral_file = { 0, NULL };
+     *     amcf->time = { 0, NULL };
+     *     amcf->opts = { NULL, NULL, 0, ... };
+     *     amcf->cache = NULL;
+     */
+
+    amcf->cache_valid = NGX_CONF_UNSET;
+
+    return amcf;
+}
+
+
+/*
+ * Loads the pinned Intel root and the collateral once, for every worker;
+ * the verifier digest keeps a zone that survives a reload from answering
+ * with results of other settings.
+ */
+
+static char *
+ngx_http_dstack_auth_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_dstack_auth_main_conf_t *amcf = conf;
+
+    int                  n;
+    u_char              *der;
+    time_t               now;
+    const char          *err;
+    EVP_MD_CTX          *md;
+    ngx_pool_cleanup_t  *cln;
+    u_char               collateral_hash[32];
+
+    ngx_memzero(collateral_hash, sizeof(collateral_hash));
+
+    if (amcf->time.len) {
+        if (dstack_attest_parse_time((char *) amcf->time.data,
+                                     amcf->time.len, &now)
+            != 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid \"dstack_auth_attestation_time\" "
+                               "\"%V\" (RFC 3339 expected)", &amcf->time);
+            return NGX_CONF_ERROR;
+        }
+
+        amcf->opts.now = now;
+    }
+
+    if (amcf->collateral_file.len && amcf->root_file.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"dstack_auth_attestation_collateral\" needs "
+                           "\"dstack_auth_attestation_root\"");
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_dstack_auth_cleanup_opts;
+    cln->data = &amcf->opts;
+
+    if (amcf->root_file.len) {
+        if (ngx_conf_full_name(cf->cycle, &amcf->root_file, 1) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+
+        amcf->opts.root = dstack_attest_load_root(
+                                         (char *) amcf->root_file.data, &err);
+
+        if (amcf->opts.root == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"dstack_auth_attestation_root\" \"%V\": %s",
+                               &amcf->root_file, err);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (amcf->collateral_file.len) {
+        if (ngx_conf_full_name(cf->cycle, &amcf->collateral_file, 1)
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+        amcf->opts.collateral = dstack_attest_load_collateral(
+                                   (char *) amcf->collateral_file.data,
+                                   collateral_hash, &err);
+
+        if (amcf->opts.collateral == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"dstack_auth_attestation_collateral\" "
+                               "\"%V\": %s", &amcf->collateral_file, err);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    ngx_conf_init_value(amcf->cache_valid, NGX_HTTP_DSTACK_AUTH_CACHE_VALID);
+
+    der = NULL;
+    n = (amcf->opts.root != NULL) ? i2d_X509(amcf->opts.root, &der) : 0;
+    now = amcf->opts.now;
+
+    md = EVP_MD_CTX_new();
+
+    if (md == NULL
+        || n < 0
+        || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1
+        || EVP_DigestUpdate(md, der, n) != 1
+        || EVP_DigestUpdate(md, collateral_hash, 32) != 1
+        || EVP_DigestUpdate(md, &now, sizeof(time_t)) != 1
+        || EVP_DigestFinal_ex(md, amcf->verifier, NULL) != 1)
+    {
+        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                      "dstack auth: cannot hash the attestation settings");
+        EVP_MD_CTX_free(md);
+        OPENSSL_free(der);
+        return NGX_CONF_ERROR;
+    }
+
+    EVP_MD_CTX_free(md);
+    OPENSSL_free(der);
+
+    return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_dstack_auth_cleanup_opts(void *data)
+{
+    dstack_attest_opts_t  *opts = data;
+
+    dstack_attest_opts_free(opts);
+}
+
+
+static void *
 ngx_http_dstack_auth_create_loc_conf(ngx_conf_t *cf)
 {
     ngx_http_dstack_auth_loc_conf_t  *conf;
@@ -724,10 +1714,12 @@ ngx_http_dstack_auth_create_loc_conf(ngx_conf_t *cf)
      *
      *     conf->allow_mode = NGX_HTTP_DSTACK_AUTH_ALLOW_UNSET;
      *     conf->allow = NULL;
+     *     conf->tcb_accept = 0;
      */
 
     conf->enable = NGX_CONF_UNSET;
     conf->auth_request = NGX_CONF_UNSET;
+    conf->attestation = NGX_CONF_UNSET_UINT;
 
     return conf;
 }
@@ -739,8 +1731,26 @@ ngx_http_dstack_auth_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_dstack_auth_loc_conf_t  *prev = parent;
     ngx_http_dstack_auth_loc_conf_t  *conf = child;
 
+    ngx_http_dstack_auth_main_conf_t  *amcf;
+
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_value(conf->auth_request, prev->auth_request, 0);
+    ngx_conf_merge_uint_value(conf->attestation, prev->attestation,
+                              DSTACK_POLICY_OFF);
+    ngx_conf_merge_bitmask_value(conf->tcb_accept, prev->tcb_accept,
+                                 DSTACK_TCB_ACCEPT_DEFAULT);
+
+    amcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_dstack_auth_module);
+
+    if (conf->attestation == DSTACK_POLICY_FULL
+        && amcf->root_file.len == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"dstack_auth_attestation full\" needs "
+                           "\"dstack_auth_attestation_root\"");
+        return NGX_CONF_ERROR;
+    }
 
     if (conf->allow_mode == NGX_HTTP_DSTACK_AUTH_ALLOW_UNSET) {
         conf->allow_mode = prev->allow_mode;
@@ -838,6 +1848,180 @@ ngx_http_dstack_auth_request(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf->handler = ngx_http_dstack_auth_request_handler;
 
     return NGX_CONF_OK;
+}
+
+
+/* dstack_auth_attestation_cache zone=name:size [valid=time] | off */
+
+static char *
+ngx_http_dstack_auth_attestation_cache(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_dstack_auth_main_conf_t *amcf = conf;
+
+    u_char          *p;
+    time_t           valid;
+    ssize_t          size;
+    ngx_str_t       *value, name, s;
+    ngx_uint_t       i;
+
+    if (amcf->cache != NULL || amcf->cache_valid != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
+        amcf->cache_valid = 0;
+        return NGX_CONF_OK;
+    }
+
+    size = 0;
+    valid = NGX_HTTP_DSTACK_AUTH_CACHE_VALID;
+    name.len = 0;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
+
+            name.data = value[i].data + 5;
+
+            p = (u_char *) ngx_strchr(name.data, ':');
+
+            if (p == NULL || p == name.data) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid zone \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            name.len = p - name.data;
+
+            s.data = p + 1;
+            s.len = value[i].data + value[i].len - s.data;
+
+            size = ngx_parse_size(&s);
+
+            if (size == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid zone size \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            if (size < (ssize_t) (8 * ngx_pagesize)) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "zone \"%V\" is too small", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "valid=", 6) == 0) {
+
+            s.data = value[i].data + 6;
+            s.len = value[i].len - 6;
+
+            valid = ngx_parse_time(&s, 1);
+
+            if (valid == (time_t) NGX_ERROR || valid == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"valid\" value \"%V\"",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must have the \"zone\" parameter",
+                           &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    amcf->cache_valid = valid;
+
+    amcf->cache = ngx_shared_memory_add(cf, &name, size,
+                                        &ngx_http_dstack_auth_module);
+    if (amcf->cache == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (amcf->cache->data != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate zone \"%V\"", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    amcf->cache->data = ngx_pcalloc(cf->pool,
+                                    sizeof(ngx_http_dstack_auth_cache_t));
+    if (amcf->cache->data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    amcf->cache->init = ngx_http_dstack_auth_init_cache;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_dstack_auth_init_cache(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_dstack_auth_cache_t  *ocache = data;
+
+    size_t                         len;
+    ngx_http_dstack_auth_cache_t  *cache;
+
+    cache = shm_zone->data;
+
+    if (ocache != NULL) {
+        /* entries of other settings stay unreachable until they expire */
+        cache->sh = ocache->sh;
+        cache->shpool = ocache->shpool;
+        return NGX_OK;
+    }
+
+    cache->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        cache->sh = cache->shpool->data;
+        return NGX_OK;
+    }
+
+    cache->sh = ngx_slab_alloc(cache->shpool,
+                               sizeof(ngx_http_dstack_auth_cache_sh_t));
+    if (cache->sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    cache->shpool->data = cache->sh;
+
+    ngx_rbtree_init(&cache->sh->rbtree, &cache->sh->sentinel,
+                    ngx_http_dstack_auth_cache_insert_value);
+
+    ngx_queue_init(&cache->sh->queue);
+
+    len = sizeof(" in attestation cache zone \"\"") + shm_zone->shm.name.len;
+
+    cache->shpool->log_ctx = ngx_slab_alloc(cache->shpool, len);
+    if (cache->shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(cache->shpool->log_ctx, " in attestation cache zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    /* a full zone is expected: the least recently used entry goes */
+    cache->shpool->log_nomem = 0;
+
+    return NGX_OK;
 }
 
 

@@ -27,3 +27,15 @@ $(BUILD)/bin/attest-bench: bench/attest/attest_bench.c $(ATTEST_SRCS) \
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Iratls -o $@ bench/attest/attest_bench.c \
 	    $(ATTEST_SRCS) $(LDFLAGS) $(ATTEST_LIBS)
+
+# the attestation requirements the nginx modules apply (nginx section of
+# docs/attestation.md)
+BINS += $(BUILD)/bin/attest-policy-unit
+
+$(BUILD)/bin/attest-policy-unit: ratls/dstack_attest_policy_test.c \
+                                 ratls/dstack_attest_policy.c \
+                                 ratls/dstack_attest_policy.h \
+                                 $(ATTEST_SRCS) $(ATTEST_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iratls -o $@ ratls/dstack_attest_policy_test.c \
+	    ratls/dstack_attest_policy.c $(ATTEST_SRCS) $(LDFLAGS) $(ATTEST_LIBS)
