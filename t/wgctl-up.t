@@ -30,7 +30,7 @@ my $t = Test::Dstack->new()->has(qw(wgctl wg ping));
 my $net = Test::DstackNetns->new()
     or $t->skip_all($Test::DstackNetns::WHY);
 
-$t->plan(70);
+$t->plan(72);
 
 my $d = $t->testdir();
 my %ip = $net->lan('10.201.0', qw(srv a b c c2 c4));
@@ -142,6 +142,16 @@ ok($rc == 0 && $js->{running} && $js->{state} eq 'connected'
     $vpn->state_dir('a'));
 like($out, qr/a\.dstack\.internal \(this node\).*connected since.*b\.dstack\.internal\s+online\s+endpoint \Q$ip{b}\E:41641\s+handshake \d+ s ago/s,
     'status: text');
+
+# SIGHUP: the agent repairs what was changed behind its back
+$vpn->run('a', 'ip', 'route', 'del', '100.128.0.0/10');
+$vpn->run('a', 'wg', 'set', $vpn->ifname('a'), 'peer', $sb->{public_key},
+    'remove');
+kill 'HUP', $vpn->agent_pid('a');
+ok($vpn->wait_peers('a', 1), 'SIGHUP: a removed peer is put back');
+($rc, $out) = $vpn->run('a', 'ip', 'route', 'show', '100.128.0.0/10');
+like($out, qr/dev \Q${\ $vpn->ifname('a')}\E/,
+    'SIGHUP: and the removed route');
 
 my ($tapp) = grep { $_->{headers}{'x-dstack-target-app'} }
     requests('/machine/map');

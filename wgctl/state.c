@@ -64,9 +64,8 @@ wg_state_pid_read(int fd)
 int
 wg_state_lock(const char *dir, int *fd, pid_t *holder)
 {
-    int    rc, f;
+    int    rc, f, n;
     char   path[4096], buf[32];
-    int    n;
 
     *fd = -1;
     *holder = 0;
@@ -271,7 +270,7 @@ wg_state_read(const char *dir, const char *name, char **out, size_t *len)
 }
 
 
-/* beside the old file, fsynced, renamed over it: readers see one or the other */
+/* beside the old file, fsynced, renamed over it: readers see either */
 
 int
 wg_state_write(const char *dir, const char *name, const char *data,

@@ -77,7 +77,8 @@ status_bytes(char *buf, size_t size, uint64_t bytes)
         snprintf(buf, size, "%.1f MiB", (double) bytes / (1024 * 1024));
 
     } else {
-        snprintf(buf, size, "%.1f GiB", (double) bytes / (1024.0 * 1024 * 1024));
+        snprintf(buf, size, "%.1f GiB",
+                 (double) bytes / (1024.0 * 1024 * 1024));
     }
 }
 

@@ -147,6 +147,7 @@ static void up_cleanup(wg_up_t *up);
 
 
 static volatile sig_atomic_t  up_stop;
+static volatile sig_atomic_t  up_resync;
 static int                    up_wake[2] = { -1, -1 };
 
 
@@ -272,7 +273,13 @@ up_signal(int signo)
     int  saved;
 
     saved = errno;
-    up_stop = signo;
+
+    if (signo == SIGHUP) {
+        up_resync = 1;
+
+    } else {
+        up_stop = signo;
+    }
 
     if (write(up_wake[1], "", 1) < 0) {
         /* the pipe is full: a wake-up is pending anyway */
@@ -305,7 +312,8 @@ up_signals(void)
     sigemptyset(&sa.sa_mask);
 
     if (sigaction(SIGTERM, &sa, NULL) != 0
-        || sigaction(SIGINT, &sa, NULL) != 0)
+        || sigaction(SIGINT, &sa, NULL) != 0
+        || sigaction(SIGHUP, &sa, NULL) != 0)
     {
         return -errno;
     }
@@ -1282,6 +1290,13 @@ up_tick(void *data)
     }
 
     now = up_now();
+
+    /* SIGHUP: check and repair the device now */
+    if (up_resync) {
+        up_resync = 0;
+        up_log("SIGHUP: checking the device");
+        up->next_sync = 0;
+    }
 
     if (up->streaming && now - up->last_frame > up->silence) {
         up_log("map stream: no frame for %lld ms; reconnecting",
