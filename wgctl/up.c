@@ -1222,12 +1222,11 @@ up_device(wg_up_t *up)
         err[0] = '\0';
         rc = wg_hosts_update(up->hosts_file, hosts, nhosts, err, sizeof(err));
 
+        /* the VPN works without names: tried again at the next check */
         if (rc < 0) {
             up_log("%s: %s", up->hosts_file, err);
-            goto done;
-        }
 
-        if (rc > 0) {
+        } else if (rc > 0) {
             up_log("%s: %zu names", up->hosts_file, nhosts);
         }
 
