@@ -52,7 +52,7 @@ share=$(dirname "$(dirname "$self")")
 : "${WG_LISTEN_PORT:=41641}"
 : "${WG_ENDPOINT:=}"
 : "${WG_HOSTS_FILE:=/etc/hosts}"
-: "${NGINX:=/usr/sbin/nginx}"
+: "${DSTACK_VPC_NGINX:=/usr/sbin/nginx}"
 
 if [ -z "${DSTACK_VPC_MODULES:-}" ]; then
     DSTACK_VPC_MODULES=$DSTACK_VPC_SHARE/build/modules
@@ -205,7 +205,7 @@ check_env() {
         [ -x "$WGCTL" ] || command -v "$WGCTL" >/dev/null \
             || die "wgctl not found (WGCTL=\"$WGCTL\")"
     fi
-    for prog in curl jq envsubst "$NGINX"; do
+    for prog in curl jq envsubst "$DSTACK_VPC_NGINX"; do
         command -v "$prog" >/dev/null || die "$prog not found"
     done
 }
@@ -392,22 +392,23 @@ render_all() {
     MESH_ALLOW=$(tr ',' ' ' <<<"$MESH_ALLOWED_APPS")
     NGINX_SERVER_INCLUDES=
     BACKEND_INCLUDES=
-    VPC_SERVER_URL_DIRECTIVE=
 
     if is_server; then
         NGINX_LOAD_MODULES="${NGINX_LOAD_MODULES}load_module $DSTACK_VPC_MODULES/ngx_http_dstack_vpc_api_module.so;
 "
         NGINX_SERVER_INCLUDES="include $conf/vpc-api.conf;"
         BACKEND_INCLUDES="include $conf/control-plane.conf;"
+        mkdir -p "$conf/vpc-api.d"
+        rm -f "$conf/vpc-api.d/server-url.conf"
         if [ -n "$VPC_SERVER_URL" ]; then
-            VPC_SERVER_URL_DIRECTIVE=$(printf 'dstack_vpc_api_server_url "%s";' \
-                "$VPC_SERVER_URL")
+            printf 'dstack_vpc_api_server_url "%s";\n' "$VPC_SERVER_URL" \
+                >"$conf/vpc-api.d/server-url.conf"
         fi
     fi
 
     export DSTACK_GATEWAY DSTACK_GATEWAY_DOMAIN DSTACK_RESOLVER MESH_BACKEND \
         MESH_ALLOW NGINX_LOAD_MODULES NGINX_SERVER_INCLUDES BACKEND_INCLUDES \
-        VPC_ALLOWED_APPS VPC_SERVER_URL_DIRECTIVE DSTACK_VPC_USER APP_ID \
+        VPC_ALLOWED_APPS DSTACK_VPC_USER APP_ID \
         DSTACK_VPC_ROLE
     DSTACK_VPC_ROLE=$(role)
 
@@ -415,7 +416,7 @@ render_all() {
     RENDER_VARS='${DSTACK_GATEWAY} ${DSTACK_GATEWAY_DOMAIN} ${DSTACK_RESOLVER}
         ${MESH_BACKEND} ${MESH_ALLOW} ${NGINX_LOAD_MODULES}
         ${NGINX_SERVER_INCLUDES} ${BACKEND_INCLUDES} ${VPC_ALLOWED_APPS}
-        ${VPC_SERVER_URL_DIRECTIVE} ${DSTACK_VPC_USER} ${DSTACK_VPC_ROLE}
+        ${DSTACK_VPC_USER} ${DSTACK_VPC_ROLE}
         ${APP_ID} ${VPC_SERVER_APP_ID}'
 
     render "$templates/nginx.conf.template" "$conf/nginx.conf"
@@ -448,7 +449,7 @@ render_all() {
 nginx_test() {
     local out
 
-    if out=$("$NGINX" -t -q -p "$DSTACK_VPC_RUN_DIR/nginx/" \
+    if out=$("$DSTACK_VPC_NGINX" -t -q -p "$DSTACK_VPC_RUN_DIR/nginx/" \
                  -c "$DSTACK_VPC_CONF_DIR/nginx.conf" -e stderr 2>&1)
     then
         log "nginx -t: $DSTACK_VPC_CONF_DIR/nginx.conf is valid"
@@ -653,7 +654,7 @@ print_env() {
 
 export DSTACK_SOCKET DSTACK_SYS_CONFIG DSTACK_VPC_CONF_DIR DSTACK_VPC_TLS_DIR \
     DSTACK_VPC_RUN_DIR DSTACK_VPC_DATA_DIR DSTACK_VPC_USER DSTACK_VPC_SHARE \
-    DSTACK_VPC_MODULES WGCTL NGINX
+    DSTACK_VPC_MODULES WGCTL DSTACK_VPC_NGINX
 
 case "${1:-run}" in
     run)
