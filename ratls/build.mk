@@ -23,10 +23,12 @@ $(BUILD)/bin/dstack-verify: ratls/dstack_verify_main.c wgctl/verify.c \
 	    wgctl/verify.c $(ATTEST_SRCS) $(LDFLAGS) $(ATTEST_LIBS)
 
 $(BUILD)/bin/attest-bench: bench/attest/attest_bench.c $(ATTEST_SRCS) \
-                           $(ATTEST_HDRS)
+                           $(ATTEST_HDRS) ratls/dstack_attest_policy.c \
+                           ratls/dstack_attest_policy.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Iratls -o $@ bench/attest/attest_bench.c \
-	    $(ATTEST_SRCS) $(LDFLAGS) $(ATTEST_LIBS)
+	    ratls/dstack_attest_policy.c $(ATTEST_SRCS) $(LDFLAGS) \
+	    $(ATTEST_LIBS)
 
 # the attestation requirements the nginx modules apply (nginx section of
 # docs/attestation.md)
