@@ -80,3 +80,30 @@ fuzz: $(FUZZ_TARGETS)
 
 clean:
 	rm -rf build build-asan
+
+# --- deployment (docs/deploy.md) ----------------------------------------------
+#   make demo        as root: a whole local VPC in network namespaces, until Ctrl-C
+#   make demo-down   remove what a demo left behind
+#   make install     modules, templates and entry script under $(PREFIX)/lib/dstack-vpc,
+#                    wgctl in $(PREFIX)/bin (the Dockerfile's layout; DESTDIR honoured)
+
+PREFIX      ?= /usr/local
+VPC_LIB     := $(PREFIX)/lib/dstack-vpc
+
+.PHONY: demo demo-down install
+
+demo:
+	@./scripts/demo.sh --preflight
+	@$(MAKE) -s deps all
+	@./scripts/demo.sh
+
+demo-down:
+	@./scripts/demo.sh --down
+
+install: all
+	install -d $(DESTDIR)$(VPC_LIB)/modules $(DESTDIR)$(VPC_LIB)/conf \
+	    $(DESTDIR)$(VPC_LIB)/scripts $(DESTDIR)$(PREFIX)/bin
+	install -m 0644 $(MODULES_DIR)/*.so $(DESTDIR)$(VPC_LIB)/modules/
+	install -m 0644 conf/*.conf conf/*.template $(DESTDIR)$(VPC_LIB)/conf/
+	install -m 0755 scripts/entrypoint.sh $(DESTDIR)$(VPC_LIB)/scripts/
+	install -m 0755 $(BUILD)/bin/wgctl $(DESTDIR)$(PREFIX)/bin/

@@ -47,6 +47,7 @@ mode=run
 case "${1:-}" in
     --check) mode=check ;;
     --down) mode=down ;;
+    --preflight) mode=preflight ;;
     '') [ -n "$DEMO_EXIT_AFTER_STEPS" ] && mode=check ;;
     -h|--help) sed -n '2,27p' "$self" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: $0 [--check | --down]" >&2; exit 1 ;;
@@ -63,6 +64,8 @@ if [ "$(id -u)" != 0 ]; then
         "veth links and WireGuard devices, and runs nginx on ports 80/443" \
         "inside them. Run it as root: sudo make demo"
 fi
+
+[ "$mode" = preflight ] && exit 0
 
 case "$DEMO_TAG" in
     ''|*[!a-z0-9]*) fail_early "DEMO_TAG=\"$DEMO_TAG\": lowercase letters and digits" ;;

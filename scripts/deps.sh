@@ -1,13 +1,31 @@
 #!/bin/sh
 # Install the Debian 12 packages the build, tests and benchmarks need.
 # Idempotent: only missing packages are installed; needs root for that.
+#
+#     deps.sh [all]      everything (make deps, make test, make demo)
+#     deps.sh build      what `make all` needs (the Dockerfile's build stage)
+#     deps.sh runtime    what the image runs (the Dockerfile's runtime stage)
 set -eu
 
-pkgs="gcc make pkg-config nginx-core nginx-dev libnginx-mod-stream \
-libssl-dev openssl libjansson-dev libhiredis-dev libmnl-dev \
-libcurl4-openssl-dev curl redis-server wireguard-go wireguard-tools \
-iproute2 iputils-ping procps bc perl libio-socket-ssl-perl wrk clang libclang-rt-14-dev \
-git"
+# nginx with our modules, redis, wgctl's libraries, the entry script's
+# tools (curl, jq, envsubst) and supervisord
+runtime="nginx-core openssl ca-certificates curl jq gettext-base \
+redis-server supervisor wireguard-go wireguard-tools iproute2 \
+libjansson4 libhiredis0.14 libmnl0 libcurl4"
+
+build="gcc make pkg-config nginx-dev libssl-dev libjansson-dev \
+libhiredis-dev libmnl-dev libcurl4-openssl-dev"
+
+pkgs="$build $runtime libnginx-mod-stream \
+iputils-ping procps bc perl libio-socket-ssl-perl wrk clang libclang-rt-14-dev \
+git shellcheck"
+
+case "${1:-all}" in
+    all) ;;
+    build) pkgs=$build ;;
+    runtime) pkgs=$runtime ;;
+    *) echo "usage: $0 [all|build|runtime]" >&2; exit 1 ;;
+esac
 
 missing=""
 for p in $pkgs; do
@@ -33,7 +51,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends $missing >/dev/null
 
 # the packages' own daemons are not ours: tests start their own instances
-for svc in nginx redis-server; do
+for svc in nginx redis-server supervisor; do
     if command -v service >/dev/null 2>&1; then
         service "$svc" stop >/dev/null 2>&1 || true
     fi
