@@ -286,6 +286,255 @@ sub perl_daemon {
 }
 
 
+# --- a whole VPC ------------------------------------------------------------
+#
+# vpc() builds, on one bridged underlay <net>.0/24:
+#   srv    the VPC server: conf/vpc-api.conf as shipped (auth + api
+#          modules) on <net>.1:443, Redis in the test's own namespace
+#          reached over its Unix socket
+#   gw     the dstack gateway emulator: nginx stream, ssl_preread, the SNI
+#          "<app or instance>-443s.<domain>" to that node's :443
+#   nodes  nginx with conf/node-mesh.conf as shipped (127.0.0.1:80 in the
+#          node's namespace) and a :443 mTLS server (dstack_auth) in front
+#          of a small backend; :8080 answers "<name>" on every address, so
+#          the VPN addresses serve HTTP too
+# Certificates come from the guest-agent simulator, one KMS root.  Nodes
+# are made (and their gateway routes exist) up front; they join later.
+#
+#   $vpn->vpc(nodes => [qw(n1 n2 n3)], server_conf => '...');
+#   my $key = $vpn->preauth_key('n1');         # REST, through n1's mesh
+#   $vpn->join_vpc('n1', auth_key => $key);    # wgctl up through the mesh
+
+our $SERVER_APP = '5e77e75e77e75e77e75e77e75e77e75e77e75e77';
+
+sub node_app { sprintf('%02x', 0xa0 + $_[1]) x 20 }
+sub node_instance { sprintf('%02x', 0xc0 + $_[1]) x 20 }
+
+sub vpc {
+    my ($self, %o) = @_;
+
+    my $t = $self->{t};
+    my $net = $self->{net};
+    my $d = $t->testdir();
+    my @nodes = @{$o{nodes}};
+
+    my $v = $self->{vpc} = {
+        net => $o{net} // '10.202.0',
+        domain => $o{domain} // 'vpc.test',
+        nodes => \@nodes,
+        n => {},
+        keepalive => $o{keepalive},
+    };
+
+    my %ip = $net->lan($v->{net}, 'srv', 'gw', @nodes);
+    $v->{ip} = \%ip;
+
+    my $i = 0;
+    for my $name (@nodes) {
+        $i++;
+        $v->{n}{$name} = { index => $i, app => $self->node_app($i),
+            instance => $self->node_instance($i) };
+        $v->{n}{$name}{cert} = $t->sim_cert("node-$name",
+            app_id => $v->{n}{$name}{app}, usage => 'both');
+    }
+
+    $v->{server_cert} = $t->sim_cert('vpc-server', app_id => $SERVER_APP,
+        usage => 'both');
+
+    $v->{redis} = $t->run_redis(aof => 1);
+
+    $t->write_file('vpc-server.conf', $self->_server_conf(%o));
+    $self->nginx('srv', 'vpc-server.conf');
+
+    $t->write_file('vpc-gateway.conf', $self->_gateway_conf());
+    $self->nginx('gw', 'vpc-gateway.conf');
+
+    for my $name (@nodes) {
+        $net->hosts_file($name);
+        $t->write_file("vpc-$name.conf", $self->_node_conf($name));
+        $self->nginx($name, "vpc-$name.conf");
+    }
+
+    return $v;
+}
+
+sub vpc_info { $_[0]{vpc} }
+
+sub _http_globals {
+    my ($self, $tag) = @_;
+
+    my $h = $self->{t}->expand('%%TEST_GLOBALS_HTTP%%');
+    $h =~ s{logs/access\.log}{logs/access-$tag.log};
+    $h =~ s{/(\w+_temp);}{/$tag-$1;}g;
+
+    return $h;
+}
+
+sub _server_conf {
+    my ($self, %o) = @_;
+
+    my $t = $self->{t};
+    my $v = $self->{vpc};
+    my $c = $v->{server_cert};
+
+    my $api = $t->read_file($t->repo() . '/conf/vpc-api.conf');
+    die "conf/vpc-api.conf not found\n" unless length $api;
+
+    my $allow = $o{allow} // 'any';
+    my $extra = $o{server_conf} // '';
+
+    $api =~ s/\$\{VPC_ALLOWED_APPS\}/$allow/g;
+    $api =~ s/\$\{VPC_SERVER_APP_ID\}/$SERVER_APP/g;
+    $api =~ s/\$\{DSTACK_GATEWAY_DOMAIN\}/$v->{domain}/g;
+    $api =~ s{/etc/dstack/mesh/cert\.pem}{$c->{chain}}g;
+    $api =~ s{/etc/dstack/mesh/key\.pem}{$c->{key}}g;
+    $api =~ s{/etc/dstack/mesh/ca\.pem}{$c->{root}}g;
+    $api =~ s{^(\s*)include /etc/dstack-vpc/\S+;}{$1$extra}m;
+    $api =~ s{unix:/run/dstack-vpc/redis\.sock}{unix:$v->{redis}{socket}}g;
+    $api =~ s{^(\s*)listen(\s+)443\b}{$1listen$2$v->{ip}{srv}:443}m
+        or die "conf/vpc-api.conf: no \"listen 443\"\n";
+
+    return $self->globals('vpc-server') . "events {\n}\n\nhttp {\n"
+        . $self->_http_globals('vpc-server')
+        . ($o{server_http} // '') . "\n$api\n}\n";
+}
+
+sub _gateway_conf {
+    my ($self) = @_;
+
+    my $v = $self->{vpc};
+    my $map = "        $SERVER_APP-443s.$v->{domain} $v->{ip}{srv}:443;\n";
+
+    for my $name (@{$v->{nodes}}) {
+        my $n = $v->{n}{$name};
+        $map .= "        $n->{app}-443s.$v->{domain} $v->{ip}{$name}:443;\n"
+            . "        $n->{instance}-443s.$v->{domain} "
+            . "$v->{ip}{$name}:443;\n";
+    }
+
+    return $self->globals('vpc-gateway') . <<"EOF";
+events {
+}
+
+stream {
+    map_hash_bucket_size 128;
+
+    map \$ssl_preread_server_name \$vpc_peer {
+$map        default 127.0.0.1:1;
+    }
+
+    server {
+        listen $v->{ip}{gw}:443;
+        ssl_preread on;
+        proxy_pass \$vpc_peer;
+        proxy_connect_timeout 2s;
+    }
+}
+EOF
+}
+
+sub _node_conf {
+    my ($self, $name) = @_;
+
+    my $t = $self->{t};
+    my $d = $t->testdir();
+    my $v = $self->{vpc};
+    my $c = $v->{n}{$name}{cert};
+
+    my $mesh = $t->read_file($t->repo() . '/conf/node-mesh.conf');
+    die "conf/node-mesh.conf not found\n" unless length $mesh;
+
+    mkdir "$d/vpc-files-$name";
+
+    $mesh =~ s/\$\{DSTACK_GATEWAY\}/$v->{domain}:443 address=$v->{ip}{gw}:443/g;
+    $mesh =~ s/\$\{DSTACK_RESOLVER\}/127.0.0.1:53/g;
+    $mesh =~ s{/etc/dstack/mesh/cert\.pem}{$c->{chain}}g;
+    $mesh =~ s{/etc/dstack/mesh/key\.pem}{$c->{key}}g;
+    $mesh =~ s{/etc/dstack/mesh/ca\.pem}{$c->{root}}g;
+    $mesh =~ s{/var/run/dstack\.sock}{$d/dstack-$name.sock}g;
+    $mesh =~ s{/run/dstack-vpc/vpc/}{$d/vpc-files-$name/}g;
+
+    return $self->globals("vpc-$name") . "events {\n}\n\nhttp {\n"
+        . $self->_http_globals("vpc-$name") . <<"EOF";
+
+$mesh
+
+    # a peer's mesh arrives here: its app id from its certificate
+    server {
+        listen $v->{ip}{$name}:443 ssl;
+
+        ssl_certificate $c->{chain};
+        ssl_certificate_key $c->{key};
+        ssl_client_certificate $c->{root};
+        ssl_verify_client on;
+        ssl_verify_depth 3;
+
+        dstack_auth on;
+        dstack_auth_allow any;
+
+        location / {
+            return 200 "$name via mesh from \$dstack_app_id\\n";
+        }
+    }
+
+    # over the VPN, by address or by name
+    server {
+        listen 8080;
+
+        location / {
+            return 200 "$name\\n";
+        }
+    }
+}
+EOF
+}
+
+# curl in the node's namespace against its mesh: (status, body)
+#   app => target app (default: the VPC server), method, body, headers
+sub mesh {
+    my ($self, $name, $path, %o) = @_;
+
+    my @cmd = ('curl', '-sS', '-m', $o{timeout} // 10, '-w', '\n%{http_code}',
+        '-H', 'x-dstack-target-app: ' . ($o{app} // $SERVER_APP));
+    push @cmd, '-X', $o{method} if $o{method};
+    push @cmd, '-H', 'Content-Type: application/json', '--data-binary',
+        $o{body} if defined $o{body};
+    push @cmd, '-H', $_ for @{$o{headers} || []};
+    push @cmd, "http://127.0.0.1:80$path";
+
+    my ($rc, $out) = $self->run($name, @cmd);
+    my ($body, $code) = $out =~ /^(.*)\n(\d+)$/s;
+
+    return ($code // 0, $body // $out);
+}
+
+# a pre-auth key from the VPC API (seed-compatible REST) through the mesh
+sub preauth_key {
+    my ($self, $name, %o) = @_;
+
+    my $n = $self->{vpc}{n}{$name};
+    my ($code, $body) = $self->mesh($name, '/api/register?instance_id='
+        . ($o{instance} // $n->{instance}) . "&node_name=$name");
+    my $j = eval { $JSON->decode($body) } // {};
+
+    return $code == 200 ? $j->{pre_auth_key} : undef;
+}
+
+# wgctl up in a node, through its mesh, to the VPC server
+sub join_vpc {
+    my ($self, $name, %o) = @_;
+
+    my $n = $self->{vpc}{n}{$name};
+
+    return $self->agent($name, server => 'http://127.0.0.1:80',
+        target_app => $SERVER_APP, auth_key => $o{auth_key},
+        keepalive => $o{keepalive} // $self->{vpc}{keepalive} // 30,
+        max_backoff => $o{max_backoff},
+        state_dir => $o{state_dir},
+        args => ['--instance-id', $o{instance} // $n->{instance},
+            @{$o{args} || []}]);
+}
+
 sub cleanup {
     my ($self) = @_;
 
