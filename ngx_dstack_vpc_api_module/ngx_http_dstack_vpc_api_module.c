@@ -76,6 +76,7 @@ typedef struct {
 
 typedef struct {
     ngx_uint_t                  endpoint;
+    ngx_uint_t                  render;       /* the view was missing */
     ngx_str_t                   app_id;
     ngx_str_t                   node_type;
     ngx_str_t                   key;
@@ -111,7 +112,8 @@ static ngx_int_t ngx_http_dstack_vpc_api_read_json(ngx_http_request_t *r,
     ngx_http_dstack_vpc_api_node_t *node, const char **field);
 static ngx_int_t ngx_http_dstack_vpc_api_discover(ngx_http_request_t *r,
     ngx_http_dstack_vpc_api_ctx_t *ctx);
-static ngx_int_t ngx_http_dstack_vpc_api_nodes(ngx_http_request_t *r);
+static ngx_int_t ngx_http_dstack_vpc_api_view(ngx_http_request_t *r,
+    ngx_http_dstack_vpc_api_ctx_t *ctx, ngx_uint_t count);
 static ngx_int_t ngx_http_dstack_vpc_api_eval(ngx_http_request_t *r,
     ngx_dstack_redis_script_t *script, int argc, const char **argv,
     size_t *lens, ngx_uint_t count);
@@ -402,7 +404,7 @@ ngx_http_dstack_vpc_api_handler(ngx_http_request_t *r)
         return ngx_http_dstack_vpc_api_discover(r, ctx);
 
     case NGX_HTTP_DSTACK_VPC_API_NODES:
-        return ngx_http_dstack_vpc_api_nodes(r);
+        return ngx_http_dstack_vpc_api_view(r, ctx, 1);
 
     default: /* NGX_HTTP_DSTACK_VPC_API_UPDATE */
         break;
@@ -991,12 +993,6 @@ static ngx_int_t
 ngx_http_dstack_vpc_api_discover(ngx_http_request_t *r,
     ngx_http_dstack_vpc_api_ctx_t *ctx)
 {
-    size_t                                lens[2];
-    const char                           *argv[2];
-    ngx_http_dstack_vpc_api_main_conf_t  *amcf;
-
-    amcf = ngx_http_get_module_main_conf(r, ngx_http_dstack_vpc_api_module);
-
     if (ngx_http_dstack_vpc_api_node_type(&ctx->node_type) != NGX_OK) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "dstack vpc api: discover of an invalid node type");
@@ -1004,30 +1000,74 @@ ngx_http_dstack_vpc_api_discover(ngx_http_request_t *r,
                                              "invalid node type");
     }
 
-    argv[0] = (const char *) amcf->prefix.data;
-    lens[0] = amcf->prefix.len;
-    argv[1] = (const char *) ctx->node_type.data;
-    lens[1] = ctx->node_type.len;
-
-    return ngx_http_dstack_vpc_api_eval(r, amcf->lua_discover, 2, argv,
-                                        lens, 1);
+    return ngx_http_dstack_vpc_api_view(r, ctx, 1);
 }
 
 
+/*
+ * discover and nodes read a document that Redis keeps rendered: a plain
+ * GET, and only when it is missing the script that renders and stores it
+ */
+
 static ngx_int_t
-ngx_http_dstack_vpc_api_nodes(ngx_http_request_t *r)
+ngx_http_dstack_vpc_api_view(ngx_http_request_t *r,
+    ngx_http_dstack_vpc_api_ctx_t *ctx, ngx_uint_t count)
 {
-    size_t                                lens[1];
-    const char                           *argv[1];
+    u_char                               *p;
+    size_t                                lens[2];
+    ngx_uint_t                            discover;
+    const char                           *argv[2];
+    ngx_dstack_redis_cmd_t               *cmd;
     ngx_http_dstack_vpc_api_main_conf_t  *amcf;
 
     amcf = ngx_http_get_module_main_conf(r, ngx_http_dstack_vpc_api_module);
 
-    argv[0] = (const char *) amcf->prefix.data;
-    lens[0] = amcf->prefix.len;
+    discover = (ctx->endpoint == NGX_HTTP_DSTACK_VPC_API_DISCOVER);
 
-    return ngx_http_dstack_vpc_api_eval(r, amcf->lua_nodes, 1, argv, lens,
-                                        1);
+    if (ctx->render) {
+        argv[0] = (const char *) amcf->prefix.data;
+        lens[0] = amcf->prefix.len;
+        argv[1] = (const char *) ctx->node_type.data;
+        lens[1] = ctx->node_type.len;
+
+        return ngx_http_dstack_vpc_api_eval(r,
+                                    discover ? amcf->lua_discover
+                                             : amcf->lua_nodes,
+                                    discover ? 2 : 1, argv, lens, count);
+    }
+
+    p = ngx_pnalloc(r->pool, amcf->prefix.len + sizeof("view:type:") - 1
+                             + ctx->node_type.len);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    argv[0] = "GET";
+    lens[0] = 3;
+    argv[1] = (const char *) p;
+
+    p = ngx_cpymem(p, amcf->prefix.data, amcf->prefix.len);
+
+    if (discover) {
+        p = ngx_cpymem(p, "view:type:", sizeof("view:type:") - 1);
+        p = ngx_cpymem(p, ctx->node_type.data, ctx->node_type.len);
+
+    } else {
+        p = ngx_cpymem(p, "view:nodes", sizeof("view:nodes") - 1);
+    }
+
+    lens[1] = p - (u_char *) argv[1];
+
+    cmd = ngx_dstack_redis_command(amcf->rds, r->pool, 2, argv, lens,
+                                   amcf->timeout,
+                                   ngx_http_dstack_vpc_api_reply, r);
+
+    if (cmd == NULL) {
+        return ngx_http_dstack_vpc_api_unavailable(r,
+                                        ngx_dstack_redis_error(amcf->rds));
+    }
+
+    return ngx_http_dstack_vpc_api_park(r, count);
 }
 
 
@@ -1077,6 +1117,19 @@ ngx_http_dstack_vpc_api_reply(void *data, redisReply *reply, const char *err)
 
     } else if (err != NULL) {
         rc = ngx_http_dstack_vpc_api_unavailable(r, err);
+
+    } else if (reply->type == REDIS_REPLY_NIL && !ctx->render
+               && (ctx->endpoint == NGX_HTTP_DSTACK_VPC_API_DISCOVER
+                   || ctx->endpoint == NGX_HTTP_DSTACK_VPC_API_NODES))
+    {
+        /* the request keeps its reference for the second command */
+        ctx->render = 1;
+
+        rc = ngx_http_dstack_vpc_api_view(r, ctx, 0);
+
+        if (rc == NGX_DONE) {
+            return;
+        }
 
     } else if (reply->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ERR, c->log, 0,

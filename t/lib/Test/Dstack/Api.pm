@@ -208,6 +208,16 @@ sub post {
     $self->request('POST', $uri, body => $body // '', %o);
 }
 
+# $request_time of the request whose line matches $re in the access log
+# of the server on $port (server-side, so client load does not count)
+sub request_time {
+    my ($self, $re, %o) = @_;
+    my $port = $o{port} // 8443;
+    my ($time) = $self->{t}->read_file("logs/api-$port.log")
+        =~ /^\d+ \d+ ([\d.]+) "[^"]*$re/m;
+    return $time;
+}
+
 # an open connection (TLS handshake done) for a request sent later
 sub connect {
     my ($self, %o) = @_;
