@@ -147,7 +147,6 @@ static ngx_int_t ngx_http_dstack_auth_attest_variable(ngx_http_request_t *r,
 static ngx_int_t ngx_http_dstack_auth_add_variables(ngx_conf_t *cf);
 static void *ngx_http_dstack_auth_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_dstack_auth_init_main_conf(ngx_conf_t *cf, void *conf);
-static void ngx_http_dstack_auth_cleanup_opts(void *data);
 static void *ngx_http_dstack_auth_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_dstack_auth_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
@@ -1622,7 +1621,7 @@ ngx_http_dstack_auth_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    cln->handler = ngx_http_dstack_auth_cleanup_opts;
+    cln->handler = dstack_attest_opts_cleanup;
     cln->data = &amcf->opts;
 
     if (amcf->root_file.len) {
@@ -1687,15 +1686,6 @@ ngx_http_dstack_auth_init_main_conf(ngx_conf_t *cf, void *conf)
     OPENSSL_free(der);
 
     return NGX_CONF_OK;
-}
-
-
-static void
-ngx_http_dstack_auth_cleanup_opts(void *data)
-{
-    dstack_attest_opts_t  *opts = data;
-
-    dstack_attest_opts_free(opts);
 }
 
 

@@ -18,6 +18,7 @@
 #include <ngx_http.h>
 
 #include "dstack_ratls.h"
+#include "dstack_attest_policy.h"
 
 
 #define NGX_HTTP_DSTACK_MESH_PREFIX      "x-dstack-target-"
@@ -71,6 +72,10 @@ typedef struct {
     ngx_str_t                          certificate_key;
     ngx_str_t                          trusted_certificate;
     ngx_uint_t                         verify_depth;
+
+    ngx_uint_t                         attestation; /* dstack_policy_mode_e */
+    ngx_uint_t                         tcb_accept;  /* 0: not configured */
+    dstack_attest_opts_t               attest_opts;
 
     ngx_uint_t                         max_cached;
     ngx_uint_t                         requests;
@@ -217,6 +222,8 @@ static char *ngx_http_dstack_mesh_target_conf(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_dstack_mesh_gateway(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_dstack_mesh_attestation(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_dstack_mesh_init_upstream(ngx_conf_t *cf,
     ngx_http_upstream_srv_conf_t *us);
 static ngx_int_t ngx_http_dstack_mesh_init_ssl(ngx_conf_t *cf,
@@ -274,6 +281,13 @@ static ngx_command_t  ngx_http_dstack_mesh_commands[] = {
       ngx_conf_set_num_slot,
       NGX_HTTP_SRV_CONF_OFFSET,
       offsetof(ngx_http_dstack_mesh_srv_conf_t, verify_depth),
+      NULL },
+
+    { ngx_string("dstack_mesh_attestation"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_1MORE,
+      ngx_http_dstack_mesh_attestation,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("dstack_mesh_keepalive"),
@@ -1544,6 +1558,7 @@ ngx_http_dstack_mesh_verify_callback(int ok, X509_STORE_CTX *sctx)
     ngx_http_dstack_mesh_ctx_t  *ctx;
     u_char                       id[DSTACK_APP_ID_LEN];
     u_char                       hex[DSTACK_APP_ID_HEX_LEN];
+    char                         why[DSTACK_ATTEST_REASON_LEN + 64];
 
     ssl = X509_STORE_CTX_get_ex_data(sctx,
                                      SSL_get_ex_data_X509_STORE_CTX_idx());
@@ -1602,6 +1617,18 @@ ngx_http_dstack_mesh_verify_callback(int ok, X509_STORE_CTX *sctx)
         ngx_http_dstack_mesh_reject(ctx, c,
                                     "the App CA of %V does not vouch for "
                                     "its app_id", &ctx->host);
+        goto failed;
+    }
+
+    /* the peer's attestation, from the chain verified above (~2 ms) */
+
+    if (dstack_attest_check_peer(leaf, &ctx->conf->attest_opts,
+                                 ctx->conf->attestation,
+                                 ctx->conf->tcb_accept, why, sizeof(why))
+        != DSTACK_VERDICT_OK)
+    {
+        ngx_http_dstack_mesh_reject(ctx, c, "attestation of %V failed: %s",
+                                    &ctx->host, why);
         goto failed;
     }
 
@@ -2315,6 +2342,149 @@ invalid:
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid gateway domain \"%V\": "
                        "<base domain>[:<port>] expected", &value[1]);
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * dstack_mesh_attestation off | bind | full [root=file] [collateral=file]
+ *     [tcb=Level,...] [time=RFC3339]: what a peer server's attestation
+ * must prove before any request byte goes to it (docs/attestation.md).
+ */
+
+static char *
+ngx_http_dstack_mesh_attestation(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_dstack_mesh_srv_conf_t *mscf = conf;
+
+    int                  level;
+    u_char              *p, *last, *end;
+    ngx_str_t           *value, name;
+    ngx_uint_t           i;
+    const char          *err, *root, *collateral, *now;
+    ngx_pool_cleanup_t  *cln;
+
+    if (mscf->tcb_accept) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        mscf->attestation = DSTACK_POLICY_OFF;
+
+    } else if (ngx_strcmp(value[1].data, "bind") == 0) {
+        mscf->attestation = DSTACK_POLICY_BIND;
+
+    } else if (ngx_strcmp(value[1].data, "full") == 0) {
+        mscf->attestation = DSTACK_POLICY_FULL;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"%V\" "
+                           "(off, bind or full)", &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    mscf->tcb_accept = DSTACK_TCB_ACCEPT_DEFAULT;
+    root = NULL;
+    collateral = NULL;
+    now = NULL;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "root=", 5) == 0) {
+            name.data = value[i].data + 5;
+            name.len = value[i].len - 5;
+
+            if (name.len == 0
+                || ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK)
+            {
+                goto invalid;
+            }
+
+            root = (char *) name.data;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "collateral=", 11) == 0) {
+            name.data = value[i].data + 11;
+            name.len = value[i].len - 11;
+
+            if (name.len == 0
+                || ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK)
+            {
+                goto invalid;
+            }
+
+            collateral = (char *) name.data;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "time=", 5) == 0) {
+            now = (char *) value[i].data + 5;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "tcb=", 4) == 0) {
+            mscf->tcb_accept = 0;
+            last = value[i].data + value[i].len;
+
+            for (p = value[i].data + 4; p < last; p = end + 1) {
+                end = ngx_strlchr(p, last, ',');
+                end = (end != NULL) ? end : last;
+
+                level = dstack_tcb_status_parse((char *) p, end - p);
+
+                if (level < 0) {
+                    goto invalid;
+                }
+
+                mscf->tcb_accept |= DSTACK_TCB_ACCEPT(level);
+            }
+
+            if (mscf->tcb_accept == 0) {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    if (mscf->attestation == DSTACK_POLICY_FULL && root == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V full\" needs \"root=\" (the Intel SGX "
+                           "root CA)", &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (dstack_attest_opts_load(&mscf->attest_opts, root, collateral, now,
+                                &err)
+        != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\": %s", &cmd->name,
+                           err);
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        dstack_attest_opts_free(&mscf->attest_opts);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = dstack_attest_opts_cleanup;
+    cln->data = &mscf->attest_opts;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\"",
+                       &value[i]);
     return NGX_CONF_ERROR;
 }
 

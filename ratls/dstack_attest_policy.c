@@ -295,6 +295,13 @@ dstack_attest_opts_free(dstack_attest_opts_t *opts)
 }
 
 
+void
+dstack_attest_opts_cleanup(void *opts)
+{
+    dstack_attest_opts_free(opts);
+}
+
+
 /* lowercase or uppercase hex to bytes; 0 for odd, long or bad input */
 
 static size_t

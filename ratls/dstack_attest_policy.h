@@ -95,11 +95,14 @@ dstack_verdict_e dstack_attest_check_peer(X509 *leaf,
  */
 int dstack_attest_opts_load(dstack_attest_opts_t *opts, const char *root,
     const char *collateral, const char *now, const char **err);
+void dstack_attest_opts_free(dstack_attest_opts_t *opts);
+
+/* the same, in the shape of a pool cleanup handler (nginx) */
+void dstack_attest_opts_cleanup(void *opts);
 
 /* loads and parses a collateral file; its SHA-256 into digest if not NULL */
 dstack_collateral_t *dstack_attest_load_collateral(const char *path,
     u_char digest[32], const char **err);
-void dstack_attest_opts_free(dstack_attest_opts_t *opts);
 
 
 #pragma GCC visibility pop
