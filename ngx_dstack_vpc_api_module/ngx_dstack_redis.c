@@ -1291,14 +1291,25 @@ ngx_dstack_redis_cmd_reply(redisAsyncContext *ac, void *r, void *privdata)
         return;
     }
 
-    if (script
-        && reply->type == REDIS_REPLY_ERROR
-        && reply->len >= 8
-        && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
-        && link->ac == ac)
-    {
-        /* someone ran SCRIPT FLUSH: reconnect, which loads them again */
-        ngx_dstack_redis_link_fail(link, "scripts missing from Redis");
+    if (reply->type == REDIS_REPLY_ERROR && link->ac == ac) {
+
+        if (script
+            && reply->len >= 8
+            && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0)
+        {
+            /* someone ran SCRIPT FLUSH: reconnect, which loads them again */
+            ngx_dstack_redis_link_fail(link, "scripts missing from Redis");
+
+        } else if (reply->len >= 8
+                   && ngx_strncmp(reply->str, "READONLY", 8) == 0)
+        {
+            /*
+             * a replica now: after a failover, a proxy in front of Redis
+             * (HAProxy, a Sentinel-aware one) sends a new connection to
+             * the new primary
+             */
+            ngx_dstack_redis_link_fail(link, "Redis is a read-only replica");
+        }
     }
 
     if (handler != NULL) {

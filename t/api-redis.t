@@ -14,7 +14,7 @@ use Time::HiRes qw(sleep time);
 use Test::Dstack qw(http wait_for);
 use Test::Dstack::Api;
 
-my $t = Test::Dstack->new()->has(qw(auth api sim redis curl))->plan(43);
+my $t = Test::Dstack->new()->has(qw(auth api sim redis curl))->plan(46);
 
 my $api = Test::Dstack::Api->new($t);
 my $r = $api->run_redis_conf();
@@ -66,6 +66,17 @@ is_deeply([$res->{status}, $res->{json}], [503, { error => 'redis error' }],
 $t->redis_cli($r, 'CONFIG', 'SET', 'maxmemory', '0');
 $res = $api->get('/api/register?instance_id=aa02', as => 'a');
 is($res->{status}, 200, 'and back');
+
+###############################################################################
+# Redis turned into a replica (a failover seen through a proxy)
+
+$t->redis_cli($r, 'REPLICAOF', '127.0.0.1', $t->port(6999));
+$res = $api->get('/api/register?instance_id=aa02', as => 'a');
+is($res->{status}, 503, 'read-only replica: 503');
+$t->redis_cli($r, 'REPLICAOF', 'NO', 'ONE');
+ok(ok_soon(sub {
+    $api->get('/api/register?instance_id=aa02', as => 'a')->{status} == 200
+}), 'primary again');
 
 ###############################################################################
 # scripts flushed from Redis: reloaded by reconnecting
@@ -214,5 +225,6 @@ my $log = $t->error_log();
 like($log, qr/redis command link to .*: connection lost/,
     'link loss logged');
 like($log, qr/redis command link to .* is back/, 'recovery logged');
+like($log, qr/read-only replica, retrying/, 'replica noticed');
 unlike($log, qr/\[(crit|alert|emerg)\]/, 'no crit');
 unlike($log, qr/open socket .* left/, 'no socket left on exit');
