@@ -393,13 +393,13 @@ ngx_dstack_redis_create(ngx_cycle_t *cycle, ngx_dstack_redis_conf_t *rcf)
 void
 ngx_dstack_redis_destroy(ngx_dstack_redis_t *rds)
 {
+    ngx_uint_t                   i;
     ngx_queue_t                 *q;
     redisAsyncContext           *ac;
     ngx_dstack_redis_cmd_t      *cmd;
     ngx_dstack_redis_sub_t      *sub;
     ngx_dstack_redis_link_t     *links[2];
     ngx_dstack_redis_channel_t  *ch;
-    ngx_uint_t                   i;
 
     rds->exiting = 1;
 
@@ -601,10 +601,10 @@ static ngx_int_t
 ngx_dstack_redis_link_handshake(ngx_dstack_redis_link_t *link)
 {
     u_char                       db[NGX_INT_T_LEN];
-    ngx_uint_t                   i;
-    ngx_queue_t                 *q;
-    const char                  *argv[3];
     size_t                       lens[3];
+    ngx_uint_t                   i;
+    const char                  *argv[3];
+    ngx_queue_t                 *q;
     redisAsyncContext           *ac;
     ngx_dstack_redis_conf_t     *rcf;
     ngx_dstack_redis_script_t  **scripts;
@@ -693,8 +693,8 @@ static ngx_int_t
 ngx_dstack_redis_send_subscribe(ngx_dstack_redis_link_t *link,
     ngx_dstack_redis_channel_t *ch)
 {
-    const char  *argv[2];
     size_t       lens[2];
+    const char  *argv[2];
 
     argv[0] = "SUBSCRIBE";
     lens[0] = 9;

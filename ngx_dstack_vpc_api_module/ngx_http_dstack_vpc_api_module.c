@@ -574,8 +574,8 @@ ngx_http_dstack_vpc_api_unavailable(ngx_http_request_t *r, const char *why)
 static ngx_int_t
 ngx_http_dstack_vpc_api_health(ngx_http_request_t *r)
 {
-    const char                           *argv[1];
     size_t                                lens[1];
+    const char                           *argv[1];
     ngx_dstack_redis_cmd_t               *cmd;
     ngx_http_dstack_vpc_api_main_conf_t  *amcf;
 
@@ -603,10 +603,10 @@ ngx_http_dstack_vpc_api_register(ngx_http_request_t *r,
 {
     u_char                               *p;
     size_t                                lens[10];
+    u_char                                shared_raw[64];
     ngx_str_t                             id, name, hash, shared, ttl;
     ngx_str_t                             key_id, secret, url, raw;
     const char                           *argv[10];
-    u_char                                shared_raw[64];
     ngx_http_dstack_vpc_api_loc_conf_t   *alcf;
     ngx_http_dstack_vpc_api_main_conf_t  *amcf;
 
@@ -647,8 +647,9 @@ ngx_http_dstack_vpc_api_register(ngx_http_request_t *r,
 
     /* the key: hskey-auth-<id>-<secret>; Redis only sees its SHA-256 */
 
-    ctx->key.len = sizeof("hskey-auth-") - 1 + NGX_HTTP_DSTACK_VPC_API_KEY_ID_LEN
-                   + 1 + NGX_HTTP_DSTACK_VPC_API_KEY_SECRET_LEN;
+    ctx->key.len = sizeof("hskey-auth-") - 1
+                   + NGX_HTTP_DSTACK_VPC_API_KEY_ID_LEN + 1
+                   + NGX_HTTP_DSTACK_VPC_API_KEY_SECRET_LEN;
     ctx->key.data = ngx_pnalloc(r->pool, ctx->key.len);
 
     hash.len = 64;

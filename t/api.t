@@ -99,8 +99,8 @@ $res = $api->get("/api/register?instance_id=AB01CD&node_name=Web_Server.1",
 is($res->{status}, 200, 'register');
 is_deeply($res->{shape}, { pre_auth_key => 'string', shared_key => 'string',
     server_url => 'string' }, 'register shape');
-like($res->{json}{pre_auth_key}, qr/^hskey-auth-[0-9A-Za-z]{12}-[0-9A-Za-z]{64}$/,
-    'headscale-style key');
+like($res->{json}{pre_auth_key},
+    qr/^hskey-auth-[0-9A-Za-z]{12}-[0-9A-Za-z]{64}$/, 'headscale-style key');
 is(length(decode_base64($res->{json}{shared_key} // '')), 64,
     'shared key is 64 bytes');
 is($res->{json}{server_url}, "https://$SRV-8080.gw.test",
