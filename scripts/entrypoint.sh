@@ -93,6 +93,12 @@ is_hex40() {
 }
 
 is_server() { is_true "$VPC_SERVER_ENABLED"; }
+
+# ownership changes only where they can happen (a non-root `render`)
+as_root() {
+    [ "$(id -u)" = 0 ] || return 0
+    "$@"
+}
 is_node() { [ -n "$VPC_NODE_NAME" ]; }
 
 role() {
@@ -434,7 +440,7 @@ render_all() {
         render "$templates/supervisord-server.conf.template" \
             "$conf/supervisord.d/server.conf"
         mkdir -p "$DSTACK_VPC_RUN_DIR" "$DSTACK_VPC_DATA_DIR/redis"
-        chown "$DSTACK_VPC_USER" "$DSTACK_VPC_DATA_DIR/redis"
+        as_root chown "$DSTACK_VPC_USER" "$DSTACK_VPC_DATA_DIR/redis"
         chmod 0700 "$DSTACK_VPC_DATA_DIR/redis"
     fi
 
@@ -443,7 +449,7 @@ render_all() {
             "$conf/supervisord.d/node.conf"
     fi
 
-    chown "$DSTACK_VPC_USER" "$DSTACK_VPC_RUN_DIR"
+    as_root chown "$DSTACK_VPC_USER" "$DSTACK_VPC_RUN_DIR"
 }
 
 nginx_test() {
