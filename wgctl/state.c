@@ -270,11 +270,15 @@ wg_state_read(const char *dir, const char *name, char **out, size_t *len)
 }
 
 
-/* beside the old file, fsynced, renamed over it: readers see either */
+/*
+ * Beside the old file, renamed over it: readers see one or the other.
+ * "durable" adds an fsync() first (the key; not the status, rewritten
+ * on every change and again after a restart).
+ */
 
 int
 wg_state_write(const char *dir, const char *name, const char *data,
-    size_t len, mode_t mode)
+    size_t len, mode_t mode, int durable)
 {
     int      rc, fd;
     char     path[4096], tmp[4096];
@@ -316,7 +320,7 @@ wg_state_write(const char *dir, const char *name, const char *data,
         }
     }
 
-    if (rc == 0 && (fchmod(fd, mode) != 0 || fsync(fd) != 0)) {
+    if (rc == 0 && (fchmod(fd, mode) != 0 || (durable && fsync(fd) != 0))) {
         rc = -errno;
     }
 

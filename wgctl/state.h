@@ -29,7 +29,7 @@ int wg_state_stop(const char *dir, int timeout_ms, pid_t *pid);
 int wg_state_read(const char *dir, const char *name, char **out,
     size_t *len);
 int wg_state_write(const char *dir, const char *name, const char *data,
-    size_t len, mode_t mode);
+    size_t len, mode_t mode, int durable);
 
 /* status.c */
 int wg_state_status(const char *dir, json_t **out);

@@ -12,6 +12,9 @@
 
 static wg_device_t *test_device(unsigned npeers);
 static wg_peer_t *test_peer(wg_device_t *dev, unsigned n);
+static int test_converges(wg_device_t *actual, const wg_device_t *desired,
+    size_t *sent);
+static void test_apply(void);
 
 
 static wg_peer_t *
@@ -214,6 +217,118 @@ test_diff(void)
     ok(ch->npeers == 3 && ch->peers[0].flags == WG_PEER_REMOVE
        && ch->peers[0].public_key[3] == 1, "removals come first");
     wg_device_free(ch);
+
+    wg_device_free(desired);
+    wg_device_free(actual);
+
+    test_apply();
+}
+
+
+/* the change set, applied to actual, leaves nothing to do */
+
+static int
+test_converges(wg_device_t *actual, const wg_device_t *desired, size_t *sent)
+{
+    int               rc;
+    wg_device_t      *ch, *again;
+    wg_diff_stats_t   st;
+
+    rc = wg_diff(actual, desired, &ch, &st);
+    if (rc != 0) {
+        return 0;
+    }
+
+    *sent = ch->npeers;
+    rc = wg_device_apply(actual, ch);
+    wg_device_free(ch);
+
+    if (rc != 0 || wg_diff(actual, desired, &again, &st) != 0) {
+        return 0;
+    }
+
+    rc = wg_device_is_noop(again) && st.added == 0 && st.removed == 0
+         && st.changed == 0;
+    wg_device_free(again);
+
+    return rc;
+}
+
+
+static void
+test_apply(void)
+{
+    size_t           sent;
+    uint8_t          key[WG_KEY_SIZE];
+    wg_peer_t       *p;
+    wg_device_t     *actual, *desired, *ch;
+    wg_allowedip_t   aip;
+
+    actual = wg_device_new("wgtest");
+    desired = test_device(10);
+
+    ok(test_converges(actual, desired, &sent) && sent == 10
+       && actual->npeers == 10 && actual->listen_port == 51820
+       && (actual->flags & WG_DEV_HAS_PUBLIC_KEY),
+       "apply: an empty device takes 10 peers, key and port");
+
+    wg_device_free(desired);
+    desired = test_device(12);
+    wg_endpoint_parse(&desired->peers[2].endpoint, "10.9.9.9:9");
+    wg_allowedip_parse(&aip, "192.168.7.0/24");
+    wg_peer_add_allowedip(&desired->peers[4], &aip);
+    desired->peers[6].flags &= ~WG_PEER_HAS_KEEPALIVE;
+    desired->peers[8].flags |= WG_PEER_HAS_PRESHARED_KEY;
+    memset(desired->peers[8].preshared_key, 7, WG_KEY_SIZE);
+    free(desired->peers[0].allowedips);
+    memmove(&desired->peers[0], &desired->peers[1],
+            11 * sizeof(wg_peer_t));
+    desired->npeers = 11;
+
+    ok(test_converges(actual, desired, &sent) && sent == 7
+       && actual->npeers == 11,
+       "apply: add 2, remove 1, endpoint, allowed IPs, keepalive, psk");
+
+    test_key(key, 5);
+    p = wg_device_find_peer(actual, key);
+    ok(p != NULL && p->nallowedips == 3, "apply: allowed IPs replaced whole");
+
+    test_key(key, 1);
+    ok(wg_device_find_peer(actual, key) == NULL, "apply: the removed peer "
+       "is gone");
+
+    /* without REPLACE_ALLOWEDIPS, allowed IPs add up, as on a device */
+    ch = wg_device_new("wgtest");
+    test_key(key, 3);
+    p = wg_device_add_peer(ch, key);
+    wg_allowedip_parse(&aip, "10.77.0.0/16");
+    wg_peer_add_allowedip(p, &aip);
+    wg_device_apply(actual, ch);
+    p = wg_device_find_peer(actual, key);
+    ok(p != NULL && p->nallowedips == 3 && p->keepalive == 25,
+       "apply: allowed IPs without replace are added");
+    wg_device_free(ch);
+
+    ch = wg_device_new("wgtest");
+    ch->flags = WG_DEV_REPLACE_PEERS;
+    wg_device_apply(actual, ch);
+    ok(actual->npeers == 0, "apply: replace peers empties the device");
+    wg_device_free(ch);
+
+    wg_device_free(desired);
+    wg_device_free(actual);
+
+    actual = test_device(1000);
+    desired = test_device(1001);
+    desired->peers[500].keepalive = 10;
+    free(desired->peers[0].allowedips);
+    memmove(&desired->peers[0], &desired->peers[1],
+            1000 * sizeof(wg_peer_t));
+    desired->npeers = 1000;
+
+    ok(test_converges(actual, desired, &sent) && sent == 3
+       && actual->npeers == 1000,
+       "apply: 1000 peers, three changes");
 
     wg_device_free(desired);
     wg_device_free(actual);

@@ -92,7 +92,10 @@ typedef struct {
     wg_allowedip_t           reg_address;
     wg_peermap_t             map;
 
-    /* the device as last applied */
+    /* the device as last read, with our changes since: a delta costs what
+     * changed, not a read of every peer; read again on full maps, errors,
+     * SIGHUP and every WG_UP_RESYNC */
+    wg_device_t             *shadow;
     uint32_t                 ifindex;
     wg_allowedip_t           address;
     unsigned                 has_reg_address:1;
@@ -133,7 +136,8 @@ static int up_key(wg_up_t *up);
 static void up_endpoints(wg_up_t *up, json_t *array);
 static int up_status_write(wg_up_t *up);
 static int up_link(wg_up_t *up, int force);
-static int up_device(wg_up_t *up);
+static void up_forget_device(wg_up_t *up);
+static int up_device(wg_up_t *up, int read);
 static void up_sync(wg_up_t *up, int force);
 static int up_tick(void *data);
 static int up_frame(void *data, const char *frame, size_t len);
@@ -766,7 +770,7 @@ up_key(wg_up_t *up)
         len = strlen(b64);
         b64[len++] = '\n';
 
-        rc = wg_state_write(up->state_dir, WG_STATE_KEY, b64, len, 0600);
+        rc = wg_state_write(up->state_dir, WG_STATE_KEY, b64, len, 0600, 1);
         wg_memzero(b64, sizeof(b64));
 
         if (rc != 0) {
@@ -980,7 +984,7 @@ up_status_write(wg_up_t *up)
 
     json_object_set_new(root, "peers", peers);
 
-    dump = json_dumps(root, JSON_INDENT(1));
+    dump = json_dumps(root, JSON_COMPACT);
     json_decref(root);
 
     if (dump == NULL) {
@@ -988,7 +992,7 @@ up_status_write(wg_up_t *up)
     }
 
     rc = wg_state_write(up->state_dir, WG_STATE_STATUS, dump, strlen(dump),
-                        0644);
+                        0644, 0);
     free(dump);
 
     if (rc != 0) {
@@ -1046,6 +1050,7 @@ up_link(wg_up_t *up, int force)
         up->ifindex = link.ifindex;
         up->address_set = 0;
         up->route_set = 0;
+        up_forget_device(up);
     }
 
     if (!(link.flags & IFF_UP) || link.mtu != up->mtu) {
@@ -1113,6 +1118,14 @@ up_link(wg_up_t *up, int force)
 }
 
 
+static void
+up_forget_device(wg_up_t *up)
+{
+    wg_device_free(up->shadow);
+    up->shadow = NULL;
+}
+
+
 /*
  * The WireGuard side.  Before the first full map only the key and port are
  * set: the peers on the device (from before a restart) stay until the map
@@ -1120,7 +1133,7 @@ up_link(wg_up_t *up, int force)
  */
 
 static int
-up_device(wg_up_t *up)
+up_device(wg_up_t *up, int read)
 {
     int                      rc;
     char                     err[256];
@@ -1138,23 +1151,29 @@ up_device(wg_up_t *up)
         backend = wg_backend_pick(up->ifname);
     }
 
-    actual = NULL;
     desired = NULL;
     changes = NULL;
     hosts = NULL;
 
-    rc = wg_device_get(up->ifname, backend, &actual);
-    if (rc != 0) {
-        up_log("unable to read interface \"%s\": %s", up->ifname,
-               wg_strerror(rc));
-        goto done;
+    if (read || up->shadow == NULL) {
+        up_forget_device(up);
+
+        rc = wg_device_get(up->ifname, backend, &up->shadow);
+        if (rc != 0) {
+            up->shadow = NULL;
+            up_log("unable to read interface \"%s\": %s", up->ifname,
+                   wg_strerror(rc));
+            return rc;
+        }
     }
+
+    actual = up->shadow;
 
     if (!up->map.has_full) {
         wg_key_clamp(clamped, up->private_key);
 
-        desired = wg_device_new(up->ifname);
-        if (desired == NULL) {
+        changes = wg_device_new(up->ifname);
+        if (changes == NULL) {
             rc = -ENOMEM;
             goto done;
         }
@@ -1162,24 +1181,28 @@ up_device(wg_up_t *up)
         if (!(actual->flags & WG_DEV_HAS_PRIVATE_KEY)
             || memcmp(actual->private_key, clamped, WG_KEY_SIZE) != 0)
         {
-            desired->flags |= WG_DEV_HAS_PRIVATE_KEY;
-            memcpy(desired->private_key, up->private_key, WG_KEY_SIZE);
+            changes->flags |= WG_DEV_HAS_PRIVATE_KEY;
+            memcpy(changes->private_key, up->private_key, WG_KEY_SIZE);
         }
 
         if (actual->listen_port != up->listen_port) {
-            desired->flags |= WG_DEV_HAS_LISTEN_PORT;
-            desired->listen_port = up->listen_port;
+            changes->flags |= WG_DEV_HAS_LISTEN_PORT;
+            changes->listen_port = up->listen_port;
         }
 
         wg_memzero(clamped, sizeof(clamped));
+        rc = 0;
 
-        if (!wg_device_is_noop(desired)) {
-            rc = wg_device_set(desired, backend, &io);
+        if (!wg_device_is_noop(changes)) {
+            rc = wg_device_set(changes, backend, &io);
 
             if (rc != 0) {
                 up_log("unable to configure \"%s\": %s", up->ifname,
                        wg_strerror(rc));
+                goto done;
             }
+
+            rc = wg_device_apply(actual, changes);
         }
 
         goto done;
@@ -1216,6 +1239,11 @@ up_device(wg_up_t *up)
                ds.listen_port ? "; listen port set" : "",
                io.requests, io.requests == 1 ? "" : "s", io.bytes,
                wg_backend_name(backend));
+
+        rc = wg_device_apply(actual, changes);
+        if (rc != 0) {
+            goto done;
+        }
     }
 
     if (up->hosts_file != NULL) {
@@ -1235,7 +1263,11 @@ up_device(wg_up_t *up)
 
 done:
 
-    wg_device_free(actual);
+    /* after a failure the device is read again next time */
+    if (rc != 0) {
+        up_forget_device(up);
+    }
+
     wg_device_free(desired);
     wg_device_free(changes);
     free(hosts);
@@ -1252,7 +1284,7 @@ up_sync(wg_up_t *up, int force)
     rc = up_link(up, force);
 
     if (rc == 0) {
-        rc = up_device(up);
+        rc = up_device(up, force);
     }
 
     if (rc != 0) {
@@ -1359,6 +1391,9 @@ up_frame(void *data, const char *frame, size_t len)
         up->dirty = 1;
         up->log_conflicts = 1;
         up->status_dirty = 1;
+
+        /* a new stream: compare with the device itself once */
+        up_forget_device(up);
 
     } else if (res.added || res.changed || res.removed || res.patched
                || res.self)
@@ -1769,6 +1804,7 @@ up_cleanup(wg_up_t *up)
 
     wg_memzero(up->private_key, sizeof(up->private_key));
     wg_peermap_free(&up->map);
+    up_forget_device(up);
 
     if (up->pid_fd >= 0) {
         wg_state_unlock(up->state_dir, up->pid_fd);

@@ -174,6 +174,7 @@ void wg_memzero(void *p, size_t n);
 /* wgdiff.c */
 int wg_diff(const wg_device_t *actual, const wg_device_t *desired,
     wg_device_t **changes, wg_diff_stats_t *stats);
+int wg_device_apply(wg_device_t *dev, const wg_device_t *changes);
 
 /* config.c */
 int wg_config_parse(wg_device_t *dev, char *text, size_t len,

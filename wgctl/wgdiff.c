@@ -23,6 +23,8 @@ static int wg_allowedips_differ(const wg_peer_t *a, const wg_peer_t *b,
     int *differ);
 static int wg_diff_peer(wg_device_t *changes, const wg_peer_t *actual,
     const wg_peer_t *desired, int *changed);
+static size_t wg_apply_find(const wg_device_t *dev, const size_t *index,
+    size_t n, const uint8_t *key);
 
 
 static int
@@ -359,6 +361,191 @@ failed:
     free(sa);
     free(sd);
     wg_device_free(ch);
+
+    return rc;
+}
+
+
+/* the position of a key among dev->peers by way of an index sorted by key */
+
+static size_t
+wg_apply_find(const wg_device_t *dev, const size_t *index, size_t n,
+    const uint8_t *key)
+{
+    int     c;
+    size_t  lo, hi, mid;
+
+    lo = 0;
+    hi = n;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+        c = memcmp(dev->peers[index[mid]].public_key, key, WG_KEY_SIZE);
+
+        if (c == 0) {
+            return index[mid];
+        }
+
+        if (c < 0) {
+            lo = mid + 1;
+
+        } else {
+            hi = mid;
+        }
+    }
+
+    return (size_t) -1;
+}
+
+
+/*
+ * What a device looks like once a change set is applied to it, as a
+ * backend would apply it: the agent keeps such a copy of its device, so
+ * that a delta costs what changed instead of a read of every peer.
+ * Without WG_PEER_REPLACE_ALLOWEDIPS a peer's allowed IPs are added to.
+ */
+
+int
+wg_device_apply(wg_device_t *dev, const wg_device_t *changes)
+{
+    int                rc;
+    size_t             i, j, n, pos, *index;
+    wg_peer_t         *peer;
+    const wg_peer_t   *ch, **sorted;
+
+    if (changes->flags & WG_DEV_HAS_PRIVATE_KEY) {
+        wg_key_clamp(dev->private_key, changes->private_key);
+        dev->flags |= WG_DEV_HAS_PRIVATE_KEY;
+
+        if (wg_key_public(dev->public_key, dev->private_key) == 0) {
+            dev->flags |= WG_DEV_HAS_PUBLIC_KEY;
+        }
+    }
+
+    if (changes->flags & WG_DEV_HAS_LISTEN_PORT) {
+        dev->listen_port = changes->listen_port;
+        dev->flags |= WG_DEV_HAS_LISTEN_PORT;
+    }
+
+    if (changes->flags & WG_DEV_HAS_FWMARK) {
+        dev->fwmark = changes->fwmark;
+        dev->flags |= WG_DEV_HAS_FWMARK;
+    }
+
+    if (changes->flags & WG_DEV_REPLACE_PEERS) {
+        for (i = 0; i < dev->npeers; i++) {
+            dev->peers[i].flags |= WG_PEER_REMOVE;
+        }
+    }
+
+    /* positions rather than pointers: adding a peer moves the array */
+    n = dev->npeers;
+    index = calloc(n + 1, sizeof(size_t));
+    sorted = wg_sorted_peers(dev);
+
+    if (index == NULL || sorted == NULL) {
+        free(index);
+        free(sorted);
+        return -ENOMEM;
+    }
+
+    for (i = 0; i < n; i++) {
+        index[i] = (size_t) (sorted[i] - dev->peers);
+    }
+
+    free(sorted);
+
+    rc = 0;
+
+    for (i = 0; i < changes->npeers; i++) {
+        ch = &changes->peers[i];
+        pos = wg_apply_find(dev, index, n, ch->public_key);
+
+        if (ch->flags & WG_PEER_REMOVE) {
+            if (pos != (size_t) -1) {
+                dev->peers[pos].flags |= WG_PEER_REMOVE;
+            }
+
+            continue;
+        }
+
+        if (pos == (size_t) -1 || (dev->peers[pos].flags & WG_PEER_REMOVE)) {
+            if (pos != (size_t) -1) {
+                /* removed and added back in one change set: a fresh peer */
+                peer = &dev->peers[pos];
+                wg_peer_clear_allowedips(peer);
+                memset(&peer->endpoint, 0, sizeof(peer->endpoint));
+                memset(peer->preshared_key, 0, WG_KEY_SIZE);
+                peer->keepalive = 0;
+                peer->flags = 0;
+
+            } else {
+                peer = wg_device_add_peer(dev, ch->public_key);
+                if (peer == NULL) {
+                    rc = -errno;
+                    break;
+                }
+            }
+
+        } else {
+            peer = &dev->peers[pos];
+        }
+
+        if (ch->endpoint.sa.sa_family != AF_UNSPEC) {
+            peer->endpoint = ch->endpoint;
+        }
+
+        if (ch->flags & WG_PEER_HAS_KEEPALIVE) {
+            peer->keepalive = ch->keepalive;
+            peer->flags = (ch->keepalive != 0)
+                          ? (peer->flags | WG_PEER_HAS_KEEPALIVE)
+                          : (peer->flags & ~WG_PEER_HAS_KEEPALIVE);
+        }
+
+        if (ch->flags & WG_PEER_HAS_PRESHARED_KEY) {
+            memcpy(peer->preshared_key, ch->preshared_key, WG_KEY_SIZE);
+            peer->flags = wg_key_is_zero(ch->preshared_key)
+                          ? (peer->flags & ~WG_PEER_HAS_PRESHARED_KEY)
+                          : (peer->flags | WG_PEER_HAS_PRESHARED_KEY);
+        }
+
+        if (ch->flags & WG_PEER_REPLACE_ALLOWEDIPS) {
+            wg_peer_clear_allowedips(peer);
+        }
+
+        for (j = 0; j < ch->nallowedips; j++) {
+            rc = wg_peer_add_allowedip(peer, &ch->allowedips[j]);
+            if (rc != 0) {
+                break;
+            }
+        }
+
+        if (rc != 0) {
+            break;
+        }
+    }
+
+    free(index);
+
+    /* the removed ones out, the others keep their order */
+    for (i = 0, j = 0; i < dev->npeers; i++) {
+        peer = &dev->peers[i];
+
+        if (peer->flags & WG_PEER_REMOVE) {
+            free(peer->allowedips);
+            wg_memzero(peer, sizeof(wg_peer_t));
+            continue;
+        }
+
+        if (i != j) {
+            dev->peers[j] = *peer;
+            wg_memzero(peer, sizeof(wg_peer_t));
+        }
+
+        j++;
+    }
+
+    dev->npeers = j;
 
     return rc;
 }
