@@ -13,7 +13,7 @@ use MIME::Base64 qw(decode_base64);
 use Test::Dstack qw(http);
 use Test::Dstack::Api;
 
-my $t = Test::Dstack->new()->has(qw(auth api sim redis curl))->plan(123);
+my $t = Test::Dstack->new()->has(qw(auth api sim redis curl))->plan(125);
 
 my $api = Test::Dstack::Api->new($t);
 my $r = $t->run_redis();
@@ -391,6 +391,19 @@ $res = $api->get('/api/nodes', as => 'a', port => $unset);
 is($res->{status}, 403, 'no list allows nobody');
 $res = $api->get('/health', port => $unset);
 is($res->{status}, 200, 'health needs no list');
+
+###############################################################################
+# HTTP/2
+
+my $a = $api->cert('a');
+my @h2 = ('--http2', '-k', '--cert', $a->{chain}, '--key', $a->{key});
+my ($code, $body) = $t->curl(@h2, '-H', 'Content-Type: application/json',
+    '--data', '{"uuid":"h2","node_type":"h2","hostname":"h2.example"}',
+    "https://127.0.0.1:@{[ $t->port(8443) ]}/api/nodes/update");
+is($code, 200, 'update over HTTP/2');
+($code, $body) = $t->curl(@h2, '-w', ' %{http_version}',
+    "https://127.0.0.1:@{[ $t->port(8443) ]}/api/discover/h2");
+like($body, qr/"count":1,"node_type":"h2"\}\n 2$/, 'discover over HTTP/2');
 
 ###############################################################################
 

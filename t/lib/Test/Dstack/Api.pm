@@ -119,7 +119,7 @@ http {
 $extra_http
 
     server {
-        listen 127.0.0.1:%%PORT_$port%% ssl$reuseport;
+        listen 127.0.0.1:%%PORT_$port%% ssl http2$reuseport;
 $tls
         large_client_header_buffers 4 32k;
         keepalive_requests 100000;
