@@ -14,7 +14,7 @@ use Test::More;
 use Time::HiRes qw(sleep);
 use Test::Dstack qw(http http_get parse_response wait_for);
 
-my $t = Test::Dstack->new()->has(qw(redis))->plan(24);
+my $t = Test::Dstack->new()->has(qw(redis));
 
 my $ngx = "$Test::Dstack::BUILD/nginx";
 my $repo = $t->repo;
@@ -40,7 +40,9 @@ EOF
 
 my $dir = "$repo/ngx_dstack_vpc_api_module";
 my $out = `cd $ngx && cc -shared -fPIC $cflags $incs -I $dir -o $d/redis_test.so $dir/t/ngx_http_dstack_redis_test_module.c $dir/ngx_dstack_redis.c $d/redis_test_modules.c -lhiredis 2>&1`;
-$t->skip_all("cannot build the test module: $out") if $?;
+die "cannot build the test module:\n$out" if $?;
+
+$t->plan(24);
 
 my $r = $t->run_redis();
 my $port = $t->port(8080);
