@@ -60,7 +60,11 @@ $(NGX_BUILD)/.configured: config $(wildcard */config.module)
 
 $(MODULES_DIR)/.stamp: $(NGX_BUILD)/.configured $(MODULE_SRCS)
 	$(MAKE) -s -C $(NGX_BUILD) -f objs/Makefile modules
-	@mkdir -p $(MODULES_DIR) && cp $(NGX_BUILD)/objs/*.so $(MODULES_DIR)/
+	@# rename over the old file: running nginx processes keep their mapping
+	@mkdir -p $(MODULES_DIR) && for so in $(NGX_BUILD)/objs/*.so; do \
+	    cp "$$so" $(MODULES_DIR)/.tmp.so \
+	    && mv -f $(MODULES_DIR)/.tmp.so $(MODULES_DIR)/$${so##*/} || exit 1; \
+	done
 	@touch $@
 
 bins: $(BINS)
