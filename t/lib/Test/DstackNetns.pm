@@ -153,8 +153,12 @@ sub hosts_file {
     my $dir = "/etc/netns/$ns";
 
     if (!-d $dir) {
-        mkdir '/etc/netns';
-        mkdir $dir or die "mkdir $dir: $!";
+        # another test's cleanup may remove an empty /etc/netns meanwhile
+        for (1 .. 5) {
+            mkdir '/etc/netns';
+            last if mkdir $dir;
+        }
+        -d $dir or die "mkdir $dir: $!";
         open my $fh, '>', "$dir/hosts" or die "$dir/hosts: $!";
         print $fh "127.0.0.1\tlocalhost\n::1\tlocalhost\n";
         close $fh;
