@@ -1916,7 +1916,9 @@ ngx_http_dstack_mesh_variable(ngx_http_request_t *r,
     ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_mesh_module);
 
     if (ctx == NULL) {
+        /* asked before the content phase set the target: ask again later */
         v->not_found = 1;
+        v->no_cacheable = 1;
         return NGX_OK;
     }
 

@@ -11,8 +11,9 @@ use lib 't/lib';
 use Test::More;
 use Test::Dstack qw(http json_body parse_response);
 use Test::Dstack::Mesh;
+use IO::Socket::INET;
 
-my $t = Test::Dstack->new()->has(qw(auth mesh stream sim))->plan(53);
+my $t = Test::Dstack->new()->has(qw(auth mesh stream sim))->plan(55);
 
 my $A = 'aa' x 20;
 my $B = '0b' x 20;
@@ -21,7 +22,7 @@ my $C = '0c' x 20;
 my $AI = 'a1' x 20;
 
 my $m = Test::Dstack::Mesh->new($t);
-$m->peer('b', app => $B, instance => $BI);
+$m->peer('b', app => $B, instance => $BI, ws => 1);
 $m->peer('c', app => $C);
 
 my $sock = $t->run_sim(app_id => $A, instance_id => $AI);
@@ -145,6 +146,32 @@ ok(@with_chunk >= 4, 'stream: arrived in pieces (' . @with_chunk . ')');
 ok(@with_chunk && $with_chunk[0][0] < 1.5,
     'stream: first chunk before the stream ends');
 ok($parts->[-1][0] > 3.5, 'stream: lasted longer than the read timeout');
+
+# an upgraded connection (WebSocket) through the mesh
+
+my $ws = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . $m->node_port,
+    Timeout => 5);
+$ws->autoflush(1);
+print $ws "GET /ws/chat HTTP/1.1\r\nHost: localhost\r\n"
+    . "X-Dstack-Target-App: $B\r\nUpgrade: websocket\r\n"
+    . "Connection: Upgrade\r\n\r\n";
+
+my $head = '';
+eval {
+    local $SIG{ALRM} = sub { die "timeout\n" };
+    alarm 5;
+    while (defined(my $line = <$ws>)) {
+        $head .= $line;
+        last if $line =~ /^\r?\n$/;
+    }
+    print $ws "hello through the mesh\n";
+    $head .= <$ws> // '';
+    alarm 0;
+};
+close $ws;
+
+like($head, qr{^HTTP/1\.1 101 }, 'upgrade: 101 from the peer');
+like($head, qr/HELLO THROUGH THE MESH\n$/, 'upgrade: bytes both ways');
 
 # routing by instance
 

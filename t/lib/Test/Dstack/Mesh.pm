@@ -45,8 +45,9 @@ sub t { $_[0]{t} }
 sub domain { $_[0]{domain} }
 
 # A peer node: its certificate (app, KMS state, simulator variant), a TLS
-# port with dstack_auth, an echo backend.  plain => 1 makes it a plain
-# HTTP server (not TLS), silent => 1 a TCP listener that never answers.
+# port with dstack_auth, an echo backend, and with ws => 1 an upgrade echo
+# at /ws/.  plain => 1 makes it a plain HTTP server (not TLS), silent => 1
+# a TCP listener that never answers.
 sub peer {
     my ($self, $name, %o) = @_;
     my $t = $self->{t};
@@ -54,6 +55,7 @@ sub peer {
     my $p = { name => $name, %o };
     $p->{port} = $t->port("peer-$name");
     $p->{echo} = $t->port("echo-$name");
+    $p->{ws_port} = $t->port("ws-$name") if $o{ws};
 
     unless ($o{plain} || $o{silent}) {
         $p->{cert} = $t->sim_cert("peer-$name", app_id => $o{app},
@@ -117,6 +119,18 @@ EOF
     }
 
     my $c = $p->{cert};
+    my $ws = '';
+
+    if ($p->{ws}) {
+        $ws = <<"EOF";
+        location /ws/ {
+            proxy_pass http://127.0.0.1:$p->{ws_port};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection "upgrade";
+        }
+EOF
+    }
 
     return <<"EOF";
 $g
@@ -156,6 +170,7 @@ http {
             proxy_buffering off;
             proxy_request_buffering off;
         }
+$ws
     }
 }
 EOF
@@ -247,6 +262,7 @@ sub start {
 
         $t->echo_backend(port => $p->{echo}, name => $name)
             unless $p->{plain};
+        $self->_upgrade_backend($p->{ws_port}) if $p->{ws};
         $t->write_file("peer-$name.conf", $self->_peer_conf($p));
         $t->run("peer-$name.conf");
     }
@@ -296,6 +312,43 @@ $mesh
 $extra
 }
 EOF
+}
+
+# Answers an Upgrade request with 101, then echoes lines upper-cased.
+sub _upgrade_backend {
+    my ($self, $port) = @_;
+    my $t = $self->{t};
+
+    my $l = IO::Socket::INET->new(LocalAddr => "127.0.0.1:$port",
+        Listen => 16, ReuseAddr => 1) or die "upgrade $port: $!\n";
+
+    $t->run_daemon(sub {
+        $SIG{CHLD} = 'IGNORE';
+        while (my $c = $l->accept()) {
+            my $pid = fork();
+            if (defined $pid && $pid == 0) {
+                $c->autoflush(1);
+                my $head = '';
+                while (defined(my $line = <$c>)) {
+                    $head .= $line;
+                    last if $line =~ /^\r?\n$/;
+                }
+                if ($head !~ /^upgrade:\s*websocket/mi) {
+                    print $c "HTTP/1.1 400 X\r\nContent-Length: 0\r\n\r\n";
+                    POSIX::_exit(0);
+                }
+                print $c "HTTP/1.1 101 Switching Protocols\r\n"
+                    . "Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+                while (defined(my $line = <$c>)) {
+                    print $c uc $line;
+                }
+                POSIX::_exit(0);
+            }
+            close $c;
+        }
+    });
+
+    close $l;
 }
 
 sub _silent_listener {
