@@ -359,12 +359,16 @@ ngx_http_dstack_auth_handler(ngx_http_request_t *r)
 {
     char                             *msg;
     ngx_int_t                         rc;
+    ngx_uint_t                        attestation;
     ngx_http_dstack_auth_ctx_t       *ctx;
     ngx_http_dstack_auth_loc_conf_t  *alcf;
 
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_auth_module);
 
-    if (!alcf->enable && alcf->attestation == DSTACK_POLICY_OFF) {
+    /* an auth_request endpoint applies the requirement itself */
+    attestation = alcf->auth_request ? DSTACK_POLICY_OFF : alcf->attestation;
+
+    if (!alcf->enable && attestation == DSTACK_POLICY_OFF) {
         return NGX_DECLINED;
     }
 
@@ -389,7 +393,7 @@ ngx_http_dstack_auth_handler(ngx_http_request_t *r)
                                          "app not allowed");
     }
 
-    if (alcf->attestation != DSTACK_POLICY_OFF) {
+    if (attestation != DSTACK_POLICY_OFF) {
         rc = ngx_http_dstack_auth_attest_verdict(r, alcf, ctx, &msg);
 
         if (rc == NGX_ERROR) {

@@ -17,7 +17,7 @@ use Test::Dstack::Attest;
 
 my $t = Test::Dstack->new()->has(qw(auth sim curl fixtures));
 my $at = Test::Dstack::Attest->new($t);
-$t->plan(60);
+$t->plan(65);
 
 my $A = '5bb4ff9a3837357f19dc176407a5709c62eb6c56';
 my $B = '00112233445566778899aabbccddeeff00112233';
@@ -148,6 +148,47 @@ http {
             dstack_auth on;
             proxy_pass http://echo;
         }
+
+        # seed style: auth_request to a separate auth endpoint, which
+        # gets the certificate in headers
+        location /seed/ {
+            auth_request /seed-auth;
+            proxy_pass http://echo;
+        }
+
+        location = /seed-auth {
+            internal;
+            proxy_pass http://127.0.0.1:%%PORT_8092%%/auth;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header x-client-cert \$ssl_client_escaped_cert;
+            proxy_set_header x-client-verify \$ssl_client_verify;
+        }
+
+        # the same, answered in-process from the connection
+        location /inproc/ {
+            auth_request /inproc-auth;
+            proxy_pass http://echo;
+        }
+
+        location = /inproc-auth {
+            internal;
+            dstack_auth_request;
+            dstack_auth_attestation bind;
+        }
+    }
+
+    server {
+        listen 127.0.0.1:%%PORT_8092%%;
+
+        # x-client-cert carries the whole leaf, attestation included
+        large_client_header_buffers 4 32k;
+
+        location = /auth {
+            dstack_auth_request;
+            dstack_auth_allow any;
+            dstack_auth_attestation bind;
+        }
     }
 }
 
@@ -238,6 +279,14 @@ is($r->{status}, 200, 'off: passes');
 is(hdr($r, 'x-att'), 'off', 'off: $dstack_attestation');
 ok(!defined hdr($r, 'x-mrtd'), 'off: no measurements');
 
+# auth_request endpoints apply the attestation requirement too
+
+is(get($ra, '/seed/x')->{status}, 200, 'auth_request (headers): attested');
+is(get($plain, '/seed/x')->{status}, 401, 'auth_request (headers): no .8');
+is(get($ra, '/inproc/x')->{status}, 200, 'auth_request (in-process)');
+is(get($stolen, '/inproc/x')->{status}, 401,
+    'auth_request (in-process): another key\'s .8');
+
 # pinning the compose hash with map
 
 isnt($hash_a, $hash_b, 'two apps, two compose hashes');
@@ -307,6 +356,13 @@ my $h2 = `curl -sk --http2 --cert $ra_e->{chain} --key $ra_e->{key} -w '\\n%{htt
 my @h2c = $h2 =~ /"x-att-cache":\["(\w+)"\]/g;
 is(join(',', @h2c), 'hit,connection', 'HTTP/2: hit, then the connection');
 like($h2, qr/^2$/m, 'HTTP/2 was used');
+
+# the zone survives a reload with the same settings
+
+$t->reload();
+get($ra_c, '/bind/reloaded');
+@log = cache_log($ra_c);
+is($log[-1][2], 'hit', 'reload: the zone still answers');
 
 # garbage .8 payloads never crash a worker
 
