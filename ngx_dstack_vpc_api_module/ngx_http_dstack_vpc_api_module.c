@@ -29,7 +29,8 @@
 #define NGX_HTTP_DSTACK_VPC_API_UPDATE     2
 #define NGX_HTTP_DSTACK_VPC_API_DISCOVER   3
 #define NGX_HTTP_DSTACK_VPC_API_NODES      4
-#define NGX_HTTP_DSTACK_VPC_API_UNKNOWN    5
+#define NGX_HTTP_DSTACK_VPC_API_MACHINE    5
+#define NGX_HTTP_DSTACK_VPC_API_UNKNOWN    6
 
 #define NGX_HTTP_DSTACK_VPC_API_ALLOW_UNSET  0
 #define NGX_HTTP_DSTACK_VPC_API_ALLOW_NONE   1
@@ -44,20 +45,6 @@
 #define NGX_HTTP_DSTACK_VPC_API_KEY_ID_LEN     12
 #define NGX_HTTP_DSTACK_VPC_API_KEY_SECRET_LEN 64
 #define NGX_HTTP_DSTACK_VPC_API_SHARED_LEN     64
-
-
-typedef struct {
-    ngx_dstack_redis_conf_t     redis;
-    ngx_str_t                   prefix;
-    ngx_msec_t                  timeout;
-    ngx_dstack_redis_script_t  *lua_register;
-    ngx_dstack_redis_script_t  *lua_update;
-    ngx_dstack_redis_script_t  *lua_discover;
-    ngx_dstack_redis_script_t  *lua_nodes;
-    ngx_dstack_redis_t         *rds;          /* this worker's client */
-    ngx_int_t                   app_id_index;
-    ngx_uint_t                  enabled;      /* some location serves */
-} ngx_http_dstack_vpc_api_main_conf_t;
 
 
 typedef struct {
@@ -314,6 +301,7 @@ ngx_http_dstack_vpc_api_handler(ngx_http_request_t *r)
     switch (endpoint) {
 
     case NGX_HTTP_DSTACK_VPC_API_UPDATE:
+    case NGX_HTTP_DSTACK_VPC_API_MACHINE:
         methods = NGX_HTTP_POST;
         break;
 
@@ -326,7 +314,9 @@ ngx_http_dstack_vpc_api_handler(ngx_http_request_t *r)
         break;
     }
 
-    if (endpoint != NGX_HTTP_DSTACK_VPC_API_UPDATE) {
+    if (endpoint != NGX_HTTP_DSTACK_VPC_API_UPDATE
+        && endpoint != NGX_HTTP_DSTACK_VPC_API_MACHINE)
+    {
         rc = ngx_http_discard_request_body(r);
         if (rc != NGX_OK) {
             return rc;
@@ -357,7 +347,7 @@ ngx_http_dstack_vpc_api_handler(ngx_http_request_t *r)
             ngx_str_set(&h->value, "GET, HEAD");
         }
 
-        if (endpoint == NGX_HTTP_DSTACK_VPC_API_UPDATE) {
+        if (methods == NGX_HTTP_POST) {
             rc = ngx_http_discard_request_body(r);
             if (rc != NGX_OK) {
                 return rc;
@@ -385,6 +375,11 @@ ngx_http_dstack_vpc_api_handler(ngx_http_request_t *r)
     rc = ngx_http_dstack_vpc_api_identify(r, ctx);
     if (rc != NGX_DECLINED) {
         return rc;
+    }
+
+    if (endpoint == NGX_HTTP_DSTACK_VPC_API_MACHINE) {
+        /* the VPN control plane: ngx_http_dstack_vpc_cp_module.c */
+        return ngx_http_dstack_vpc_cp_handler(r, &ctx->app_id);
     }
 
     if (r->args.len > alcf->max_args) {
@@ -463,6 +458,12 @@ ngx_http_dstack_vpc_api_route(ngx_http_request_t *r, ngx_str_t *type)
     }
 
 #undef ngx_http_dstack_vpc_api_is
+
+    if (uri->len > sizeof("/machine/") - 1
+        && ngx_strncmp(uri->data, "/machine/", sizeof("/machine/") - 1) == 0)
+    {
+        return NGX_HTTP_DSTACK_VPC_API_MACHINE;
+    }
 
     if (uri->len >= sizeof("/api/discover/") - 1
         && ngx_strncmp(uri->data, "/api/discover/",
