@@ -15,7 +15,7 @@ use Test::Dstack qw(http json_body parse_response);
 use Test::Dstack::Mesh;
 use Time::HiRes qw(sleep);
 
-my $t = Test::Dstack->new()->has(qw(auth mesh stream sim))->plan(20);
+my $t = Test::Dstack->new()->has(qw(auth mesh stream sim))->plan(23);
 
 my $A = 'aa' x 20;
 my $B = '0b' x 20;
@@ -23,9 +23,10 @@ my $BI = 'b1' x 20;
 my $C = '0c' x 20;
 
 my $m = Test::Dstack::Mesh->new($t);
-my $b = $m->peer('b', app => $B, instance => $BI);
-$m->peer('c', app => $C);
+my $b = $m->peer('b', app => $B, instance => $BI);             # TLS 1.3
+my $c = $m->peer('c', app => $C, protocols => 'TLSv1.2');
 $m->route("$C-444s", $b);
+$m->route("$B-445s", $c);
 
 my $d = $t->testdir;
 my $gw = $t->port('gateway');
@@ -121,7 +122,7 @@ is(scalar @fresh, 4, 'no pool: 4 requests');
 is(scalar(keys %{{ map { (split ' ')[0] => 1 } @fresh }}), 4,
     'no pool: 4 connections');
 is(scalar(grep { (split ' ')[2] eq 'r' } @fresh[1 .. 3]), 3,
-    'no pool: later connections resumed the session');
+    'no pool: later connections resumed the session (TLS 1.3)');
 
 # B's session is never offered to another target: the gateway sends
 # C:444 to B, which would resume its own session and skip the
@@ -132,6 +133,23 @@ $r = parse_response(http($m->raw_request('GET', '/cross', app => $C,
 is($r->{status}, 526, 'cross-target: no resumption, 526');
 is(scalar(grep { m{/cross} } $m->peer_log('b')), 0,
     'cross-target: B got no request');
+
+for my $i (1 .. 3) {
+    http($m->raw_request('GET', "/fresh12/$i", app => $C), port => $fresh);
+}
+
+$m->peer_count('c', qr{/fresh12/}, 3);
+my @fresh12 = grep { m{/fresh12/} } $m->peer_log('c');
+is(scalar(grep { (split ' ')[2] eq 'r' } @fresh12[1 .. 2]), 2,
+    'no pool: resumed with TLS 1.2 too');
+
+# and C's TLS 1.2 session, when the gateway sends B:445 to C
+
+$r = parse_response(http($m->raw_request('GET', '/cross12', app => $B,
+    port => 445), port => $fresh));
+is($r->{status}, 526, 'cross-target, TLS 1.2: no resumption, 526');
+is(scalar(grep { m{/cross12} } $m->peer_log('c')), 0,
+    'cross-target, TLS 1.2: C got no request');
 
 # the same through the pooled upstream, which holds a connection to B
 

@@ -13,7 +13,7 @@ use Test::Dstack qw(http json_body parse_response);
 use Test::Dstack::Mesh;
 use IO::Socket::INET;
 
-my $t = Test::Dstack->new()->has(qw(auth mesh stream sim))->plan(55);
+my $t = Test::Dstack->new()->has(qw(auth mesh stream sim))->plan(57);
 
 my $A = 'aa' x 20;
 my $B = '0b' x 20;
@@ -23,7 +23,7 @@ my $AI = 'a1' x 20;
 
 my $m = Test::Dstack::Mesh->new($t);
 $m->peer('b', app => $B, instance => $BI, ws => 1);
-$m->peer('c', app => $C);
+$m->peer('c', app => $C, protocols => 'TLSv1.2');
 
 my $sock = $t->run_sim(app_id => $A, instance_id => $AI);
 
@@ -82,6 +82,8 @@ is_deeply($j->{headers}{host}, ["$B-443s.mesh.test"],
 
 is($m->peer_count('b', qr/ $A "GET \/path\/x\?q=1&r=2 /), 1,
     'get: B authenticated A');
+is($m->peer_count('b', qr/"GET \/path\/x\S* HTTP\/1\.1" TLSv1\.3$/), 1,
+    'get: over TLS 1.3');
 
 # uppercase hex and an explicit default port route the same
 
@@ -187,6 +189,8 @@ like($t->read_file('logs/access-node-a.log'), qr/ $BI-443s\.mesh\.test /,
 $r = $m->request('GET', '/to-c', app => $C);
 is(json_body($r)->{backend}, 'c', 'C reached');
 is_deeply(json_body($r)->{headers}{'x-dstack-app-id'}, [$A], 'C sees A');
+is($m->peer_count('c', qr/"GET \/to-c HTTP\/1\.1" TLSv1\.2$/), 1,
+    'C: over TLS 1.2');
 
 # no target app: the guest agent (dstack-sim on its socket)
 

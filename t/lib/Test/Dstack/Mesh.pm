@@ -45,8 +45,8 @@ sub t { $_[0]{t} }
 sub domain { $_[0]{domain} }
 
 # A peer node: its certificate (app, KMS state, simulator variant), a TLS
-# port with dstack_auth, an echo backend, and with ws => 1 an upgrade echo
-# at /ws/.  plain => 1 makes it a plain HTTP server (not TLS), silent => 1
+# port with dstack_auth (TLS 1.2 and 1.3, or protocols => '...'), an echo
+# backend, and with ws => 1 an upgrade echo at /ws/.  plain => 1 makes it a plain HTTP server (not TLS), silent => 1
 # a TCP listener that never answers.
 sub peer {
     my ($self, $name, %o) = @_;
@@ -120,6 +120,7 @@ EOF
 
     my $c = $p->{cert};
     my $ws = '';
+    my $protocols = $p->{protocols} // 'TLSv1.2 TLSv1.3';
 
     if ($p->{ws}) {
         $ws = <<"EOF";
@@ -141,7 +142,8 @@ http {
     $h
 
     log_format mesh '\$connection \$connection_requests '
-                    '\$ssl_session_reused \$dstack_app_id "\$request"';
+                    '\$ssl_session_reused \$dstack_app_id "\$request" '
+                    '\$ssl_protocol';
 
     upstream echo {
         server 127.0.0.1:$p->{echo};
@@ -151,6 +153,7 @@ http {
     server {
         listen 127.0.0.1:$p->{port} ssl;
 
+        ssl_protocols $protocols;
         ssl_certificate $c->{chain};
         ssl_certificate_key $c->{key};
         ssl_client_certificate $c->{root};
