@@ -11,12 +11,14 @@
  * tailscale_ip) and publishes "rm <id>".
  *
  * Messages on "<prefix>vpn:events", one change each, self-contained so
- * that a delta costs what changed and no read:
- *     up <id> <key> <name> <ip> <endpoints> <online> <last_seen>
- *        <key_expiry> <stable_id> <hostname> <user>     ("-" for empty)
- *     rm <id>
- *     on <id> <0|1> <last_seen>
- *     ep <id> <endpoints, comma-separated, or "-">
+ * that a delta costs what changed and no read.  Each starts with its
+ * sequence number (INCR <prefix>vpn:evseq), so that a map stream can
+ * tell the changes that its full map already holds from later ones:
+ *     <seq> up <id> <key> <name> <ip> <endpoints> <online> <last_seen>
+ *              <key_expiry> <stable_id> <hostname> <user>  ("-": empty)
+ *     <seq> rm <id>
+ *     <seq> on <id> <0|1> <last_seen>
+ *     <seq> ep <id> <endpoints, comma-separated, or "-">
  */
 
 
@@ -42,7 +44,8 @@
     "  return f\n"                                                            \
     "end\n"                                                                   \
     "local function publish(m)\n"                                             \
-    "  redis.call('PUBLISH', K .. 'events', m)\n"                             \
+    "  local s = redis.call('INCR', K .. 'evseq')\n"                          \
+    "  redis.call('PUBLISH', K .. 'events', s .. ' ' .. m)\n"                 \
     "end\n"                                                                   \
     "local function publish_node(id)\n"                                       \
     "  local f = node_fields(id)\n"                                           \
@@ -369,8 +372,9 @@ const char  ngx_http_dstack_vpc_cp_lua_register[] =
 /*
  * poll: ARGV = prefix, node key, app id, endpoints (comma-separated),
  * 1 when the request carried Endpoints.  Refreshes the node's last-seen
- * and returns {"ok", id, <fields of every node, NODE_FIELDS each>}, or
- * {"unknown"}, {"forbidden"}, {"expired"}.
+ * and returns {"ok", id, seq, <fields of every node, NODE_FIELDS each>}
+ * (seq: the last event the map includes), or {"unknown"},
+ * {"forbidden"}, {"expired"}.
  */
 
 const char  ngx_http_dstack_vpc_cp_lua_poll[] =
@@ -404,7 +408,7 @@ const char  ngx_http_dstack_vpc_cp_lua_poll[] =
     "  redis.call('HSET', nk, 'online', '1')\n"
     "  publish('on ' .. id .. ' 1 ' .. now)\n"
     "end\n"
-    "local out = {'ok', id}\n"
+    "local out = {'ok', id, redis.call('GET', K .. 'evseq') or '0'}\n"
     "for _, x in ipairs(redis.call('ZRANGE', K .. 'nodes', 0, -1)) do\n"
     "  local n = node_fields(x)\n"
     "  if n then\n"
@@ -468,10 +472,11 @@ const char  ngx_http_dstack_vpc_cp_lua_logout[] =
 
 
 /*
- * sweep: ARGV = prefix, inactivity timeout (s), interval (ms), batch.
- * Runs once per interval slot of Redis' clock, whoever calls it: nodes
- * silent for the timeout go offline (ephemeral ones are removed).
- * Returns {ran, offline, removed}.
+ * sweep: ARGV = prefix, inactivity timeout (s), interval (ms), batch,
+ * caller (for the log).  Runs once per interval slot of Redis' clock,
+ * whoever calls it: nodes silent for the timeout go offline (ephemeral
+ * ones are removed).  The last runs are kept in "<prefix>vpn:sweep:log"
+ * as "<slot> <caller>".  Returns {ran, offline, removed}.
  */
 
 const char  ngx_http_dstack_vpc_cp_lua_sweep[] =
@@ -487,6 +492,8 @@ const char  ngx_http_dstack_vpc_cp_lua_sweep[] =
     "end\n"
     "redis.call('HSET', sk, 'slot', slot, 'at', now)\n"
     "redis.call('HINCRBY', sk, 'runs', 1)\n"
+    "redis.call('LPUSH', sk .. ':log', slot .. ' ' .. (ARGV[5] or ''))\n"
+    "redis.call('LTRIM', sk .. ':log', 0, 99)\n"
     "local ids = redis.call('ZRANGEBYSCORE', K .. 'seen', '-inf',\n"
     "  now - tonumber(ARGV[2]), 'LIMIT', 0, tonumber(ARGV[4]))\n"
     "local off, gone = 0, 0\n"

@@ -166,21 +166,24 @@ unlike($vpn->log('n3'), qr/register: refused/,
 
 # --- the server reloads, Redis restarts: reconnect, the VPN stays up ----------
 
-my %maps = map { $_ => () = $vpn->log($_) =~ /map: full/g } @three;
+sub full_maps { scalar(() = $vpn->log($_[0]) =~ /map: full/g) }
+
+my %maps = map { $_ => full_maps($_) } @three;
 
 $t->reload('vpc-server.conf');
 ok(pings('n1', addr('n2')), 'server reload: the VPN stays up');
 ok(wait_for(sub {
-    !grep { (() = $vpn->log($_) =~ /map: full/g) <= $maps{$_} } @three;
+    !grep { full_maps($_) <= $maps{$_} } @three;
 }, 30), 'and every agent has a new map stream');
 
-%maps = map { $_ => () = $vpn->log($_) =~ /map: full/g } @three;
+%maps = map { $_ => full_maps($_) } @three;
 
 $t->restart_redis($v->{redis});
 ok(pings('n2', addr('n3')), 'Redis restart: the VPN stays up');
 ok(wait_for(sub {
-    !grep { $vpn->status($_)->{state} ne 'connected' } @three
-}, 30), 'agents connected after it');
+    !grep { $vpn->status($_)->{state} ne 'connected'
+        || full_maps($_) <= $maps{$_} } @three
+}, 30), 'agents connected after it, with new map streams');
 ok(peers_are('n2', qw(n1 n3 n4)), 'peers unchanged');
 
 # --- a node that is gone is removed after the inactivity timeout --------------
