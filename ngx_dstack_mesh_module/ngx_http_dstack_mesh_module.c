@@ -40,6 +40,13 @@
 #define NGX_HTTP_DSTACK_MESH_FAIL_PEER       4
 #define NGX_HTTP_DSTACK_MESH_FAIL_UPSTREAM   5
 
+/* what the mesh does with a request header */
+#define NGX_HTTP_DSTACK_MESH_KEEP            0
+#define NGX_HTTP_DSTACK_MESH_STRIP           1
+#define NGX_HTTP_DSTACK_MESH_APP             2
+#define NGX_HTTP_DSTACK_MESH_INSTANCE        3
+#define NGX_HTTP_DSTACK_MESH_PORT            4
+
 #define NGX_HTTP_DSTACK_MESH_TLS_FAILED      525
 #define NGX_HTTP_DSTACK_MESH_PEER_REJECTED   526
 
@@ -112,6 +119,8 @@ typedef struct {
     ngx_connection_t                  *connection;
     socklen_t                          socklen;
     ngx_sockaddr_t                     sockaddr;
+    size_t                             name_len;
+    u_char                             name[NGX_SOCKADDR_STRLEN];
     u_char                             key[NGX_HTTP_DSTACK_MESH_KEY_LEN];
 } ngx_http_dstack_mesh_cache_t;
 
@@ -165,6 +174,7 @@ static ngx_int_t ngx_http_dstack_mesh_field(ngx_http_request_t *r,
 static ngx_int_t ngx_http_dstack_mesh_hex_id(ngx_http_request_t *r,
     ngx_str_t *value, u_char *id, ngx_str_t *hex);
 static ngx_int_t ngx_http_dstack_mesh_parse_port(u_char *data, size_t len);
+static ngx_uint_t ngx_http_dstack_mesh_header_kind(ngx_table_elt_t *h);
 static ngx_int_t ngx_http_dstack_mesh_strip_headers(ngx_http_request_t *r);
 static ngx_int_t ngx_http_dstack_mesh_agent(ngx_http_request_t *r,
     ngx_http_dstack_mesh_loc_conf_t *mlcf, ngx_http_dstack_mesh_ctx_t *ctx);
@@ -435,70 +445,32 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
     ngx_http_dstack_mesh_loc_conf_t *mlcf, ngx_http_dstack_mesh_ctx_t *ctx)
 {
     u_char            *p, *key;
-    size_t             len;
     ngx_int_t          port;
-    ngx_str_t          app, instance, port_text, name;
-    ngx_uint_t         i, strip, dup_app, dup_instance, dup_port;
+    ngx_str_t          app, instance, port_text, *id;
+    ngx_uint_t         i, kind, strip;
     ngx_list_part_t   *part;
-    ngx_table_elt_t   *h, *app_h, *instance_h, *port_h;
+    ngx_table_elt_t   *h, *fields[NGX_HTTP_DSTACK_MESH_PORT + 1];
+    ngx_uint_t         dups[NGX_HTTP_DSTACK_MESH_PORT + 1];
 
-    app_h = NULL;
-    instance_h = NULL;
-    port_h = NULL;
-    dup_app = 0;
-    dup_instance = 0;
-    dup_port = 0;
+    ngx_memzero(fields, sizeof(fields));
+    ngx_memzero(dups, sizeof(dups));
     strip = 0;
 
     for (part = &r->headers_in.headers.part; part; part = part->next) {
         h = part->elts;
 
         for (i = 0; i < part->nelts; i++) {
+            kind = ngx_http_dstack_mesh_header_kind(&h[i]);
 
-            if (h[i].key.len == sizeof("x-dstack-app-id") - 1
-                && ngx_strncasecmp(h[i].key.data, (u_char *) "x-dstack-app-id",
-                                   h[i].key.len)
-                   == 0)
-            {
-                strip++;
-                continue;
-            }
-
-            if (h[i].key.len < sizeof(NGX_HTTP_DSTACK_MESH_PREFIX) - 1
-                || ngx_strncasecmp(h[i].key.data,
-                                   (u_char *) NGX_HTTP_DSTACK_MESH_PREFIX,
-                                   sizeof(NGX_HTTP_DSTACK_MESH_PREFIX) - 1)
-                   != 0)
-            {
+            if (kind == NGX_HTTP_DSTACK_MESH_KEEP) {
                 continue;
             }
 
             strip++;
 
-            name.data = h[i].key.data + sizeof(NGX_HTTP_DSTACK_MESH_PREFIX)
-                        - 1;
-            name.len = h[i].key.len - (sizeof(NGX_HTTP_DSTACK_MESH_PREFIX)
-                                       - 1);
-
-            if (name.len == 3
-                && ngx_strncasecmp(name.data, (u_char *) "app", 3) == 0)
-            {
-                dup_app += (app_h != NULL);
-                app_h = &h[i];
-
-            } else if (name.len == 8
-                       && ngx_strncasecmp(name.data, (u_char *) "instance", 8)
-                          == 0)
-            {
-                dup_instance += (instance_h != NULL);
-                instance_h = &h[i];
-
-            } else if (name.len == 4
-                       && ngx_strncasecmp(name.data, (u_char *) "port", 4)
-                          == 0)
-            {
-                dup_port += (port_h != NULL);
-                port_h = &h[i];
+            if (kind != NGX_HTTP_DSTACK_MESH_STRIP) {
+                dups[kind] += (fields[kind] != NULL);
+                fields[kind] = &h[i];
             }
         }
     }
@@ -507,12 +479,18 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_http_dstack_mesh_field(r, mlcf->app, app_h, dup_app, &app)
+    if (ngx_http_dstack_mesh_field(r, mlcf->app,
+                                   fields[NGX_HTTP_DSTACK_MESH_APP],
+                                   dups[NGX_HTTP_DSTACK_MESH_APP], &app)
         != NGX_OK
-        || ngx_http_dstack_mesh_field(r, mlcf->instance, instance_h,
-                                      dup_instance, &instance)
+        || ngx_http_dstack_mesh_field(r, mlcf->instance,
+                                      fields[NGX_HTTP_DSTACK_MESH_INSTANCE],
+                                      dups[NGX_HTTP_DSTACK_MESH_INSTANCE],
+                                      &instance)
            != NGX_OK
-        || ngx_http_dstack_mesh_field(r, mlcf->port, port_h, dup_port,
+        || ngx_http_dstack_mesh_field(r, mlcf->port,
+                                      fields[NGX_HTTP_DSTACK_MESH_PORT],
+                                      dups[NGX_HTTP_DSTACK_MESH_PORT],
                                       &port_text)
            != NGX_OK)
     {
@@ -541,6 +519,8 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
         return NGX_HTTP_BAD_REQUEST;
     }
 
+    id = &ctx->app;
+
     if (instance.len) {
         if (ngx_http_dstack_mesh_hex_id(r, &instance, key + DSTACK_APP_ID_LEN,
                                         &ctx->instance)
@@ -552,6 +532,7 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
         }
 
         key[2 * DSTACK_APP_ID_LEN + 2] = 1;
+        id = &ctx->instance;
     }
 
     if (port_text.len == 0) {
@@ -569,29 +550,40 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
     key[2 * DSTACK_APP_ID_LEN] = (u_char) (port >> 8);
     key[2 * DSTACK_APP_ID_LEN + 1] = (u_char) (port & 0xff);
 
-    ctx->port.data = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
-    if (ctx->port.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    if (port_text.data[0] != '0') {
+        ctx->port = port_text;
 
-    ctx->port.len = ngx_sprintf(ctx->port.data, "%i", port) - ctx->port.data;
+    } else {
+        /* leading zeros: the host must name the port one way only */
+
+        ctx->port.data = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (ctx->port.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->port.len = ngx_sprintf(ctx->port.data, "%i", port)
+                        - ctx->port.data;
+    }
 
     /* <instance or app>-<port>s.<base domain>, the "s" for TLS passthrough */
 
-    len = DSTACK_APP_ID_HEX_LEN + 1 + ctx->port.len + 2
-          + ctx->conf->domain.len + 1;
-
-    p = ngx_pnalloc(r->pool, len);
+    p = ngx_pnalloc(r->pool, DSTACK_APP_ID_HEX_LEN + 1 + ctx->port.len + 2
+                             + ctx->conf->domain.len + 1);
     if (p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ctx->host.data = p;
-    ctx->host.len = ngx_sprintf(p, "%V-%Vs.%V",
-                                instance.len ? &ctx->instance : &ctx->app,
-                                &ctx->port, &ctx->conf->domain)
-                    - p;
-    p[ctx->host.len] = '\0';
+
+    p = ngx_cpymem(p, id->data, id->len);
+    *p++ = '-';
+    p = ngx_cpymem(p, ctx->port.data, ctx->port.len);
+    *p++ = 's';
+    *p++ = '.';
+    p = ngx_cpymem(p, ctx->conf->domain.data, ctx->conf->domain.len);
+    *p = '\0';
+
+    ctx->host.len = p - ctx->host.data;
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "dstack mesh target: \"%V\"", &ctx->host);
@@ -671,6 +663,52 @@ ngx_http_dstack_mesh_parse_port(u_char *data, size_t len)
 }
 
 
+/* by the name nginx has already lowercased */
+
+static ngx_uint_t
+ngx_http_dstack_mesh_header_kind(ngx_table_elt_t *h)
+{
+    size_t   len;
+    u_char  *name;
+
+    name = h->lowcase_key;
+    len = h->key.len;
+
+    if (len == sizeof("x-dstack-app-id") - 1
+        && ngx_memcmp(name, "x-dstack-app-id", len) == 0)
+    {
+        return NGX_HTTP_DSTACK_MESH_STRIP;
+    }
+
+    if (len < sizeof(NGX_HTTP_DSTACK_MESH_PREFIX) - 1
+        || ngx_memcmp(name, NGX_HTTP_DSTACK_MESH_PREFIX,
+                      sizeof(NGX_HTTP_DSTACK_MESH_PREFIX) - 1)
+           != 0)
+    {
+        return NGX_HTTP_DSTACK_MESH_KEEP;
+    }
+
+    name += sizeof(NGX_HTTP_DSTACK_MESH_PREFIX) - 1;
+    len -= sizeof(NGX_HTTP_DSTACK_MESH_PREFIX) - 1;
+
+    if (len == 3 && ngx_memcmp(name, "app", 3) == 0) {
+        return NGX_HTTP_DSTACK_MESH_APP;
+    }
+
+    if (len == 8 && ngx_memcmp(name, "instance", 8) == 0) {
+        return NGX_HTTP_DSTACK_MESH_INSTANCE;
+    }
+
+    if (len == 4 && ngx_memcmp(name, "port", 4) == 0) {
+        return NGX_HTTP_DSTACK_MESH_PORT;
+    }
+
+    /* any other x-dstack-target-* is not forwarded either */
+
+    return NGX_HTTP_DSTACK_MESH_STRIP;
+}
+
+
 /*
  * Rebuilds the request's header list without the routing headers and any
  * x-dstack-app-id.  Rebuilt rather than edited in place: headers_in keeps
@@ -702,16 +740,8 @@ ngx_http_dstack_mesh_strip_headers(ngx_http_request_t *r)
 
         for (i = 0; i < part->nelts; i++) {
 
-            if ((h[i].key.len >= sizeof(NGX_HTTP_DSTACK_MESH_PREFIX) - 1
-                 && ngx_strncasecmp(h[i].key.data,
-                                    (u_char *) NGX_HTTP_DSTACK_MESH_PREFIX,
-                                    sizeof(NGX_HTTP_DSTACK_MESH_PREFIX) - 1)
-                    == 0)
-                || (h[i].key.len == sizeof("x-dstack-app-id") - 1
-                    && ngx_strncasecmp(h[i].key.data,
-                                       (u_char *) "x-dstack-app-id",
-                                       h[i].key.len)
-                       == 0))
+            if (ngx_http_dstack_mesh_header_kind(&h[i])
+                != NGX_HTTP_DSTACK_MESH_KEEP)
             {
                 continue;
             }
@@ -1186,8 +1216,8 @@ found:
     ngx_memcpy(&ctx->sockaddr, &item->sockaddr, item->socklen);
 
     ctx->name.data = ctx->name_buf;
-    ctx->name.len = ngx_sock_ntop(&ctx->sockaddr.sockaddr, ctx->socklen,
-                                  ctx->name_buf, NGX_SOCKADDR_STRLEN, 1);
+    ctx->name.len = item->name_len;
+    ngx_memcpy(ctx->name_buf, item->name, item->name_len);
 
     pc->sockaddr = &ctx->sockaddr.sockaddr;
     pc->socklen = ctx->socklen;
@@ -1290,6 +1320,8 @@ ngx_http_dstack_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
     ngx_memcpy(item->key, ctx->key, NGX_HTTP_DSTACK_MESH_KEY_LEN);
     item->socklen = pc->socklen;
     ngx_memcpy(&item->sockaddr, pc->sockaddr, pc->socklen);
+    item->name_len = ngx_min(pc->name->len, NGX_SOCKADDR_STRLEN);
+    ngx_memcpy(item->name, pc->name->data, item->name_len);
 
     pc->connection = NULL;
 

@@ -13,7 +13,7 @@ use Test::Dstack qw(http json_body parse_response);
 use Test::Dstack::Mesh;
 use IO::Socket::INET;
 
-my $t = Test::Dstack->new()->has(qw(auth mesh stream sim))->plan(57);
+my $t = Test::Dstack->new()->has(qw(auth mesh stream sim))->plan(59);
 
 my $A = 'aa' x 20;
 my $B = '0b' x 20;
@@ -89,6 +89,11 @@ is($m->peer_count('b', qr/"GET \/path\/x\S* HTTP\/1\.1" TLSv1\.3$/), 1,
 
 $r = $m->request('GET', '/upper', app => uc $B, port => 443);
 is(json_body($r)->{backend}, 'b', 'uppercase app id, port 443');
+
+$r = $m->request('GET', '/zeros', app => $B, port => '0443');
+is(json_body($r)->{backend}, 'b', 'port 0443 is port 443');
+like($t->read_file('logs/access-node-a.log'),
+    qr/ $B-443s\.mesh\.test \S+ "GET \/zeros /, 'port 0443: host says 443');
 
 # POST with a body
 
