@@ -32,8 +32,7 @@
 
 #define NGX_HTTP_DSTACK_MESH_DETAIL_LEN  256
 
-/* where the last attempt to reach the target stopped */
-#define NGX_HTTP_DSTACK_MESH_FAIL_NONE       0
+/* where the last attempt to reach the target stopped (0: it did not) */
 #define NGX_HTTP_DSTACK_MESH_FAIL_CONNECT    1
 #define NGX_HTTP_DSTACK_MESH_FAIL_CLOSED     2
 #define NGX_HTTP_DSTACK_MESH_FAIL_HANDSHAKE  3
