@@ -373,8 +373,9 @@ ngx_module_t  ngx_http_dstack_vpc_cp_module = {
 };
 
 
+/* 18 bytes of JSON after their length */
 static u_char  ngx_http_dstack_vpc_cp_keepalive_frame[] =
-    "\x10\x00\x00\x00{\"KeepAlive\":true}";
+    "\x12\x00\x00\x00{\"KeepAlive\":true}";
 
 
 ngx_int_t
@@ -413,6 +414,18 @@ ngx_http_dstack_vpc_cp_handler(ngx_http_request_t *r, ngx_str_t *app_id)
                                             "not found");
     }
 
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_dstack_vpc_cp_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->request = r;
+    ctx->cmcf = ngx_http_get_module_main_conf(r, ngx_http_dstack_vpc_cp_module);
+    ctx->endpoint = endpoint;
+    ctx->app_id = *app_id;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_dstack_vpc_cp_module);
+
     if (r->headers_in.content_length_n > NGX_HTTP_DSTACK_VPC_CP_BODY_MAX) {
         rc = ngx_http_discard_request_body(r);
         if (rc != NGX_OK) {
@@ -427,18 +440,6 @@ ngx_http_dstack_vpc_cp_handler(ngx_http_request_t *r, ngx_str_t *app_id)
                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                         "request body too large");
     }
-
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_dstack_vpc_cp_ctx_t));
-    if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ctx->request = r;
-    ctx->cmcf = ngx_http_get_module_main_conf(r, ngx_http_dstack_vpc_cp_module);
-    ctx->endpoint = endpoint;
-    ctx->app_id = *app_id;
-
-    ngx_http_set_ctx(r, ctx, ngx_http_dstack_vpc_cp_module);
 
     rc = ngx_http_read_client_request_body(r, ngx_http_dstack_vpc_cp_body);
 
@@ -2805,8 +2806,6 @@ ngx_http_dstack_vpc_cp_node_valid(ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
 
         p = e + 1;
     }
-
-    (void) cmcf;
 
     return NGX_OK;
 }
