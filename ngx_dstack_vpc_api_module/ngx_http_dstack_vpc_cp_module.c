@@ -2639,8 +2639,8 @@ ngx_http_dstack_vpc_cp_change_frame(ngx_http_dstack_vpc_cp_change_t *ch,
 
 
 /*
- * The expiry sweep: every worker asks twice per interval, and the script
- * runs it at most once per interval slot of Redis' clock, whichever
+ * The expiry sweep: every worker asks at least twice per interval, and
+ * the script runs it once per interval slot of Redis' clock, whichever
  * worker or replica asks first.  The first run also subscribes.
  */
 
@@ -2688,7 +2688,12 @@ ngx_http_dstack_vpc_cp_sweep(ngx_event_t *ev)
                                         cmcf);
     }
 
-    ngx_add_timer(ev, ngx_max(cmcf->sweep_interval / 2, 1));
+    /*
+     * At most half an interval apart, so that every slot gets asked;
+     * at random, so that workers and replicas take turns.
+     */
+    ngx_add_timer(ev, cmcf->sweep_interval / 4
+                      + (ngx_random() % (cmcf->sweep_interval / 4 + 1)));
 }
 
 

@@ -21,7 +21,7 @@ use IO::Socket::SSL;
 use JSON::PP;
 use Time::HiRes qw(time sleep);
 
-my $JSON = JSON::PP->new->canonical->allow_nonref;
+my $JSON = JSON::PP->new->utf8->canonical->allow_nonref;
 
 sub new {
     my ($class, $t, $api, %o) = @_;
@@ -93,7 +93,8 @@ sub join_node {
     my $key = $o{key} // node_key();
     my $inst = $o{instance} // instance_id();
     my $auth = $o{auth} // $self->auth_key($as, instance => $inst,
-        name => $o{hostname} // 'node');
+        name => $o{name} // 'node');
+    delete $o{name};
     my $res = $self->register($as, $key, auth => $auth, instance => $inst,
         %o);
     return ($key, $res);
