@@ -13,7 +13,7 @@ use Test::Dstack qw(http json_body parse_response);
 use Test::Dstack::Mesh;
 use IO::Socket::INET;
 
-my $t = Test::Dstack->new()->has(qw(auth mesh stream sim))->plan(59);
+my $t = Test::Dstack->new()->has(qw(auth mesh stream sim))->plan(61);
 
 my $A = 'aa' x 20;
 my $B = '0b' x 20;
@@ -84,6 +84,19 @@ is($m->peer_count('b', qr/ $A "GET \/path\/x\?q=1&r=2 /), 1,
     'get: B authenticated A');
 is($m->peer_count('b', qr/"GET \/path\/x\S* HTTP\/1\.1" TLSv1\.3$/), 1,
     'get: over TLS 1.3');
+
+# the caller's own Host goes through, as the seed forwarded it; a Host
+# that only names this listener becomes the target's
+
+$r = http($m->raw_request('GET', '/h', app => $B)
+    =~ s/Host: localhost/Host: vpc-server/r, port => $m->node_port);
+is_deeply(json_body($r)->{headers}{host}, ['vpc-server'],
+    'Host: a caller\'s own name is kept');
+
+$r = http($m->raw_request('GET', '/h', app => $B)
+    =~ s/Host: localhost/Host: 127.0.0.1:80/r, port => $m->node_port);
+is_deeply(json_body($r)->{headers}{host}, ["$B-443s.mesh.test"],
+    'Host: 127.0.0.1:80 becomes the target host');
 
 # uppercase hex and an explicit default port route the same
 
