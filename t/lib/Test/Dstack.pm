@@ -156,7 +156,9 @@ sub port {
     return $self->{ports}{$n} if $self->{ports}{$n};
 
     for (1 .. 100) {
-        my $port = 20000 + int(rand(40000));
+        # below the kernel's ephemeral range (32768+), where outgoing
+        # connections could take the port between our check and the listen
+        my $port = 10000 + int(rand(22000));
         next if grep { $_ == $port } values %{$self->{ports}};
 
         my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
