@@ -1866,7 +1866,8 @@ ngx_http_dstack_vpc_cp_send(ngx_http_request_t *r,
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
     if (c->buffered || r->buffered) {
-        if (!wev->delayed) {
+        /* new frames do not reset it: only progress does (the writer) */
+        if (!wev->timer_set && !wev->delayed) {
             ngx_add_timer(wev, clcf->send_timeout);
         }
 
@@ -1902,6 +1903,10 @@ ngx_http_dstack_vpc_cp_stream_writer(ngx_http_request_t *r)
         c->timedout = 1;
         ngx_http_dstack_vpc_cp_stream_end(r, NGX_ERROR);
         return;
+    }
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
     }
 
     if (ngx_http_dstack_vpc_cp_send(r, ctx, NULL, 0) != NGX_OK) {

@@ -12,12 +12,13 @@ use warnings;
 use lib 't/lib';
 use Test::More;
 use JSON::PP;
+use POSIX ();
 use Time::HiRes qw(time sleep);
 use Test::Dstack qw(wait_for);
 use Test::Dstack::Api;
 use Test::Dstack::Control;
 
-my $t = Test::Dstack->new()->has(qw(auth api sim redis))->plan(88);
+my $t = Test::Dstack->new()->has(qw(auth api sim redis curl))->plan(90);
 
 my $api = Test::Dstack::Api->new($t);
 my $r = $t->run_redis();
@@ -278,3 +279,36 @@ is($res->{status}, 200, 'server alive after disconnects');
 $cp->logout('a', $k1);
 ok($s->wait_end(5), 'own logout ends the stream');
 $s->close();
+
+###############################################################################
+# over HTTP/2 as well
+
+my ($k4) = $cp->join_node('a', hostname => 'h2');
+my $c = $api->cert('a');
+my $port = $t->port(8443);
+my $body = encode_json({ NodeKey => $k4, Stream => JSON::PP::true });
+
+my $pid = fork() // die "fork: $!";
+if ($pid == 0) {
+    sleep(1);
+    $cp->join_node('c', hostname => 'h2-peer');
+    POSIX::_exit(0);
+}
+
+my $d = $t->testdir();
+system("curl -sk --http2 --cert $c->{chain} --key $c->{key} -m 3"
+    . " -d '$body' https://127.0.0.1:$port/machine/map -o $d/h2.out");
+waitpid($pid, 0);
+
+my $raw = $t->read_file('h2.out');
+my @frames;
+while (length($raw) >= 4) {
+    my $n = unpack('V', substr($raw, 0, 4, ''));
+    push @frames, eval { decode_json(substr($raw, 0, $n, '')) } // {};
+}
+ok(@frames >= 3 && $frames[0]{Node} && (grep { $_->{PeersChanged} } @frames)
+    && (grep { $_->{KeepAlive} } @frames), 'a map stream over HTTP/2');
+
+my $out = `curl -sk --http2 --cert $c->{chain} --key $c->{key} -m 5 \\
+    -d '{"NodeKey":"$k4"}' https://127.0.0.1:$port/machine/map`;
+like($out, qr/"Peers":\[\{/, 'a plain map over HTTP/2');
