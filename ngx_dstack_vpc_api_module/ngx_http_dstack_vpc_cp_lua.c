@@ -87,6 +87,7 @@
     "    'ip')\n"                                                             \
     "  redis.call('ZREM', K .. 'nodes', id)\n"                                \
     "  redis.call('ZREM', K .. 'seen', id)\n"                                 \
+    "  redis.call('ZREM', K .. 'expiries', id)\n"                             \
     "  if not f[1] then\n"                                                    \
     "    return false\n"                                                      \
     "  end\n"                                                                 \
@@ -339,6 +340,11 @@ const char  ngx_http_dstack_vpc_cp_lua_register[] =
     "end\n"
     "redis.call('ZADD', K .. 'nodes', id, id)\n"
     "redis.call('ZADD', K .. 'seen', now, id)\n"
+    "if tonumber(ARGV[8]) > 0 then\n"
+    "  redis.call('ZADD', K .. 'expiries', ARGV[8], id)\n"
+    "else\n"
+    "  redis.call('ZREM', K .. 'expiries', id)\n"
+    "end\n"
     "redis.call('HSET', kk, 'used', '1')\n"
     "redis.call('HINCRBY', kk, 'uses', 1)\n"
     "if inst ~= '' then\n"
@@ -475,8 +481,10 @@ const char  ngx_http_dstack_vpc_cp_lua_logout[] =
  * sweep: ARGV = prefix, inactivity timeout (s), interval (ms), batch,
  * caller (for the log).  Runs once per interval slot of Redis' clock,
  * whoever calls it: nodes silent for the timeout go offline (ephemeral
- * ones are removed).  The last runs are kept in "<prefix>vpn:sweep:log"
- * as "<slot> <caller>".  Returns {ran, offline, removed}.
+ * ones are removed), nodes whose key expired leave the maps ("rm"; their
+ * record stays until they register again).  The last runs are kept in
+ * "<prefix>vpn:sweep:log" as "<slot> <caller>".  Returns {ran, offline,
+ * removed, expired}.
  */
 
 const char  ngx_http_dstack_vpc_cp_lua_sweep[] =
@@ -513,7 +521,13 @@ const char  ngx_http_dstack_vpc_cp_lua_sweep[] =
     "    end\n"
     "  end\n"
     "end\n"
-    "return {1, off, gone}\n";
+    "local exp = redis.call('ZRANGEBYSCORE', K .. 'expiries', '-inf', now,\n"
+    "  'LIMIT', 0, tonumber(ARGV[4]))\n"
+    "for _, id in ipairs(exp) do\n"
+    "  redis.call('ZREM', K .. 'expiries', id)\n"
+    "  publish('rm ' .. id)\n"
+    "end\n"
+    "return {1, off, gone, #exp}\n";
 
 
 /*
@@ -567,7 +581,8 @@ const char  ngx_http_dstack_vpc_cp_lua_admin_node[] =
     "  remove(id)\n"
     "else\n"
     "  redis.call('HSET', K .. 'node:' .. id, 'key_expiry', clock())\n"
-    "  publish_node(id)\n"
+    "  redis.call('ZREM', K .. 'expiries', id)\n"
+    "  publish('rm ' .. id)\n"
     "end\n"
     "return {'ok', id}\n";
 

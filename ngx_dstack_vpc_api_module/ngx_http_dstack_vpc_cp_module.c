@@ -178,6 +178,7 @@ typedef struct {
                                                  ep: endpoints */
     ngx_http_dstack_vpc_cp_node_t  node;      /* up */
     unsigned                    valid:1;      /* up: node passed checks */
+    unsigned                    expired:1;    /* up: its key expired */
 } ngx_http_dstack_vpc_cp_change_t;
 
 
@@ -257,6 +258,8 @@ static void ngx_http_dstack_vpc_cp_sweep_reply(void *data,
 
 static ngx_int_t ngx_http_dstack_vpc_cp_node_valid(
     ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
+    ngx_http_dstack_vpc_cp_node_t *node);
+static ngx_uint_t ngx_http_dstack_vpc_cp_node_expired(
     ngx_http_dstack_vpc_cp_node_t *node);
 static ngx_int_t ngx_http_dstack_vpc_cp_node_json(
     ngx_http_dstack_vpc_cp_out_t *out, ngx_http_dstack_vpc_cp_node_t *node);
@@ -1531,6 +1534,10 @@ ngx_http_dstack_vpc_cp_render_map(ngx_http_request_t *r,
             continue;
         }
 
+        if (ngx_http_dstack_vpc_cp_node_expired(&node)) {
+            continue;
+        }
+
         if (ngx_http_dstack_vpc_cp_node_valid(ctx->cmcf, &node) != NGX_OK) {
             /* never in anybody's map: it could not be applied safely */
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -2392,6 +2399,14 @@ ngx_http_dstack_vpc_cp_deliver(ngx_http_request_t *r,
             return;
 
         case NGX_HTTP_DSTACK_VPC_CP_UP:
+            if (ch->expired) {
+                ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                              "dstack vpc control: the key of node %V "
+                              "expired, map stream ended", &ctx->id);
+                ngx_http_dstack_vpc_cp_stream_end(r, NGX_OK);
+                return;
+            }
+
             if (!ch->valid
                 || ch->node.f[NGX_HTTP_DSTACK_VPC_CP_F_KEY].len
                    != ctx->req.key.len
@@ -2500,6 +2515,7 @@ ngx_http_dstack_vpc_cp_change_parse(ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
 
         ch->valid = (ngx_http_dstack_vpc_cp_node_valid(cmcf, &ch->node)
                      == NGX_OK);
+        ch->expired = ngx_http_dstack_vpc_cp_node_expired(&ch->node);
 
         if (!ch->valid) {
             ngx_log_error(NGX_LOG_ERR, cmcf->log, 0,
@@ -2554,7 +2570,7 @@ ngx_http_dstack_vpc_cp_change_frame(ngx_http_dstack_vpc_cp_change_t *ch,
         return NGX_ERROR;
     }
 
-    if (ch->kind == NGX_HTTP_DSTACK_VPC_CP_UP && ch->valid) {
+    if (ch->kind == NGX_HTTP_DSTACK_VPC_CP_UP && ch->valid && !ch->expired) {
 
         if (ngx_http_dstack_vpc_cp_out_reserve(out, 32) != NGX_OK) {
             return NGX_ERROR;
@@ -2630,7 +2646,7 @@ ngx_http_dstack_vpc_cp_change_frame(ngx_http_dstack_vpc_cp_change_t *ch,
         p = ngx_cpymem(p, "]}]}", 4);
         break;
 
-    default: /* NGX_HTTP_DSTACK_VPC_CP_RM, or an invalid "up" */
+    default: /* NGX_HTTP_DSTACK_VPC_CP_RM, an invalid or expired "up" */
         p = ngx_sprintf(p, "{\"PeersRemoved\":[%V]}", &ch->id);
         break;
     }
@@ -2721,18 +2737,21 @@ ngx_http_dstack_vpc_cp_sweep_reply(void *data, redisReply *reply,
         return;
     }
 
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 4
         && reply->element[0]->type == REDIS_REPLY_INTEGER
         && reply->element[1]->type == REDIS_REPLY_INTEGER
         && reply->element[2]->type == REDIS_REPLY_INTEGER
+        && reply->element[3]->type == REDIS_REPLY_INTEGER
         && reply->element[0]->integer == 1
-        && (reply->element[1]->integer || reply->element[2]->integer))
+        && (reply->element[1]->integer || reply->element[2]->integer
+            || reply->element[3]->integer))
     {
         ngx_log_error(NGX_LOG_INFO, cmcf->log, 0,
                       "dstack vpc control: sweep: %L nodes offline, "
-                      "%L ephemeral nodes removed",
+                      "%L ephemeral nodes removed, %L keys expired",
                       (int64_t) reply->element[1]->integer,
-                      (int64_t) reply->element[2]->integer);
+                      (int64_t) reply->element[2]->integer,
+                      (int64_t) reply->element[3]->integer);
     }
 }
 
@@ -2818,6 +2837,26 @@ ngx_http_dstack_vpc_cp_node_valid(ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
     }
 
     return NGX_OK;
+}
+
+
+/* a key past its expiry: out of the maps (wgctl nodes expire, Expiry) */
+
+static ngx_uint_t
+ngx_http_dstack_vpc_cp_node_expired(ngx_http_dstack_vpc_cp_node_t *node)
+{
+    time_t      t;
+    ngx_str_t  *f;
+
+    f = &node->f[NGX_HTTP_DSTACK_VPC_CP_F_KEY_EXPIRY];
+
+    if (f->len == 0 || ngx_http_dstack_vpc_cp_digits(f, 18) != NGX_OK) {
+        return 0;
+    }
+
+    t = ngx_atotm(f->data, f->len);
+
+    return t > 0 && t <= ngx_time();
 }
 
 

@@ -22,7 +22,7 @@ use Test::Dstack qw(wait_for);
 use Test::Dstack::Api;
 use Test::Dstack::Control;
 
-my $t = Test::Dstack->new()->has(qw(auth api sim redis))->plan(24);
+my $t = Test::Dstack->new()->has(qw(auth api sim redis))->plan(30);
 
 my $api = Test::Dstack::Api->new($t);
 my $r = $t->run_redis();
@@ -134,6 +134,33 @@ ok(!$q, 'a node does not list itself as a peer');
 is($m->{Node}{Online}, JSON::PP::true, 'the quiet node is online again');
 
 is($cp->poll('a', $k1)->{status}, 200, 'an offline node is still known');
+
+###############################################################################
+# a node key past its Expiry leaves the maps until it registers again
+
+my @tm = gmtime(time() + 3);
+my $when = sprintf('%04d-%02d-%02dT%02d:%02d:%02dZ', $tm[5] + 1900,
+    $tm[4] + 1, @tm[3, 2, 1, 0]);
+my $i4 = Test::Dstack::Control::instance_id();
+my ($k4, $r4) = $cp->join_node('a', hostname => 'shortlived', instance => $i4,
+    expiry => $when);
+my $id4 = $r4->{json}{NodeID};
+$f = $s->wait(sub { ($_[0]{PeersChanged} || [])->[0]
+    && $_[0]{PeersChanged}[0]{ID} == $id4 }, 5);
+is($f && $f->{PeersChanged}[0]{KeyExpiry}, $when, 'KeyExpiry in the map');
+
+$f = $s->wait(sub { $_[0]{PeersRemoved} }, 10);
+is_deeply($f && $f->{PeersRemoved}, [$id4], 'expired: PeersRemoved');
+is($cp->poll('a', $k4)->{status}, 403, 'its own map: 403');
+is($cp->register('a', $k4)->{status}, 401,
+    'registering again needs an auth key');
+my $r4b = $cp->register('a', $k4, instance => $i4,
+    auth => $cp->auth_key('a', instance => $i4));
+is($r4b->{json}{NodeID}, $id4, 'with one it is the same node');
+$f = $s->wait(sub { ($_[0]{PeersChanged} || [])->[0]
+    && $_[0]{PeersChanged}[0]{ID} == $id4 }, 5);
+is($f && $f->{PeersChanged}[0]{KeyExpiry}, '0001-01-01T00:00:00Z',
+    'back in the maps, no expiry');
 
 ###############################################################################
 # a burst of changes reaches every stream, in order
