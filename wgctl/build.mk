@@ -1,11 +1,11 @@
 # wgctl: the WireGuard helper, and its unit tests (TAP).  "wgctl verify"
 # (wgctl/verify.c) links the attestation library of ratls/build.mk.
 
-WGCTL_LIBS      := -lmnl -lcrypto -ljansson -lcurl
+WGCTL_LIBS      := -lmnl -lcrypto -ljansson -lcurl -lhiredis
 WGCTL_OBJDIR    := $(BUILD)/obj/wgctl
 WGCTL_CORE      := wgdev keys wgdiff config uapi genl rtnl hosts peermap
 WGCTL_CMDS      := show setconf link genkey hostsconf verify up ctrl \
-                   state status
+                   state status admin cp_lua
 WGCTL_HDRS      := $(wildcard wgctl/*.h)
 WGCTL_CORE_OBJS := $(WGCTL_CORE:%=$(WGCTL_OBJDIR)/%.o)
 WGCTL_CMD_OBJS  := $(WGCTL_CMDS:%=$(WGCTL_OBJDIR)/%.o) \
@@ -22,6 +22,19 @@ $(WGCTL_OBJDIR)/%.o: wgctl/%.c $(WGCTL_HDRS)
 $(WGCTL_OBJDIR)/verify.o: wgctl/verify.c $(ATTEST_HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -std=gnu11 -Iratls -c -o $@ $<
+
+# the admin commands run the control plane's own Lua scripts
+WGCTL_CP_DIR    := ngx_dstack_vpc_api_module
+
+$(WGCTL_OBJDIR)/admin.o: wgctl/admin.c $(WGCTL_HDRS) \
+                         $(WGCTL_CP_DIR)/ngx_http_dstack_vpc_cp_lua.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -std=gnu11 -I$(WGCTL_CP_DIR) -c -o $@ $<
+
+$(WGCTL_OBJDIR)/cp_lua.o: $(WGCTL_CP_DIR)/ngx_http_dstack_vpc_cp_lua.c \
+                          $(WGCTL_CP_DIR)/ngx_http_dstack_vpc_cp_lua.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -std=gnu11 -I$(WGCTL_CP_DIR) -c -o $@ $<
 
 $(WGCTL_OBJDIR)/ratls/%.o: ratls/%.c $(ATTEST_HDRS)
 	@mkdir -p $(@D)

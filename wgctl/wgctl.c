@@ -55,7 +55,11 @@ static const wgctl_command_t  wgctl_commands[] = {
     { "status", status_main,
       "Shows the agent's view: this node and its peers" },
 
-    /* the server-side admin's "nodes", "preauthkeys" */
+    /* the server side, on the VPC's Redis */
+    { "nodes", nodes_main,
+      "Lists, deletes or expires the VPC's nodes" },
+    { "preauthkeys", preauthkeys_main,
+      "Creates, lists or expires pre-auth keys" },
 
     { NULL, NULL, NULL }
 };
@@ -71,7 +75,7 @@ wgctl_usage(FILE *out)
     fprintf(out, "Available subcommands:\n");
 
     for (cmd = wgctl_commands; cmd->name != NULL; cmd++) {
-        fprintf(out, "  %-9s %s\n", cmd->name, cmd->description);
+        fprintf(out, "  %-11s %s\n", cmd->name, cmd->description);
     }
 
     fprintf(out, "\nOptions, anywhere on the line:\n"

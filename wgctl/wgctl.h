@@ -28,6 +28,10 @@ int pubkey_main(int argc, char **argv);
 int up_main(int argc, char **argv);
 int status_main(int argc, char **argv);
 
+/* admin.c: the server side, on its Redis */
+int nodes_main(int argc, char **argv);
+int preauthkeys_main(int argc, char **argv);
+
 /* verify.c, on the attestation library in ratls/ */
 int dstack_verify_main(int argc, char **argv);
 
