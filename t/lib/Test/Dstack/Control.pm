@@ -28,14 +28,18 @@ sub new {
     return bless { t => $t, api => $api, port => $o{port} // 8443 }, $class;
 }
 
-sub node_key {
-    my $hex = join '', map { sprintf '%02x', int rand 256 } 1 .. 32;
-    return "nodekey:$hex";
+# from /dev/urandom: rand() repeats itself in forked processes
+sub random_hex {
+    my ($bytes) = @_;
+    open my $fh, '<:raw', '/dev/urandom' or die "/dev/urandom: $!\n";
+    read($fh, my $buf, $bytes) == $bytes or die "/dev/urandom: short read\n";
+    close $fh;
+    return unpack('H*', $buf);
 }
 
-sub instance_id {
-    return join '', map { sprintf '%02x', int rand 256 } 1 .. 20;
-}
+sub node_key { 'nodekey:' . random_hex(32) }
+
+sub instance_id { random_hex(20) }
 
 # a pre-auth key from GET /api/register, as the app
 sub auth_key {
@@ -101,7 +105,8 @@ sub join_node {
 }
 
 # a map stream: the response headers read, and the first frame unless
-# first => 0; undef when the connection fails
+# first => 0 (raw => 1: frames are returned as JSON text); undef when the
+# connection fails
 sub stream {
     my ($self, $as, $key, %o) = @_;
     my $api = $self->{api};
@@ -124,7 +129,8 @@ sub stream {
         . "Content-Length: " . length($body) . "\r\n\r\n$body");
 
     my $st = bless { sock => $s, raw => '', body => '', frames => [],
-        chunked => 0, eof => 0, bytes => 0 }, 'Test::Dstack::Control::Stream';
+        chunked => 0, eof => 0, bytes => 0, undecoded => $o{raw} },
+        'Test::Dstack::Control::Stream';
 
     $st->_read_headers($o{timeout} // 10) or return $st;
 
@@ -221,6 +227,11 @@ sub _dechunk {
         $self->{body} .= substr($self->{raw}, $hl, $n);
         substr($self->{raw}, 0, $hl + $n + 2, '');
     }
+
+    if (length($self->{raw}) == 0) {
+        undef $self->{raw};
+        $self->{raw} = '';
+    }
 }
 
 # the body of an error answer (not a stream)
@@ -248,9 +259,19 @@ sub next {
             if (length($self->{body}) >= 4 + $len) {
                 my $json = substr($self->{body}, 4, $len);
                 substr($self->{body}, 0, 4 + $len, '');
+                $self->{last_size} = $len;
+
+                if (length($self->{body}) == 0) {
+                    # give back the room a large frame took
+                    undef $self->{body};
+                    $self->{body} = '';
+                }
+
+                # raw => 1 (benchmarks): the JSON text, not kept
+                return $json if $self->{undecoded};
+
                 my $f = eval { $JSON2->decode($json) }
                     // { _invalid => $json };
-                $self->{last_size} = $len;
                 push @{$self->{frames}}, $f;
                 return $f;
             }
