@@ -569,6 +569,15 @@ ngx_http_dstack_vpc_cp_parse(ngx_http_request_t *r,
 
     root = json_loadb((char *) buf, len, JSON_REJECT_DUPLICATES, &jerr);
 
+    if (ctx->endpoint == NGX_HTTP_DSTACK_VPC_CP_REGISTER) {
+        /* the auth key: only the copy in req->auth_key stays, zeroed later */
+        ngx_explicit_memzero(buf, len);
+
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            ngx_explicit_memzero(cl->buf->pos, cl->buf->last - cl->buf->pos);
+        }
+    }
+
     if (root == NULL || !json_is_object(root)) {
         json_decref(root);
         return NGX_HTTP_BAD_REQUEST;
