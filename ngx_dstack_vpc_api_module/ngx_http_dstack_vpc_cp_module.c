@@ -1599,10 +1599,12 @@ static ngx_int_t
 ngx_http_dstack_vpc_cp_stream_start(ngx_http_request_t *r,
     ngx_http_dstack_vpc_cp_ctx_t *ctx)
 {
-    ngx_pool_cleanup_t                  *cln;
-    ngx_http_dstack_vpc_cp_main_conf_t  *cmcf;
+    ngx_pool_cleanup_t                   *cln;
+    ngx_http_dstack_vpc_cp_main_conf_t   *cmcf;
+    ngx_http_dstack_vpc_api_main_conf_t  *amcf;
 
     cmcf = ctx->cmcf;
+    amcf = cmcf->amcf;
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
@@ -1621,6 +1623,14 @@ ngx_http_dstack_vpc_cp_stream_start(ngx_http_request_t *r,
     ctx->timer.log = r->connection->log;
 
     if (!cmcf->ready) {
+
+        if (!ngx_dstack_redis_ready(amcf->rds)) {
+            return ngx_http_dstack_vpc_cp_error(r,
+                                        NGX_HTTP_SERVICE_UNAVAILABLE,
+                                        "redis unavailable: %s",
+                                        ngx_dstack_redis_error(amcf->rds));
+        }
+
         /* until the subscription is back: a map read now could miss */
         ctx->state = NGX_HTTP_DSTACK_VPC_CP_WAITING;
         ngx_add_timer(&ctx->timer, NGX_HTTP_DSTACK_VPC_CP_WAIT_READY);
@@ -2167,11 +2177,16 @@ ngx_http_dstack_vpc_cp_message(void *data, ngx_uint_t event,
     msg.len = last - msg.data;
 
     if (cmcf->last_seq != 0 && seq != cmcf->last_seq + 1) {
-        /* a gap, or Redis lost its data: every stream reads a new map */
+        /*
+         * A gap, or Redis lost its data (or someone else publishes):
+         * every stream reads a new map, and the next message starts the
+         * sequence again.
+         */
         ngx_log_error(NGX_LOG_WARN, cmcf->log, 0,
                       "dstack vpc control: change %uL after %uL, "
                       "map streams restart", seq, cmcf->last_seq);
         ngx_http_dstack_vpc_cp_lost(cmcf, "change sequence broken");
+        return;
     }
 
     cmcf->last_seq = seq;
