@@ -1,5 +1,5 @@
 # dstack-vpc-nginx: one image for every role; the role comes from the
-# environment (scripts/entrypoint.sh, docs/deploy.md).  Thin over the
+# environment (scripts/entrypoint.sh, README "The image").  Thin over the
 # Makefile: the build stage runs the same targets as `make test`, the
 # runtime stage gets `make install`'s tree and only runtime packages.
 

@@ -85,7 +85,7 @@ fuzz: $(FUZZ_TARGETS)
 clean:
 	rm -rf build build-asan
 
-# --- deployment (docs/deploy.md) ----------------------------------------------
+# --- deployment (README: "The image") -----------------------------------------
 #   make demo        as root: a whole local VPC in network namespaces, until Ctrl-C
 #   make demo-down   remove what a demo left behind
 #   make install     modules, templates and entry script under $(PREFIX)/lib/dstack-vpc,

@@ -17,7 +17,7 @@
 #     entrypoint.sh env         print the settings (never a secret)
 #
 # Paths come from the environment so that several CVMs can run on one
-# machine (make demo); docs/deploy.md has the table of variables.
+# machine (make demo); the README ("The image") has the table of variables.
 
 set -eu
 umask 022
