@@ -14,7 +14,7 @@ use Test::More;
 use Test::Dstack;
 
 my $t = Test::Dstack->new()
-    ->has(qw(auth mesh api sim wgctl root stream redis wireguard-go
+    ->has(qw(entrypoint auth mesh api sim wgctl root stream redis wireguard-go
              supervisord jq envsubst curl ip))
     ->plan(19);
 

@@ -14,7 +14,7 @@ use Test::Dstack qw(wait_for);
 use Test::DstackNetns;
 
 my $t = Test::Dstack->new()
-    ->has(qw(auth mesh api sim root redis supervisord jq envsubst curl));
+    ->has(qw(entrypoint auth mesh api sim root redis supervisord jq envsubst curl));
 my $net = Test::DstackNetns->new()
     or $t->skip_all($Test::DstackNetns::WHY);
 $t->plan(10);

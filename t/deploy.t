@@ -14,7 +14,7 @@ use Test::More;
 use Test::Dstack;
 use Time::HiRes qw(time);
 
-my $t = Test::Dstack->new()->has(qw(auth mesh api sim jq envsubst curl))
+my $t = Test::Dstack->new()->has(qw(entrypoint auth mesh api sim jq envsubst curl))
     ->plan(57);
 
 my $repo = $t->repo;
