@@ -285,6 +285,8 @@ static void ngx_http_dstack_vpc_cp_frame_end(
     ngx_http_dstack_vpc_cp_out_t *out);
 static ngx_int_t ngx_http_dstack_vpc_cp_reply_json(ngx_http_request_t *r,
     ngx_uint_t status, u_char *data, size_t len);
+static ngx_int_t ngx_http_dstack_vpc_cp_park(ngx_http_request_t *r,
+    ngx_dstack_redis_cmd_t *cmd, ngx_dstack_redis_t *rds);
 static ngx_int_t ngx_http_dstack_vpc_cp_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *fmt, ...);
 static void ngx_http_dstack_vpc_cp_finalize(ngx_http_request_t *r,
@@ -998,16 +1000,7 @@ ngx_http_dstack_vpc_cp_register(ngx_http_request_t *r,
     /* the only copy of the key besides the body buffers */
     ngx_explicit_memzero(ak->data, ak->len);
 
-    if (cmd == NULL) {
-        return ngx_http_dstack_vpc_cp_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                            "redis unavailable: %s",
-                                            ngx_dstack_redis_error(amcf->rds));
-    }
-
-    r->read_event_handler = ngx_http_test_reading;
-    r->write_event_handler = ngx_http_request_empty_handler;
-
-    return NGX_DONE;
+    return ngx_http_dstack_vpc_cp_park(r, cmd, amcf->rds);
 }
 
 
@@ -1180,16 +1173,7 @@ ngx_http_dstack_vpc_cp_logout(ngx_http_request_t *r,
                                 3, argv, lens, amcf->timeout,
                                 ngx_http_dstack_vpc_cp_logout_reply, r);
 
-    if (cmd == NULL) {
-        return ngx_http_dstack_vpc_cp_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                            "redis unavailable: %s",
-                                            ngx_dstack_redis_error(amcf->rds));
-    }
-
-    r->read_event_handler = ngx_http_test_reading;
-    r->write_event_handler = ngx_http_request_empty_handler;
-
-    return NGX_DONE;
+    return ngx_http_dstack_vpc_cp_park(r, cmd, amcf->rds);
 }
 
 
@@ -1268,16 +1252,7 @@ ngx_http_dstack_vpc_cp_poll(ngx_http_request_t *r,
                                 5, argv, lens, amcf->timeout,
                                 ngx_http_dstack_vpc_cp_poll_reply, r);
 
-    if (cmd == NULL) {
-        return ngx_http_dstack_vpc_cp_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                            "redis unavailable: %s",
-                                            ngx_dstack_redis_error(amcf->rds));
-    }
-
-    r->read_event_handler = ngx_http_test_reading;
-    r->write_event_handler = ngx_http_request_empty_handler;
-
-    return NGX_DONE;
+    return ngx_http_dstack_vpc_cp_park(r, cmd, amcf->rds);
 }
 
 
@@ -3435,6 +3410,25 @@ ngx_http_dstack_vpc_cp_reply_json(ngx_http_request_t *r, ngx_uint_t status,
 
 
 /* {"Error": ...}, with "MachineAuthorized": false for register */
+
+/* a request waiting on Redis: parked until the reply callback resumes it */
+
+static ngx_int_t
+ngx_http_dstack_vpc_cp_park(ngx_http_request_t *r, ngx_dstack_redis_cmd_t *cmd,
+    ngx_dstack_redis_t *rds)
+{
+    if (cmd == NULL) {
+        return ngx_http_dstack_vpc_cp_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                            "redis unavailable: %s",
+                                            ngx_dstack_redis_error(rds));
+    }
+
+    r->read_event_handler = ngx_http_test_reading;
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    return NGX_DONE;
+}
+
 
 static ngx_int_t
 ngx_http_dstack_vpc_cp_error(ngx_http_request_t *r, ngx_uint_t status,
