@@ -13,7 +13,7 @@ use Test::Dstack qw(http json_body parse_response);
 use Test::Dstack::Mesh;
 
 my $t = Test::Dstack->new()->has(qw(auth mesh stream sim openssl))
-    ->plan(79);
+    ->plan(81);
 
 my $A = 'aa' x 20;
 my $B = '0b' x 20;
@@ -117,6 +117,8 @@ like(json_body($r)->{error}, qr/^BAD_TARGET: more than one/,
 
 $m->write_node(edit => sub {
     s/#\s*(dstack_mesh_allow_unattested\s+on;)/$1/ or die "no directive\n";
+    # short enough to see the timeout, longer than the stream's pauses
+    s/proxy_read_timeout(\s+)300s/proxy_read_timeout${1}3s/ or die "no read\n";
 });
 $t->reload('node-a.conf');
 
@@ -193,6 +195,14 @@ is($sr->{body}, "chunk 1\nchunk 2\nchunk 3\n", 'unattested: stream');
 my @with_chunk = grep { $_->[1] =~ /chunk/ } @$parts;
 ok(@with_chunk >= 2 && $parts->[-1][0] - $with_chunk[0][0] > 0.5,
     'unattested: stream arrived in pieces');
+
+# the same timeouts: a service slower than proxy_read_timeout is a 504
+
+$r = $m->request('GET', '/sleep?s=6', app => $B, port => $web,
+    use_tls => 'false');
+is($r->{status}, 504, 'unattested: slow service 504');
+like(json_body($r)->{error}, qr/^TIMEOUT: $B-$web\.mesh\.test did not answer/,
+    'unattested: TIMEOUT names the target host');
 
 # its own keep-alive pool: one connection to the gateway for the target
 # host, never used for the attested name of the same app and port
