@@ -11,7 +11,7 @@ use lib 't/lib';
 use Test::More;
 use Test::Dstack;
 
-my $t = Test::Dstack->new()->has(qw(mesh sim))->plan(54);
+my $t = Test::Dstack->new()->has(qw(mesh sim))->plan(56);
 
 my $a = $t->sim_cert('a', app_id => 'aa' x 20);
 my $B = '0b' x 20;
@@ -157,6 +157,11 @@ my @cases = (
         dstack_mesh_trusted_certificate $a->{root};
         dstack_mesh_gateway_trusted_certificate $a->{root}; }
      server { listen 127.0.0.1:%%PORT_1%%; location / {
+        dstack_mesh_target; dstack_mesh_allow_unattested on;
+        proxy_pass https://mesh; } }", undef],
+
+    ['unattested allowed, default web roots (ca-certificates)',
+     "$upstream server { listen 127.0.0.1:%%PORT_1%%; location / {
         dstack_mesh_target; dstack_mesh_allow_unattested on;
         proxy_pass https://mesh; } }", undef],
 
