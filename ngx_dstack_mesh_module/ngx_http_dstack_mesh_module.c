@@ -10,6 +10,12 @@
  * the peer's chain and app_id inside the TLS handshake, so that a wrong
  * peer never sees a request byte, and pools keep-alive connections and
  * TLS sessions per target.
+ *
+ * Where "dstack_mesh_allow_unattested" permits it, a caller's
+ * "x-dstack-target-use-tls: false" takes the seed's other path: the
+ * gateway terminates TLS with its public certificate and forwards plain
+ * HTTP to the target's port; that certificate and name are checked, no
+ * app_id is.  Without a target, /gateway and /health are answered here.
  */
 
 
@@ -22,13 +28,21 @@
 
 
 #define NGX_HTTP_DSTACK_MESH_PREFIX      "x-dstack-target-"
+#define NGX_HTTP_DSTACK_MESH_USE_TLS     "x-dstack-target-use-tls"
 
 /*
  * What a pooled connection or a TLS session was verified for: the app_id,
- * the instance_id (all zero without one), the port, and whether an
- * instance was named at all.
+ * the instance_id (all zero without one), the port, whether an instance
+ * was named at all, and whether it was the gateway's TLS (unattested).
  */
-#define NGX_HTTP_DSTACK_MESH_KEY_LEN     (2 * DSTACK_APP_ID_LEN + 3)
+#define NGX_HTTP_DSTACK_MESH_KEY_LEN     (2 * DSTACK_APP_ID_LEN + 4)
+#define NGX_HTTP_DSTACK_MESH_KEY_GATEWAY (2 * DSTACK_APP_ID_LEN + 3)
+
+/* the gateway's public chain: leaf, intermediates, a web root */
+#define NGX_HTTP_DSTACK_MESH_GATEWAY_DEPTH   4
+#define NGX_HTTP_DSTACK_MESH_SYSTEM_CA   "/etc/ssl/certs/ca-certificates.crt"
+
+#define NGX_HTTP_DSTACK_MESH_VPN_IP_LEN  64
 
 #define NGX_HTTP_DSTACK_MESH_DETAIL_LEN  256
 
@@ -79,6 +93,9 @@ typedef struct {
     ngx_str_t                          trusted_certificate;
     ngx_uint_t                         verify_depth;
 
+    ngx_str_t                          gateway_trusted_certificate;
+    X509_STORE                        *gateway_store;
+
     ngx_uint_t                         attestation; /* dstack_policy_mode_e */
     ngx_uint_t                         tcb_accept;  /* 0: not configured */
     dstack_attest_opts_t               attest_opts;
@@ -103,6 +120,8 @@ typedef struct {
     ngx_http_complex_value_t          *port;
     ngx_str_t                          agent;
     ngx_uint_t                         json_errors;
+    ngx_flag_t                         allow_unattested;
+    ngx_str_t                          vpn_ip_file;
 
     ngx_http_handler_pt                proxy_handler;
     ngx_http_dstack_mesh_srv_conf_t   *mesh;
@@ -140,6 +159,7 @@ typedef struct {
     ngx_str_t                          instance;
     ngx_str_t                          port;
     ngx_str_t                          host;      /* null-terminated */
+    ngx_str_t                          attested;  /* "1", "0", none */
 
     ngx_addr_t                        *addrs;     /* of the gateway */
     ngx_uint_t                         naddrs;
@@ -156,6 +176,7 @@ typedef struct {
 
     ngx_buf_t                         *error;     /* a JSON error body */
     unsigned                           replaced:1;
+    unsigned                           unattested:1;
 
     u_char                             key[NGX_HTTP_DSTACK_MESH_KEY_LEN];
     u_char                             name_buf[NGX_SOCKADDR_STRLEN];
@@ -174,11 +195,21 @@ static ngx_int_t ngx_http_dstack_mesh_hex_id(ngx_http_request_t *r,
     ngx_str_t *value, u_char *id, ngx_str_t *hex);
 static ngx_int_t ngx_http_dstack_mesh_parse_port(u_char *data, size_t len);
 static ngx_uint_t ngx_http_dstack_mesh_header_kind(ngx_table_elt_t *h);
+static ngx_uint_t ngx_http_dstack_mesh_use_tls_header(ngx_http_request_t *r,
+    ngx_str_t *value);
+static ngx_int_t ngx_http_dstack_mesh_unattested(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_loc_conf_t *mlcf, ngx_http_dstack_mesh_ctx_t *ctx,
+    ngx_uint_t n, ngx_str_t *value);
 static ngx_int_t ngx_http_dstack_mesh_strip_headers(ngx_http_request_t *r);
 static ngx_int_t ngx_http_dstack_mesh_agent(ngx_http_request_t *r,
     ngx_http_dstack_mesh_loc_conf_t *mlcf, ngx_http_dstack_mesh_ctx_t *ctx);
 static ngx_int_t ngx_http_dstack_mesh_gateway_info(ngx_http_request_t *r,
     ngx_http_dstack_mesh_srv_conf_t *mscf);
+static ngx_int_t ngx_http_dstack_mesh_health(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_loc_conf_t *mlcf,
+    ngx_http_dstack_mesh_srv_conf_t *mscf);
+static size_t ngx_http_dstack_mesh_vpn_ip(ngx_http_request_t *r,
+    ngx_str_t *file, u_char *buf, size_t size);
 static ngx_int_t ngx_http_dstack_mesh_resolve(ngx_http_request_t *r,
     ngx_http_dstack_mesh_ctx_t *ctx);
 static void ngx_http_dstack_mesh_resolve_handler(ngx_resolver_ctx_t *rctx);
@@ -205,6 +236,8 @@ static void ngx_http_dstack_mesh_close_handler(ngx_event_t *ev);
 static void ngx_http_dstack_mesh_close(ngx_connection_t *c);
 static ngx_int_t ngx_http_dstack_mesh_set_session(ngx_peer_connection_t *pc,
     void *data);
+static ngx_int_t ngx_http_dstack_mesh_unattested_ssl(ngx_peer_connection_t *pc,
+    ngx_http_dstack_mesh_ctx_t *ctx);
 static void ngx_http_dstack_mesh_save_session(ngx_peer_connection_t *pc,
     void *data);
 static int ngx_http_dstack_mesh_verify_callback(int ok,
@@ -238,6 +271,9 @@ static ngx_int_t ngx_http_dstack_mesh_init_upstream(ngx_conf_t *cf,
 static ngx_int_t ngx_http_dstack_mesh_init_ssl(ngx_conf_t *cf,
     ngx_http_dstack_mesh_srv_conf_t *mscf);
 static void ngx_http_dstack_mesh_cleanup_sessions(void *data);
+static ngx_int_t ngx_http_dstack_mesh_init_gateway_store(ngx_conf_t *cf,
+    ngx_http_dstack_mesh_srv_conf_t *mscf);
+static void ngx_http_dstack_mesh_cleanup_store(void *data);
 static ngx_int_t ngx_http_dstack_mesh_init(ngx_conf_t *cf);
 
 
@@ -255,6 +291,20 @@ static ngx_command_t  ngx_http_dstack_mesh_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_dstack_mesh_loc_conf_t, agent),
+      NULL },
+
+    { ngx_string("dstack_mesh_allow_unattested"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dstack_mesh_loc_conf_t, allow_unattested),
+      NULL },
+
+    { ngx_string("dstack_mesh_vpn_ip_file"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dstack_mesh_loc_conf_t, vpn_ip_file),
       NULL },
 
     { ngx_string("dstack_mesh_gateway"),
@@ -290,6 +340,13 @@ static ngx_command_t  ngx_http_dstack_mesh_commands[] = {
       ngx_conf_set_num_slot,
       NGX_HTTP_SRV_CONF_OFFSET,
       offsetof(ngx_http_dstack_mesh_srv_conf_t, verify_depth),
+      NULL },
+
+    { ngx_string("dstack_mesh_gateway_trusted_certificate"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      offsetof(ngx_http_dstack_mesh_srv_conf_t, gateway_trusted_certificate),
       NULL },
 
     { ngx_string("dstack_mesh_attestation"),
@@ -372,6 +429,10 @@ static ngx_http_variable_t  ngx_http_dstack_mesh_vars[] = {
       ngx_http_dstack_mesh_variable,
       offsetof(ngx_http_dstack_mesh_ctx_t, port), 0, 0 },
 
+    { ngx_string("dstack_mesh_attested"), NULL,
+      ngx_http_dstack_mesh_variable,
+      offsetof(ngx_http_dstack_mesh_ctx_t, attested), 0, 0 },
+
       ngx_http_null_variable
 };
 
@@ -390,6 +451,8 @@ static ngx_int_t
 ngx_http_dstack_mesh_handler(ngx_http_request_t *r)
 {
     ngx_int_t                         rc;
+    ngx_str_t                         use_tls;
+    ngx_uint_t                        n;
     ngx_http_dstack_mesh_ctx_t       *ctx;
     ngx_http_dstack_mesh_loc_conf_t  *mlcf;
 
@@ -405,10 +468,17 @@ ngx_http_dstack_mesh_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, ctx, ngx_http_dstack_mesh_module);
 
+    /* read before ngx_http_dstack_mesh_target() strips it */
+    n = ngx_http_dstack_mesh_use_tls_header(r, &use_tls);
+
     rc = ngx_http_dstack_mesh_target(r, mlcf, ctx);
 
     if (rc == NGX_DECLINED) {
         return ngx_http_dstack_mesh_agent(r, mlcf, ctx);
+    }
+
+    if (rc == NGX_OK && n) {
+        rc = ngx_http_dstack_mesh_unattested(r, mlcf, ctx, n, &use_tls);
     }
 
     if (rc == NGX_HTTP_BAD_REQUEST) {
@@ -417,8 +487,18 @@ ngx_http_dstack_mesh_handler(ngx_http_request_t *r)
                                                &ctx->detail);
     }
 
+    if (rc == NGX_HTTP_FORBIDDEN) {
+        return ngx_http_dstack_mesh_send_error(r, NGX_HTTP_FORBIDDEN,
+                                               "USE_TLS_REFUSED", "%V",
+                                               &ctx->detail);
+    }
+
     if (rc != NGX_OK) {
         return rc;
+    }
+
+    if (!ctx->unattested) {
+        ngx_str_set(&ctx->attested, "1");
     }
 
     if (ctx->conf->addrs == NULL) {
@@ -708,6 +788,100 @@ ngx_http_dstack_mesh_header_kind(ngx_table_elt_t *h)
 }
 
 
+/* how many x-dstack-target-use-tls headers came, and the last value */
+
+static ngx_uint_t
+ngx_http_dstack_mesh_use_tls_header(ngx_http_request_t *r, ngx_str_t *value)
+{
+    ngx_uint_t        i, n;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    n = 0;
+    ngx_str_null(value);
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            if (h[i].key.len == sizeof(NGX_HTTP_DSTACK_MESH_USE_TLS) - 1
+                && ngx_memcmp(h[i].lowcase_key, NGX_HTTP_DSTACK_MESH_USE_TLS,
+                              sizeof(NGX_HTTP_DSTACK_MESH_USE_TLS) - 1)
+                   == 0)
+            {
+                *value = h[i].value;
+                n++;
+            }
+        }
+    }
+
+    return n;
+}
+
+
+/*
+ * The seed's parsing of x-dstack-target-use-tls: "true" and "1" keep the
+ * attested path, any other value asks for the gateway's TLS termination
+ * instead.  That path proves nothing about the target, so a header alone
+ * must not choose it: the location has to allow it.  On it, the target
+ * host loses its "s" (<id>-<port>.<domain>: the gateway terminates TLS)
+ * and pooled connections and sessions are keyed apart.
+ */
+
+static ngx_int_t
+ngx_http_dstack_mesh_unattested(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_loc_conf_t *mlcf, ngx_http_dstack_mesh_ctx_t *ctx,
+    ngx_uint_t n, ngx_str_t *value)
+{
+    u_char  *s;
+
+    if (n > 1) {
+        ngx_str_set(&ctx->detail,
+                    "more than one x-dstack-target-use-tls header");
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    if ((value->len == 4 && ngx_strncmp(value->data, "true", 4) == 0)
+        || (value->len == 1 && value->data[0] == '1'))
+    {
+        return NGX_OK;
+    }
+
+    if (!mlcf->allow_unattested) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "dstack mesh: unattested call to \"%V\" refused: "
+                      "x-dstack-target-use-tls is not \"true\" and "
+                      "\"dstack_mesh_allow_unattested\" is off", &ctx->host);
+
+        ngx_str_set(&ctx->detail,
+                    "x-dstack-target-use-tls other than true or 1 asks for "
+                    "an unattested call through the gateway's TLS; this "
+                    "location does not allow it "
+                    "(dstack_mesh_allow_unattested off)");
+        return NGX_HTTP_FORBIDDEN;
+    }
+
+    s = ctx->host.data + DSTACK_APP_ID_HEX_LEN + 1 + ctx->port.len;
+
+    if (*s != 's') {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* moves the terminating null too */
+    ngx_memmove(s, s + 1, ctx->host.len - (s - ctx->host.data));
+    ctx->host.len--;
+
+    ctx->unattested = 1;
+    ctx->key[NGX_HTTP_DSTACK_MESH_KEY_GATEWAY] = 1;
+    ngx_str_set(&ctx->attested, "0");
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "dstack mesh: unattested target \"%V\"", &ctx->host);
+
+    return NGX_OK;
+}
+
+
 /*
  * Rebuilds the request's header list without the routing headers and any
  * x-dstack-app-id.  Rebuilt rather than edited in place: headers_in keeps
@@ -811,6 +985,12 @@ ngx_http_dstack_mesh_agent(ngx_http_request_t *r,
         return ngx_http_dstack_mesh_gateway_info(r, ctx->conf);
     }
 
+    if (uri.len == sizeof("/Health") - 1
+        && ngx_strncmp(uri.data, "/Health", uri.len) == 0)
+    {
+        return ngx_http_dstack_mesh_health(r, mlcf, ctx->conf);
+    }
+
     if (mlcf->agent.len == 0) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "dstack mesh: no x-dstack-target-app header");
@@ -858,6 +1038,157 @@ ngx_http_dstack_mesh_gateway_info(ngx_http_request_t *r,
                           &mscf->gateway);
 
     return ngx_http_dstack_mesh_send(r, NGX_HTTP_OK, b);
+}
+
+
+/*
+ * The seed's health check (its image fetched http://127.0.0.1:80/health),
+ * answered here with what makes this node ready: the mesh certificate in
+ * its validity period, the gateway, and the VPN address once a node has
+ * one.  Always 200, as the seed: "ready" says the rest.
+ */
+
+static ngx_int_t
+ngx_http_dstack_mesh_health(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_loc_conf_t *mlcf,
+    ngx_http_dstack_mesh_srv_conf_t *mscf)
+{
+    X509        *cert;
+    size_t       len, ip_len;
+    ngx_int_t    rc;
+    ngx_buf_t   *b;
+    const char  *state;
+    u_char       ip[NGX_HTTP_DSTACK_MESH_VPN_IP_LEN];
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return ngx_http_dstack_mesh_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                   "METHOD_NOT_ALLOWED", "/health takes GET");
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    cert = SSL_CTX_get0_certificate(mscf->ssl->ctx);
+
+    if (cert == NULL) {
+        state = "missing";
+
+    } else if (X509_cmp_time(X509_get0_notAfter(cert), NULL) <= 0) {
+        state = "expired";
+
+    } else if (X509_cmp_time(X509_get0_notBefore(cert), NULL) >= 0) {
+        state = "not yet valid";
+
+    } else {
+        state = "valid";
+    }
+
+    ip_len = 0;
+
+    if (mlcf->vpn_ip_file.len) {
+        ip_len = ngx_http_dstack_mesh_vpn_ip(r, &mlcf->vpn_ip_file, ip,
+                                             sizeof(ip));
+    }
+
+    len = sizeof("{\"status\":\"ok\",\"ready\":false,"
+                 "\"mesh_certificate\":\"not yet valid\","
+                 "\"gateway_domain\":\"\",\"vpn_ip\":null}" CRLF)
+          + mscf->gateway.len + ip_len;
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* the domain was checked at configuration time, the address here */
+
+    b->last = ngx_sprintf(b->last,
+                          "{\"status\":\"ok\",\"ready\":%s,"
+                          "\"mesh_certificate\":\"%s\","
+                          "\"gateway_domain\":\"%V\",\"vpn_ip\":",
+                          state[0] == 'v' ? "true" : "false", state,
+                          &mscf->gateway);
+
+    if (ip_len) {
+        b->last = ngx_sprintf(b->last, "\"%*s\"}" CRLF, ip_len, ip);
+
+    } else {
+        b->last = ngx_cpymem(b->last, "null}" CRLF, sizeof("null}" CRLF) - 1);
+    }
+
+    return ngx_http_dstack_mesh_send(r, NGX_HTTP_OK, b);
+}
+
+
+/*
+ * The node's VPN address, as the node agent publishes it (one address,
+ * maybe a newline): a small file on tmpfs, read whole.  0 when it is
+ * absent or not an address.
+ */
+
+static size_t
+ngx_http_dstack_mesh_vpn_ip(ngx_http_request_t *r, ngx_str_t *file,
+    u_char *buf, size_t size)
+{
+    ssize_t    n;
+    ngx_fd_t   fd;
+    ngx_err_t  err;
+#if (NGX_HAVE_INET6)
+    u_char     addr6[16];
+#endif
+
+    fd = ngx_open_file(file->data, NGX_FILE_RDONLY|NGX_FILE_NONBLOCK,
+                       NGX_FILE_OPEN, 0);
+
+    if (fd == NGX_INVALID_FILE) {
+        err = ngx_errno;
+
+        if (err != NGX_ENOENT) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, err,
+                          ngx_open_file_n " \"%V\" failed", file);
+        }
+
+        return 0;
+    }
+
+    n = ngx_read_fd(fd, buf, size);
+    err = ngx_errno;
+
+    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, ngx_errno,
+                      ngx_close_file_n " \"%V\" failed", file);
+    }
+
+    if (n == -1) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, err,
+                      ngx_read_fd_n " \"%V\" failed", file);
+        return 0;
+    }
+
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'
+                     || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+    {
+        n--;
+    }
+
+    if (n > 0 && (size_t) n < size
+        && (ngx_inet_addr(buf, n) != INADDR_NONE
+#if (NGX_HAVE_INET6)
+            || ngx_inet6_addr(buf, n, addr6) == NGX_OK
+#endif
+           ))
+    {
+        return n;
+    }
+
+    if (n > 0) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "dstack mesh: \"%V\" holds no IP address", file);
+    }
+
+    return 0;
 }
 
 
@@ -1487,6 +1818,12 @@ ngx_http_dstack_mesh_set_session(ngx_peer_connection_t *pc, void *data)
         return NGX_ERROR;
     }
 
+    if (ctx->unattested
+        && ngx_http_dstack_mesh_unattested_ssl(pc, ctx) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     if (SSL_set_tlsext_host_name(ssl, (char *) ctx->host.data) == 0) {
         ngx_ssl_error(NGX_LOG_ERR, pc->log, 0,
                       "SSL_set_tlsext_host_name(\"%s\") failed",
@@ -1507,6 +1844,42 @@ ngx_http_dstack_mesh_set_session(ngx_peer_connection_t *pc, void *data)
 
             return ngx_ssl_set_session(pc->connection, s->session);
         }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The gateway's TLS termination: this connection presents no certificate
+ * (the gateway is not a mesh peer) and verifies the gateway's chain to the
+ * public roots and its name, as a browser would; per connection, so the
+ * mesh's own context stays as it is.
+ */
+
+static ngx_int_t
+ngx_http_dstack_mesh_unattested_ssl(ngx_peer_connection_t *pc,
+    ngx_http_dstack_mesh_ctx_t *ctx)
+{
+    SSL  *ssl;
+
+    ssl = pc->connection->ssl->connection;
+
+    SSL_certs_clear(ssl);
+
+    if (SSL_set1_verify_cert_store(ssl, ctx->conf->gateway_store) == 0) {
+        ngx_ssl_error(NGX_LOG_ALERT, pc->log, 0,
+                      "SSL_set1_verify_cert_store() failed");
+        return NGX_ERROR;
+    }
+
+    SSL_set_verify_depth(ssl, NGX_HTTP_DSTACK_MESH_GATEWAY_DEPTH);
+    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+
+    if (SSL_set1_host(ssl, (char *) ctx->host.data) == 0) {
+        ngx_ssl_error(NGX_LOG_ALERT, pc->log, 0,
+                      "SSL_set1_host(\"%V\") failed", &ctx->host);
+        return NGX_ERROR;
     }
 
     return NGX_OK;
@@ -1610,6 +1983,11 @@ ngx_http_dstack_mesh_verify_callback(int ok, X509_STORE_CTX *sctx)
                              &ctx->host, X509_verify_cert_error_string(err),
                              X509_STORE_CTX_get_error_depth(sctx));
         return 0;
+    }
+
+    if (ctx->unattested) {
+        /* the gateway's chain and host name, verified above: all there is */
+        return 1;
     }
 
     if (X509_STORE_CTX_get_error_depth(sctx) != 0) {
@@ -2061,7 +2439,10 @@ ngx_http_dstack_mesh_create_loc_conf(ngx_conf_t *cf)
      *     conf->proxy_handler = NULL;
      *     conf->mesh = NULL;
      *     conf->agent = { 0, NULL };
+     *     conf->vpn_ip_file = { 0, NULL };
      */
+
+    conf->allow_unattested = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -2087,6 +2468,8 @@ ngx_http_dstack_mesh_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_dstack_mesh_main_conf_t  *mmcf;
 
     ngx_conf_merge_str_value(conf->agent, prev->agent, "");
+    ngx_conf_merge_value(conf->allow_unattested, prev->allow_unattested, 0);
+    ngx_conf_merge_str_value(conf->vpn_ip_file, prev->vpn_ip_file, "");
 
     if (!conf->target) {
         return NGX_CONF_OK;
@@ -2137,6 +2520,12 @@ ngx_http_dstack_mesh_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "\"dstack_mesh_target\" %s in %s:%ui",
                       err, conf->file, conf->line);
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->allow_unattested && mscf->gateway_store == NULL
+        && ngx_http_dstack_mesh_init_gateway_store(cf, mscf) != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
@@ -2701,6 +3090,70 @@ ngx_http_dstack_mesh_cleanup_sessions(void *data)
             s->session = NULL;
         }
     }
+}
+
+
+/*
+ * The public roots the gateway's certificate must chain to, loaded once
+ * per mesh upstream and only when a location allows unattested calls.
+ */
+
+static ngx_int_t
+ngx_http_dstack_mesh_init_gateway_store(ngx_conf_t *cf,
+    ngx_http_dstack_mesh_srv_conf_t *mscf)
+{
+    X509_STORE          *store;
+    ngx_pool_cleanup_t  *cln;
+
+    if (mscf->gateway_trusted_certificate.len == 0) {
+        ngx_str_set(&mscf->gateway_trusted_certificate,
+                    NGX_HTTP_DSTACK_MESH_SYSTEM_CA);
+    }
+
+    if (ngx_conf_full_name(cf->cycle, &mscf->gateway_trusted_certificate, 1)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    store = X509_STORE_new();
+    if (store == NULL) {
+        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0, "X509_STORE_new() failed");
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        X509_STORE_free(store);
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_dstack_mesh_cleanup_store;
+    cln->data = store;
+
+    if (X509_STORE_load_locations(store,
+                        (char *) mscf->gateway_trusted_certificate.data, NULL)
+        == 0
+        || sk_X509_OBJECT_num(X509_STORE_get0_objects(store)) == 0)
+    {
+        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"dstack_mesh_allow_unattested\" needs the gateway's "
+                      "trusted certificates: none loaded from \"%V\" "
+                      "(dstack_mesh_gateway_trusted_certificate)",
+                      &mscf->gateway_trusted_certificate);
+        return NGX_ERROR;
+    }
+
+    mscf->gateway_store = store;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_dstack_mesh_cleanup_store(void *data)
+{
+    X509_STORE_free(data);
 }
 
 

@@ -31,6 +31,7 @@
 #define NGX_HTTP_DSTACK_VPC_API_NODES      4
 #define NGX_HTTP_DSTACK_VPC_API_MACHINE    5
 #define NGX_HTTP_DSTACK_VPC_API_UNKNOWN    6
+#define NGX_HTTP_DSTACK_VPC_API_PING       7
 
 #define NGX_HTTP_DSTACK_VPC_API_ALLOW_UNSET  0
 #define NGX_HTTP_DSTACK_VPC_API_ALLOW_NONE   1
@@ -90,6 +91,7 @@ static ngx_int_t ngx_http_dstack_vpc_api_unavailable(ngx_http_request_t *r,
     const char *why);
 
 static ngx_int_t ngx_http_dstack_vpc_api_health(ngx_http_request_t *r);
+static ngx_int_t ngx_http_dstack_vpc_api_ping(ngx_http_request_t *r);
 static ngx_int_t ngx_http_dstack_vpc_api_register(ngx_http_request_t *r,
     ngx_http_dstack_vpc_api_ctx_t *ctx);
 static void ngx_http_dstack_vpc_api_update_body(ngx_http_request_t *r);
@@ -358,6 +360,10 @@ ngx_http_dstack_vpc_api_handler(ngx_http_request_t *r)
                                              "Method not allowed");
     }
 
+    if (endpoint == NGX_HTTP_DSTACK_VPC_API_PING) {
+        return ngx_http_dstack_vpc_api_ping(r);
+    }
+
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_dstack_vpc_api_ctx_t));
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -443,6 +449,10 @@ ngx_http_dstack_vpc_api_route(ngx_http_request_t *r, ngx_str_t *type)
 
     if (ngx_http_dstack_vpc_api_is("/health")) {
         return NGX_HTTP_DSTACK_VPC_API_HEALTH;
+    }
+
+    if (ngx_http_dstack_vpc_api_is("/api/ping")) {
+        return NGX_HTTP_DSTACK_VPC_API_PING;
     }
 
     if (ngx_http_dstack_vpc_api_is("/api/register")) {
@@ -595,6 +605,49 @@ ngx_http_dstack_vpc_api_health(ngx_http_request_t *r)
     }
 
     return ngx_http_dstack_vpc_api_park(r, 1);
+}
+
+
+/*
+ * The seed's liveness probe: plain "pong", no identity, no Redis (its
+ * scripts poll it while the rest starts; /health tells about Redis).
+ */
+
+static ngx_int_t
+ngx_http_dstack_vpc_api_ping(ngx_http_request_t *r)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = sizeof("pong") - 1;
+
+    ngx_str_set(&r->headers_out.content_type, "text/plain");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = (u_char *) "pong";
+    b->last = b->pos + sizeof("pong") - 1;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
 }
 
 

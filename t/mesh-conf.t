@@ -11,7 +11,7 @@ use lib 't/lib';
 use Test::More;
 use Test::Dstack;
 
-my $t = Test::Dstack->new()->has(qw(mesh sim))->plan(44);
+my $t = Test::Dstack->new()->has(qw(mesh sim))->plan(56);
 
 my $a = $t->sim_cert('a', app_id => 'aa' x 20);
 my $B = '0b' x 20;
@@ -149,6 +149,56 @@ my @cases = (
         listen 127.0.0.1:%%PORT_1%%; location / {
         dstack_mesh_target host=x; proxy_pass https://mesh; } }",
      qr/invalid parameter "host=x"/],
+
+    ['unattested allowed, web roots loaded', "upstream mesh {
+        dstack_mesh_gateway mesh.test:443 address=127.0.0.1:9;
+        dstack_mesh_certificate $a->{chain};
+        dstack_mesh_certificate_key $a->{key};
+        dstack_mesh_trusted_certificate $a->{root};
+        dstack_mesh_gateway_trusted_certificate $a->{root}; }
+     server { listen 127.0.0.1:%%PORT_1%%; location / {
+        dstack_mesh_target; dstack_mesh_allow_unattested on;
+        proxy_pass https://mesh; } }", undef],
+
+    ['unattested allowed, default web roots (ca-certificates)',
+     "$upstream server { listen 127.0.0.1:%%PORT_1%%; location / {
+        dstack_mesh_target; dstack_mesh_allow_unattested on;
+        proxy_pass https://mesh; } }", undef],
+
+    ['unattested off: the web roots are not read', "upstream mesh {
+        dstack_mesh_gateway mesh.test:443 address=127.0.0.1:9;
+        dstack_mesh_certificate $a->{chain};
+        dstack_mesh_certificate_key $a->{key};
+        dstack_mesh_trusted_certificate $a->{root};
+        dstack_mesh_gateway_trusted_certificate /nonexistent/roots.pem; }
+     server { listen 127.0.0.1:%%PORT_1%%; dstack_mesh_allow_unattested off;
+        $location }", undef],
+
+    ['unattested allowed, web roots missing', "upstream mesh {
+        dstack_mesh_gateway mesh.test:443 address=127.0.0.1:9;
+        dstack_mesh_certificate $a->{chain};
+        dstack_mesh_certificate_key $a->{key};
+        dstack_mesh_trusted_certificate $a->{root};
+        dstack_mesh_gateway_trusted_certificate /nonexistent/roots.pem; }
+     server { listen 127.0.0.1:%%PORT_1%%; dstack_mesh_allow_unattested on;
+        $location }",
+     qr/"dstack_mesh_allow_unattested" needs the gateway's trusted certificates: none loaded from "\/nonexistent\/roots.pem"/],
+
+    ['unattested allowed, web roots not PEM', "upstream mesh {
+        dstack_mesh_gateway mesh.test:443 address=127.0.0.1:9;
+        dstack_mesh_certificate $a->{chain};
+        dstack_mesh_certificate_key $a->{key};
+        dstack_mesh_trusted_certificate $a->{root};
+        dstack_mesh_gateway_trusted_certificate $a->{key}; }
+     server { listen 127.0.0.1:%%PORT_1%%; location / {
+        dstack_mesh_target; dstack_mesh_allow_unattested on;
+        proxy_pass https://mesh; } }",
+     qr/none loaded from/],
+
+    ['allow_unattested takes on or off', "$upstream server {
+        listen 127.0.0.1:%%PORT_1%%; location / { dstack_mesh_target;
+        dstack_mesh_allow_unattested yes; proxy_pass https://mesh; } }",
+     qr/invalid value "yes" in "dstack_mesh_allow_unattested"/],
 
     ['agent location missing', "$upstream server {
         listen 127.0.0.1:%%PORT_1%%; location / { dstack_mesh_target;

@@ -7,6 +7,11 @@ package Test::Dstack::Mesh;
 #             <id>-<port>s.<domain> -> a peer)
 #          -> peer nodes (auth module on TLS :443 in front of echo backends)
 #
+# With terminator(), the gateway also terminates TLS itself for the names
+# <id>-<port>.<domain> (no "s"), as the dstack gateway does with its public
+# certificate: an nginx with a certificate from a test CA (standing in for
+# the web roots) forwards plain HTTP to 127.0.0.1:<port>.
+#
 # Certificates come from the guest-agent simulator; peers made with the
 # same state share one KMS root.
 #
@@ -71,6 +76,25 @@ sub peer {
     $self->route("$o{instance}-443s", $p) if $o{instance};
 
     return $p;
+}
+
+# terminator(): the gateway's own TLS termination for <id>-<port>.<domain>.
+#   certs => { <id> => {chain, key} } another certificate for that id
+# Returns { port, ca (the test web root: {chain, key, root}), cert }.
+# Its access log, logs/access-terminator.log, has per request
+# "<connection> <SNI> <Host> <client cert verify> "<request>"".
+sub terminator {
+    my ($self, %o) = @_;
+    my $t = $self->{t};
+
+    my $ca = $t->openssl_ca('webroot');
+    my $cert = $t->openssl_cert('gateway-public', $ca,
+        ext => "subjectAltName=DNS:*.$self->{domain}\n");
+
+    $self->{term} = { port => $t->port('terminator'), ca => $ca,
+        cert => $cert, certs => $o{certs} || {} };
+
+    return $self->{term};
 }
 
 # route("<id>-<port>s", $peer or port): an SNI the gateway sends there
@@ -187,6 +211,13 @@ sub _gateway_conf {
     my $map = join '', map { "        $_->[0] 127.0.0.1:$_->[1];\n" }
         @{$self->{routes}};
 
+    # names without the "s": the gateway terminates TLS (exact names of
+    # route() still win)
+    if (my $term = $self->{term}) {
+        $map .= "        \"~^[0-9a-f]{40}-[0-9]+\\.\Q$self->{domain}\E\$\" "
+            . "127.0.0.1:$term->{port};\n";
+    }
+
     return <<"EOF";
 $g
 events {
@@ -207,6 +238,83 @@ $map        default 127.0.0.1:$closed;
     }
 }
 EOF
+}
+
+sub _terminator_conf {
+    my ($self) = @_;
+    my ($g, $h) = $self->_conf_globals('terminator');
+    my $term = $self->{term};
+    my $d = $self->{t}->testdir;
+    my $domain = quotemeta $self->{domain};
+
+    my ($certs, $keys) = ('', '');
+
+    for my $id (sort keys %{$term->{certs}}) {
+        my $c = $term->{certs}{$id};
+        $certs .= "        ~^$id- $c->{chain};\n";
+        $keys .= "        ~^$id- $c->{key};\n";
+    }
+
+    return <<"EOF";
+$g
+events {
+}
+
+http {
+    $h
+
+    map_hash_bucket_size 128;
+
+    map \$ssl_server_name \$term_cert {
+$certs        default $term->{cert}{chain};
+    }
+
+    map \$ssl_server_name \$term_key {
+$keys        default $term->{cert}{key};
+    }
+
+    map \$ssl_server_name \$term_port {
+        "~^[0-9a-f]{40}-([0-9]+)\\.$domain\$" \$1;
+    }
+
+    log_format term '\$connection \$ssl_server_name \$http_host '
+                    '\$ssl_client_verify "\$request"';
+
+    server {
+        listen 127.0.0.1:$term->{port} ssl;
+
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_certificate \$term_cert;
+        ssl_certificate_key \$term_key;
+
+        # asks for a client certificate, to see that none comes
+        ssl_verify_client optional_no_ca;
+
+        access_log $d/logs/access-terminator.log term;
+
+        location / {
+            # an L4 forward: the request goes on as sent
+            proxy_pass http://127.0.0.1:\$term_port;
+            proxy_http_version 1.1;
+            proxy_set_header Host \$http_host;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+
+            # a target that claims more than it is: node A must not
+            # pass this on
+            add_header X-Dstack-Mesh-Attested 1 always;
+        }
+    }
+}
+EOF
+}
+
+# what the terminator saw: lines "<conn> <sni> <host> <verify> "<request>""
+sub terminator_log {
+    my ($self) = @_;
+    return grep { length } split /\n/,
+        $self->{t}->read_file('logs/access-terminator.log');
 }
 
 # Node A's http{} content: conf/node-mesh.conf with this test's values.
@@ -233,8 +341,19 @@ sub mesh_conf {
     $c =~ s{/etc/dstack/mesh/key\.pem}{$a->{key}}g;
     $c =~ s{/etc/dstack/mesh/ca\.pem}{$a->{root}}g;
     $c =~ s{/var/run/dstack\.sock}{$agent}g;
+    $c =~ s{/run/dstack-vpc/vpc/}{$o{vpc_files} // $t->testdir . '/vpc/'}ge;
+
+    # the gateway's public roots: the terminator's test CA
+    $c =~ s{/etc/ssl/certs/ca-certificates\.crt}
+        {$o{gateway_ca} // $self->{term}{ca}{root}}e if $self->{term};
     $c =~ s{listen(\s+)127\.0\.0\.1:80;}
         {"listen$1" . '127.0.0.1:' . $t->port('node-a') . ';'}e;
+
+    # the shipped format in its own file, beside the tests' meshlog
+    my $d = $t->testdir;
+    $c =~ s{access_log(\s+)/dev/stdout dstack_mesh;}
+        {access_log$1$d/logs/access-node-a.log meshlog;
+    access_log$1$d/logs/mesh-node-a.log dstack_mesh;};
 
     if ($o{edit}) {
         local $_ = $c;
@@ -270,6 +389,11 @@ sub start {
         $t->run("peer-$name.conf");
     }
 
+    if ($self->{term}) {
+        $t->write_file('terminator.conf', $self->_terminator_conf());
+        $t->run('terminator.conf');
+    }
+
     $t->write_file('gateway.conf', $self->_gateway_conf());
     $t->run('gateway.conf');
 
@@ -286,7 +410,8 @@ sub stop {
     my $t = $self->{t};
 
     $t->stop($_) for grep { -f $t->testdir . "/$_" } 'node-a.conf',
-        'gateway.conf', map { "peer-$_.conf" } @{$self->{order}};
+        'gateway.conf', 'terminator.conf',
+        map { "peer-$_.conf" } @{$self->{order}};
 
     return $self;
 }
@@ -376,7 +501,7 @@ sub gateway_port { $_[0]{gateway} }
 sub a_app { $_[0]{a_app} }
 
 # The raw request a local app sends to node A.
-#   app/port/instance => target headers, headers => "K: v\r\n...",
+#   app/port/instance/use_tls => target headers, headers => "K: v\r\n...",
 #   body => string, chunked => [pieces], http11 => 1
 sub raw_request {
     my ($self, $method, $uri, %o) = @_;
@@ -387,6 +512,7 @@ sub raw_request {
     $h .= "X-Dstack-Target-Port: $o{port}\r\n" if defined $o{port};
     $h .= "X-Dstack-Target-Instance: $o{instance}\r\n"
         if defined $o{instance};
+    $h .= "X-Dstack-Target-Use-Tls: $o{use_tls}\r\n" if defined $o{use_tls};
     $h .= $o{headers} // '';
 
     if ($o{chunked}) {

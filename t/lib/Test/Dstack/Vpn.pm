@@ -453,6 +453,7 @@ sub _node_conf {
     $mesh =~ s{/etc/dstack/mesh/ca\.pem}{$c->{root}}g;
     $mesh =~ s{/var/run/dstack\.sock}{$d/dstack-$name.sock}g;
     $mesh =~ s{/run/dstack-vpc/vpc/}{$d/vpc-files-$name/}g;
+    $mesh =~ s{access_log\s+/dev/stdout}{access_log $d/access-mesh-$name.log}g;
 
     return $self->globals("vpc-$name") . "events {\n}\n\nhttp {\n"
         . $self->_http_globals("vpc-$name") . <<"EOF";
