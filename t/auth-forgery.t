@@ -25,9 +25,8 @@ my $server = $t->sim_cert('server', app_id => $B, usage => 'server');
 my $a = $t->sim_cert('a', app_id => $A, usage => 'client');
 my $other = $t->sim_cert('other', app_id => $O, usage => 'client',
     state => 'kms2');
-my $selfsigned = self_signed('forged', $A);
-
 my $d = $t->testdir;
+my $selfsigned = self_signed('forged', $A);
 
 $t->write_file_expand('nginx.conf', <<"EOF");
 
