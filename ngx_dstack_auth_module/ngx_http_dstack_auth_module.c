@@ -124,6 +124,8 @@ static ngx_int_t ngx_http_dstack_auth_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_dstack_auth_request_handler(ngx_http_request_t *r);
 static ngx_http_dstack_auth_ctx_t *ngx_http_dstack_auth_identity(
     ngx_http_request_t *r);
+static ngx_uint_t ngx_http_dstack_auth_same_ca(ngx_connection_t *c,
+    ngx_http_ssl_srv_conf_t *sscf);
 static ngx_int_t ngx_http_dstack_auth_from_cert(ngx_http_request_t *r,
     ngx_http_dstack_auth_ctx_t *ctx, X509 *cert);
 static ngx_int_t ngx_http_dstack_auth_from_headers(ngx_http_request_t *r,
@@ -631,9 +633,7 @@ ngx_http_dstack_auth_identity(ngx_http_request_t *r)
     if (c->ssl == NULL) {
         ctx->error = "no TLS client certificate (plain connection)";
 
-    } else if (SSL_get_SSL_CTX(c->ssl->connection)
-               != sscf->ssl.ctx)
-    {
+    } else if (!ngx_http_dstack_auth_same_ca(c, sscf)) {
         /*
          * no SNI (or SNI of another server) and a Host of this server:
          * the certificate was checked against another server's CA
@@ -658,6 +658,50 @@ ngx_http_dstack_auth_identity(ngx_http_request_t *r)
     ngx_http_set_ctx(r->main, ctx, ngx_http_dstack_auth_module);
 
     return ctx;
+}
+
+
+/*
+ * Whether the connection's verify result stands for the server that
+ * handles the request: its SSL_CTX made it, or a server with the same
+ * client CA settings did (two servers of one port that trust the same
+ * files, as the shipped backend and VPC API servers do).  nginx keeps
+ * each server's ssl configuration in its SSL_CTX.
+ */
+
+static ngx_uint_t
+ngx_http_dstack_auth_same_ca(ngx_connection_t *c,
+    ngx_http_ssl_srv_conf_t *sscf)
+{
+    SSL_CTX                  *ssl_ctx;
+    ngx_http_ssl_srv_conf_t  *vscf;
+
+    ssl_ctx = SSL_get_SSL_CTX(c->ssl->connection);
+
+    if (ssl_ctx == sscf->ssl.ctx) {
+        return 1;
+    }
+
+    vscf = SSL_CTX_get_ex_data(ssl_ctx, ngx_ssl_server_conf_index);
+
+    if (vscf == NULL || sscf->ssl.ctx == NULL
+        || vscf->verify == 0 || sscf->verify == 0
+        || vscf->verify_depth != sscf->verify_depth)
+    {
+        return 0;
+    }
+
+#define ngx_http_dstack_auth_same_str(a, b)                                   \
+    ((a).len == (b).len                                                       \
+     && ((a).len == 0 || ngx_strncmp((a).data, (b).data, (a).len) == 0))
+
+    return ngx_http_dstack_auth_same_str(vscf->client_certificate,
+                                         sscf->client_certificate)
+           && ngx_http_dstack_auth_same_str(vscf->trusted_certificate,
+                                            sscf->trusted_certificate)
+           && ngx_http_dstack_auth_same_str(vscf->crl, sscf->crl);
+
+#undef ngx_http_dstack_auth_same_str
 }
 
 

@@ -15,7 +15,7 @@ use lib 't/lib';
 use Test::More;
 use Test::Dstack qw(http parse_response json_body);
 
-my $t = Test::Dstack->new()->has(qw(auth sim))->plan(29);
+my $t = Test::Dstack->new()->has(qw(auth sim))->plan(30);
 
 my $A = '5bb4ff9a3837357f19dc176407a5709c62eb6c56';
 my $B = '00112233445566778899aabbccddeeff00112233';
@@ -106,6 +106,25 @@ http {
         ssl_certificate $server->{chain};
         ssl_certificate_key $server->{key};
         ssl_client_certificate $other->{root};
+        ssl_verify_client optional;
+        ssl_verify_depth 3;
+
+        dstack_auth_allow any;
+
+        location / {
+            dstack_auth on;
+            proxy_pass http://echo;
+        }
+    }
+
+    # the same port and the same CA file: its own SSL_CTX, same trust
+    server {
+        listen 127.0.0.1:%%PORT_8443%% ssl;
+        server_name same.test;
+
+        ssl_certificate $server->{chain};
+        ssl_certificate_key $server->{key};
+        ssl_client_certificate $a->{root};
         ssl_verify_client optional;
         ssl_verify_depth 3;
 
@@ -251,6 +270,8 @@ is(json_body($r)->{error} // '',
 
 is(seen_ids(get('/x', $a, sni => 'default.test')), $A,
     'SNI and Host of the same server');
+is(seen_ids(get('/x', $a, host => 'same.test')), $A,
+    'no SNI, Host of a server with the same CA settings');
 is(seen_ids(get('/x', $other, sni => 'other.test', host => 'other.test')),
     $O, 'the other server with its own CA');
 is(get('/x', $other)->{status}, 400,
