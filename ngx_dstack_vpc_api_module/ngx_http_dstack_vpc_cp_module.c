@@ -221,6 +221,11 @@ static ngx_int_t ngx_http_dstack_vpc_cp_render_map(ngx_http_request_t *r,
 
 static ngx_int_t ngx_http_dstack_vpc_cp_stream_limits(ngx_http_request_t *r,
     ngx_http_dstack_vpc_cp_ctx_t *ctx);
+static ngx_uint_t ngx_http_dstack_vpc_cp_same_stream(
+    ngx_http_dstack_vpc_cp_ctx_t *a, ngx_http_dstack_vpc_cp_ctx_t *b,
+    ngx_uint_t key);
+static ngx_int_t ngx_http_dstack_vpc_cp_limit(ngx_http_request_t *r,
+    ngx_http_dstack_vpc_cp_ctx_t *ctx, const char *name, ngx_uint_t value);
 static ngx_int_t ngx_http_dstack_vpc_cp_stream_start(ngx_http_request_t *r,
     ngx_http_dstack_vpc_cp_ctx_t *ctx);
 static ngx_int_t ngx_http_dstack_vpc_cp_stream_live(ngx_http_request_t *r,
@@ -1603,9 +1608,12 @@ ngx_http_dstack_vpc_cp_render_map(ngx_http_request_t *r,
 
 
 /*
- * The streams this worker holds for the node key and for the app: a
- * bound on what one app can make a worker keep open.  NGX_DECLINED:
- * within the limits; otherwise the request got a 429 naming the
+ * The streams this worker holds for the node key and for the app.  Past
+ * the node key's limit its oldest streams end: a node that reconnects
+ * before its old connection is noticed dead must not be locked out, and
+ * only the app that owns the key is counted, so no other app can end
+ * them.  Past the app's limit the new stream is refused.  NGX_DECLINED:
+ * the stream may start; otherwise the request got a 429 naming the
  * directive.  Linear in the worker's streams, once per new stream.
  */
 
@@ -1614,8 +1622,7 @@ ngx_http_dstack_vpc_cp_stream_limits(ngx_http_request_t *r,
     ngx_http_dstack_vpc_cp_ctx_t *ctx)
 {
     ngx_uint_t                           node, app;
-    ngx_queue_t                         *q;
-    const char                          *name;
+    ngx_queue_t                         *q, *next;
     ngx_http_dstack_vpc_cp_ctx_t        *s;
     ngx_http_dstack_vpc_cp_main_conf_t  *cmcf;
 
@@ -1629,43 +1636,86 @@ ngx_http_dstack_vpc_cp_stream_limits(ngx_http_request_t *r,
     {
         s = ngx_queue_data(q, ngx_http_dstack_vpc_cp_ctx_t, queue);
 
-        if (s->app_id.len != ctx->app_id.len
-            || ngx_memcmp(s->app_id.data, ctx->app_id.data, s->app_id.len)
-               != 0)
-        {
+        if (!ngx_http_dstack_vpc_cp_same_stream(s, ctx, 0)) {
             continue;
         }
 
         app++;
+        node += ngx_http_dstack_vpc_cp_same_stream(s, ctx, 1);
+    }
 
-        if (s->req.key.len == ctx->req.key.len
-            && ngx_memcmp(s->req.key.data, ctx->req.key.data,
-                          s->req.key.len)
-               == 0)
-        {
-            node++;
+    if (cmcf->max_streams_node == 0) {
+        return ngx_http_dstack_vpc_cp_limit(r, ctx,
+                                    "dstack_vpc_control_max_streams_per_node",
+                                    0);
+    }
+
+    /* oldest first: the queue is in the order the streams started */
+
+    for (q = ngx_queue_head(&cmcf->streams);
+         node >= cmcf->max_streams_node
+         && q != ngx_queue_sentinel(&cmcf->streams);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        s = ngx_queue_data(q, ngx_http_dstack_vpc_cp_ctx_t, queue);
+
+        if (!ngx_http_dstack_vpc_cp_same_stream(s, ctx, 1)) {
+            continue;
         }
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "dstack vpc control: a new stream of node key "
+                      "\"%*s...\" ends its oldest (limit %ui)",
+                      (size_t) 16, ctx->req.key.data,
+                      cmcf->max_streams_node);
+
+        ngx_http_dstack_vpc_cp_stream_end(s->request, NGX_OK);
+        node--;
+        app--;
     }
 
-    if (node >= cmcf->max_streams_node) {
-        name = "dstack_vpc_control_max_streams_per_node";
-        app = cmcf->max_streams_node;
-
-    } else if (app >= cmcf->max_streams_app) {
-        name = "dstack_vpc_control_max_streams_per_app";
-        app = cmcf->max_streams_app;
-
-    } else {
-        return NGX_DECLINED;
+    if (app >= cmcf->max_streams_app) {
+        return ngx_http_dstack_vpc_cp_limit(r, ctx,
+                                    "dstack_vpc_control_max_streams_per_app",
+                                    cmcf->max_streams_app);
     }
 
+    return NGX_DECLINED;
+}
+
+
+/* the same app, and with key: also the same node key */
+
+static ngx_uint_t
+ngx_http_dstack_vpc_cp_same_stream(ngx_http_dstack_vpc_cp_ctx_t *a,
+    ngx_http_dstack_vpc_cp_ctx_t *b, ngx_uint_t key)
+{
+    if (a->app_id.len != b->app_id.len
+        || ngx_memcmp(a->app_id.data, b->app_id.data, a->app_id.len) != 0)
+    {
+        return 0;
+    }
+
+    return !key
+           || (a->req.key.len == b->req.key.len
+               && ngx_memcmp(a->req.key.data, b->req.key.data,
+                             a->req.key.len)
+                  == 0);
+}
+
+
+static ngx_int_t
+ngx_http_dstack_vpc_cp_limit(ngx_http_request_t *r,
+    ngx_http_dstack_vpc_cp_ctx_t *ctx, const char *name, ngx_uint_t value)
+{
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                   "dstack vpc control: app \"%V\" reached \"%s %ui\"",
-                  &ctx->app_id, name, app);
+                  &ctx->app_id, name, value);
 
     return ngx_http_dstack_vpc_cp_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
                                         "limit reached: %s %ui per worker",
-                                        name, app);
+                                        name, value);
 }
 
 
