@@ -3782,7 +3782,7 @@ ngx_http_dstack_vpc_cp_init_main_conf(ngx_conf_t *cf, void *conf)
 
     /* far above a real VPC: DESIGN's scale is 10000 nodes in all */
     ngx_conf_init_uint_value(cmcf->max_nodes, 10000);
-    ngx_conf_init_uint_value(cmcf->max_streams_node, 4);
+    ngx_conf_init_uint_value(cmcf->max_streams_node, 8);
     ngx_conf_init_uint_value(cmcf->max_streams_app, 10000);
 
     cmcf->max_nodes_text.data = ngx_pnalloc(cf->pool, NGX_INT_T_LEN);
