@@ -161,7 +161,7 @@ http {
             proxy_pass http://127.0.0.1:%%PORT_8092%%/auth;
             proxy_pass_request_body off;
             proxy_set_header Content-Length "";
-            proxy_set_header x-client-cert \$ssl_client_escaped_cert;
+            proxy_set_header x-client-cert \$dstack_client_cert_chain;
             proxy_set_header x-client-verify \$ssl_client_verify;
         }
 
@@ -181,11 +181,12 @@ http {
     server {
         listen 127.0.0.1:%%PORT_8092%%;
 
-        # x-client-cert carries the whole leaf, attestation included
+        # x-client-cert carries the whole chain, attestation included
         large_client_header_buffers 4 32k;
 
         location = /auth {
             dstack_auth_request;
+            dstack_auth_request_root $cas;
             dstack_auth_allow any;
             dstack_auth_attestation bind;
         }
