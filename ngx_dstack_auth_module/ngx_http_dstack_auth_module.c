@@ -19,6 +19,7 @@
 
 #include "dstack_ratls.h"
 #include "dstack_attest_policy.h"
+#include "ngx_dstack_metrics.h"
 
 
 #define NGX_HTTP_DSTACK_AUTH_ALLOW_UNSET  0
@@ -56,6 +57,8 @@ typedef struct {
 
     ngx_shm_zone_t            *cache;
     time_t                     cache_valid;
+
+    ngx_shm_zone_t            *metrics;
 } ngx_http_dstack_auth_main_conf_t;
 
 
@@ -187,6 +190,8 @@ static char *ngx_http_dstack_auth_attestation_cache(ngx_conf_t *cf,
 static ngx_int_t ngx_http_dstack_auth_init_cache(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_int_t ngx_http_dstack_auth_init(ngx_conf_t *cf);
+static void ngx_http_dstack_auth_count(ngx_http_request_t *r,
+    ngx_uint_t result);
 
 
 static ngx_conf_enum_t  ngx_http_dstack_auth_attestation_modes[] = {
@@ -458,6 +463,7 @@ ngx_http_dstack_auth_handler(ngx_http_request_t *r)
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "dstack auth: %s", ctx->error);
 
+        ngx_http_dstack_auth_count(r, NGX_DSTACK_METRICS_AUTH_NO_IDENTITY);
         return ngx_http_dstack_auth_deny(r, ctx->status, ctx->error);
     }
 
@@ -465,6 +471,7 @@ ngx_http_dstack_auth_handler(ngx_http_request_t *r)
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "dstack auth: app \"%V\" is not allowed", &ctx->app_id);
 
+        ngx_http_dstack_auth_count(r, NGX_DSTACK_METRICS_AUTH_NOT_ALLOWED);
         return ngx_http_dstack_auth_deny(r, NGX_HTTP_FORBIDDEN,
                                          "app not allowed");
     }
@@ -477,6 +484,7 @@ ngx_http_dstack_auth_handler(ngx_http_request_t *r)
         }
 
         if (rc != NGX_OK) {
+            ngx_http_dstack_auth_count(r, NGX_DSTACK_METRICS_AUTH_ATTESTATION);
             return ngx_http_dstack_auth_deny(r, rc, msg);
         }
     }
@@ -486,6 +494,8 @@ ngx_http_dstack_auth_handler(ngx_http_request_t *r)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    ngx_http_dstack_auth_count(r, NGX_DSTACK_METRICS_AUTH_ACCEPTED);
 
     return NGX_OK;
 }
@@ -567,6 +577,7 @@ ngx_http_dstack_auth_request_handler(ngx_http_request_t *r)
     if (ctx->error != NULL) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "dstack auth request: %s", ctx->error);
+        ngx_http_dstack_auth_count(r, NGX_DSTACK_METRICS_AUTH_NO_IDENTITY);
         return ngx_http_dstack_auth_send_error(r, ctx->status, ctx->error);
     }
 
@@ -574,6 +585,7 @@ ngx_http_dstack_auth_request_handler(ngx_http_request_t *r)
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "dstack auth request: app \"%V\" is not allowed",
                       &ctx->app_id);
+        ngx_http_dstack_auth_count(r, NGX_DSTACK_METRICS_AUTH_NOT_ALLOWED);
         return ngx_http_dstack_auth_send_error(r, NGX_HTTP_FORBIDDEN,
                                                "app not allowed");
     }
@@ -586,9 +598,12 @@ ngx_http_dstack_auth_request_handler(ngx_http_request_t *r)
         }
 
         if (rc != NGX_OK) {
+            ngx_http_dstack_auth_count(r, NGX_DSTACK_METRICS_AUTH_ATTESTATION);
             return ngx_http_dstack_auth_send_error(r, rc, msg);
         }
     }
+
+    ngx_http_dstack_auth_count(r, NGX_DSTACK_METRICS_AUTH_ACCEPTED);
 
     h = ngx_list_push(&r->headers_out.headers);
     if (h == NULL) {
@@ -1321,6 +1336,7 @@ ngx_http_dstack_auth_attest_cert(ngx_http_request_t *r, X509 *leaf,
     unsigned                           n;
     ngx_uint_t                         us;
     struct timeval                     t0, t1;
+    ngx_dstack_metrics_t              *m;
     dstack_attest_summary_t           *sum;
     ngx_http_dstack_auth_main_conf_t  *amcf;
     u_char                             key[NGX_HTTP_DSTACK_AUTH_KEY_LEN];
@@ -1344,6 +1360,13 @@ ngx_http_dstack_auth_attest_cert(ngx_http_request_t *r, X509 *leaf,
                        (size_t) 8, key);
 
         a->source = NGX_HTTP_DSTACK_AUTH_ATTEST_HIT;
+
+        m = ngx_dstack_metrics(amcf->metrics);
+
+        if (m != NULL) {
+            ngx_dstack_metrics_inc(&m->auth_cache_hits);
+        }
+
         return NGX_OK;
     }
 
@@ -1358,6 +1381,13 @@ ngx_http_dstack_auth_attest_cert(ngx_http_request_t *r, X509 *leaf,
     ngx_gettimeofday(&t1);
 
     us = (t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_usec - t0.tv_usec);
+
+    m = ngx_dstack_metrics(amcf->metrics);
+
+    if (m != NULL) {
+        ngx_dstack_metrics_inc(&m->auth_cache_misses);
+        ngx_dstack_metrics_observe(&m->auth_verify, us);
+    }
 
     if (sum->failed == DSTACK_CHECK_N) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -1734,6 +1764,21 @@ ngx_http_dstack_auth_variable(ngx_http_request_t *r,
  * requirement.  Measurements come only from an attestation that meets
  * it; a refused TCB level still exports them, the attestation being valid.
  */
+
+static void
+ngx_http_dstack_auth_count(ngx_http_request_t *r, ngx_uint_t result)
+{
+    ngx_dstack_metrics_t              *m;
+    ngx_http_dstack_auth_main_conf_t  *amcf;
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_dstack_auth_module);
+    m = ngx_dstack_metrics(amcf->metrics);
+
+    if (m != NULL) {
+        ngx_dstack_metrics_inc(&m->auth[result]);
+    }
+}
+
 
 static ngx_int_t
 ngx_http_dstack_auth_attest_variable(ngx_http_request_t *r,
@@ -2524,6 +2569,7 @@ ngx_http_dstack_auth_init(ngx_conf_t *cf)
     ngx_http_ssl_srv_conf_t    *sscf;
     ngx_http_core_srv_conf_t  **cscfp;
     ngx_http_core_main_conf_t  *cmcf;
+    ngx_http_dstack_auth_main_conf_t  *amcf;
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
@@ -2540,6 +2586,9 @@ ngx_http_dstack_auth_init(ngx_conf_t *cf)
     }
 
     *h = ngx_http_dstack_auth_strip_handler;
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_dstack_auth_module);
+    amcf->metrics = ngx_dstack_metrics_zone(cf);
 
     if (ngx_http_dstack_auth_verify_index == -1) {
         ngx_http_dstack_auth_verify_index = SSL_CTX_get_ex_new_index(0, NULL,

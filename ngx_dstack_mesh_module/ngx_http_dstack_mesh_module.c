@@ -25,6 +25,7 @@
 
 #include "dstack_ratls.h"
 #include "dstack_attest_policy.h"
+#include "ngx_dstack_metrics.h"
 
 
 #define NGX_HTTP_DSTACK_MESH_PREFIX      "x-dstack-target-"
@@ -70,6 +71,7 @@ extern ngx_module_t  ngx_http_proxy_module;
 
 typedef struct {
     ngx_array_t                        agents;    /* of agent_ref_t */
+    ngx_shm_zone_t                    *metrics;
 } ngx_http_dstack_mesh_main_conf_t;
 
 
@@ -170,6 +172,8 @@ typedef struct {
     ngx_uint_t                         failure;
     ngx_str_t                         *peer;      /* gateway address */
     ngx_str_t                          detail;
+    ngx_str_t                          code;      /* the error's, or none */
+    ngx_uint_t                         reject;    /* why a peer was refused */
 
     socklen_t                          socklen;   /* of a pooled connection */
     ngx_sockaddr_t                     sockaddr;
@@ -254,6 +258,11 @@ static ngx_uint_t ngx_http_dstack_mesh_explain(ngx_http_request_t *r,
     ngx_str_t *detail);
 static ngx_int_t ngx_http_dstack_mesh_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static void ngx_http_dstack_mesh_set_code(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_ctx_t *ctx, const char *code);
+static ngx_dstack_metrics_t *ngx_http_dstack_mesh_metrics(
+    ngx_http_request_t *r);
+static ngx_int_t ngx_http_dstack_mesh_log_metrics(ngx_http_request_t *r);
 
 static ngx_int_t ngx_http_dstack_mesh_add_variables(ngx_conf_t *cf);
 static void *ngx_http_dstack_mesh_create_main_conf(ngx_conf_t *cf);
@@ -433,6 +442,10 @@ static ngx_http_variable_t  ngx_http_dstack_mesh_vars[] = {
     { ngx_string("dstack_mesh_attested"), NULL,
       ngx_http_dstack_mesh_variable,
       offsetof(ngx_http_dstack_mesh_ctx_t, attested), 0, 0 },
+
+    { ngx_string("dstack_mesh_error"), NULL,
+      ngx_http_dstack_mesh_variable,
+      offsetof(ngx_http_dstack_mesh_ctx_t, code), 0, 0 },
 
       ngx_http_null_variable
 };
@@ -1452,6 +1465,8 @@ ngx_http_dstack_mesh_send_error(ngx_http_request_t *r, ngx_uint_t status,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ngx_http_dstack_mesh_set_code(r, NULL, code);
+
     return ngx_http_dstack_mesh_send(r, status, b);
 }
 
@@ -1552,6 +1567,7 @@ ngx_http_dstack_mesh_get_peer(ngx_peer_connection_t *pc, void *data)
     ngx_addr_t                       *addr;
     ngx_queue_t                      *q, *cache;
     ngx_connection_t                 *c;
+    ngx_dstack_metrics_t             *m;
     ngx_http_dstack_mesh_cache_t     *item;
     ngx_http_dstack_mesh_srv_conf_t  *mscf;
 
@@ -1583,6 +1599,12 @@ ngx_http_dstack_mesh_get_peer(ngx_peer_connection_t *pc, void *data)
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
                    "dstack mesh: connecting to \"%V\" via %V",
                    &ctx->host, pc->name);
+
+    m = ngx_http_dstack_mesh_metrics(ctx->request);
+
+    if (m != NULL) {
+        ngx_dstack_metrics_inc(&m->mesh_handshakes);
+    }
 
     return NGX_OK;
 
@@ -1619,6 +1641,12 @@ found:
 
     pc->connection = c;
     pc->cached = 1;
+
+    m = ngx_http_dstack_mesh_metrics(ctx->request);
+
+    if (m != NULL) {
+        ngx_dstack_metrics_inc(&m->mesh_reused);
+    }
 
     return NGX_DONE;
 }
@@ -2030,6 +2058,7 @@ ngx_http_dstack_mesh_verify_callback(int ok, X509_STORE_CTX *sctx)
     if (!ok) {
         err = X509_STORE_CTX_get_error(sctx);
 
+        ctx->reject = NGX_DSTACK_METRICS_REJECT_UNTRUSTED;
         ngx_http_dstack_mesh_reject(ctx, c,
                              "certificate of %V not trusted: %s (depth %d)",
                              &ctx->host, X509_verify_cert_error_string(err),
@@ -2051,6 +2080,7 @@ ngx_http_dstack_mesh_verify_callback(int ok, X509_STORE_CTX *sctx)
     rc = dstack_ratls_app_id(leaf, id);
 
     if (rc != DSTACK_RATLS_OK) {
+        ctx->reject = NGX_DSTACK_METRICS_REJECT_NO_APP_ID;
         ngx_http_dstack_mesh_reject(ctx, c,
                                     "certificate of %V has no valid app_id "
                                     "(%s)", &ctx->host,
@@ -2061,6 +2091,7 @@ ngx_http_dstack_mesh_verify_callback(int ok, X509_STORE_CTX *sctx)
     if (ngx_memcmp(id, ctx->key, DSTACK_APP_ID_LEN) != 0) {
         dstack_ratls_hex(id, DSTACK_APP_ID_LEN, (char *) hex);
 
+        ctx->reject = NGX_DSTACK_METRICS_REJECT_WRONG_APP;
         ngx_http_dstack_mesh_reject(ctx, c,
                                     "%V answered with app_id %*s, "
                                     "not the target %V", &ctx->host,
@@ -2075,6 +2106,7 @@ ngx_http_dstack_mesh_verify_callback(int ok, X509_STORE_CTX *sctx)
         && dstack_ratls_check_issuer(leaf, sk_X509_value(chain, 1))
            != DSTACK_RATLS_OK)
     {
+        ctx->reject = NGX_DSTACK_METRICS_REJECT_APP_CA;
         ngx_http_dstack_mesh_reject(ctx, c,
                                     "the App CA of %V does not vouch for "
                                     "its app_id", &ctx->host);
@@ -2088,6 +2120,7 @@ ngx_http_dstack_mesh_verify_callback(int ok, X509_STORE_CTX *sctx)
                                  ctx->conf->tcb_accept, why, sizeof(why))
         != DSTACK_VERDICT_OK)
     {
+        ctx->reject = NGX_DSTACK_METRICS_REJECT_ATTESTATION;
         ngx_http_dstack_mesh_reject(ctx, c, "attestation of %V failed: %s",
                                     &ctx->host, why);
         goto failed;
@@ -2110,8 +2143,9 @@ static void
 ngx_http_dstack_mesh_reject(ngx_http_dstack_mesh_ctx_t *ctx,
     ngx_connection_t *c, const char *fmt, ...)
 {
-    u_char   *p;
-    va_list   args;
+    u_char                *p;
+    va_list                args;
+    ngx_dstack_metrics_t  *m;
 
     va_start(args, fmt);
     p = ngx_vslprintf(ctx->detail_buf,
@@ -2121,6 +2155,12 @@ ngx_http_dstack_mesh_reject(ngx_http_dstack_mesh_ctx_t *ctx,
     ctx->detail.data = ctx->detail_buf;
     ctx->detail.len = p - ctx->detail_buf;
     ctx->failure = NGX_HTTP_DSTACK_MESH_FAIL_PEER;
+
+    m = ngx_http_dstack_mesh_metrics(ctx->request);
+
+    if (m != NULL && ctx->reject < NGX_DSTACK_METRICS_REJECTS) {
+        ngx_dstack_metrics_inc(&m->mesh_rejects[ctx->reject]);
+    }
 
     ngx_log_error(NGX_LOG_ERR, c->log, 0, "dstack mesh: peer rejected: %V",
                   &ctx->detail);
@@ -2180,6 +2220,8 @@ ngx_http_dstack_mesh_header_filter(ngx_http_request_t *r)
     if (ctx->error == NULL) {
         return NGX_ERROR;
     }
+
+    ngx_http_dstack_mesh_set_code(r, ctx, code);
 
     ctx->replaced = 1;
 
@@ -2364,6 +2406,105 @@ done:
     detail->len = p - ctx->detail_buf;
 
     return status;
+}
+
+
+static void
+ngx_http_dstack_mesh_set_code(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_ctx_t *ctx, const char *code)
+{
+    if (ctx == NULL) {
+        ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_mesh_module);
+
+        if (ctx == NULL) {
+            return;
+        }
+    }
+
+    ctx->code.data = (u_char *) code;
+    ctx->code.len = ngx_strlen(code);
+}
+
+
+static ngx_dstack_metrics_t *
+ngx_http_dstack_mesh_metrics(ngx_http_request_t *r)
+{
+    ngx_http_dstack_mesh_main_conf_t  *mmcf;
+
+    mmcf = ngx_http_get_module_main_conf(r, ngx_http_dstack_mesh_module);
+
+    return ngx_dstack_metrics(mmcf->metrics);
+}
+
+
+/*
+ * Once per request of a mesh or guest-agent location: the request by
+ * target app, status class and error code, and the peers' time to answer.
+ */
+
+static ngx_int_t
+ngx_http_dstack_mesh_log_metrics(ngx_http_request_t *r)
+{
+    ngx_msec_t                        ms;
+    ngx_uint_t                        app, code, status, i, seen;
+    ngx_dstack_metrics_t             *m;
+    ngx_http_upstream_state_t        *state;
+    ngx_http_dstack_mesh_ctx_t       *ctx;
+    ngx_http_dstack_mesh_loc_conf_t  *mlcf;
+
+    static const char  *codes[] = { NGX_DSTACK_METRICS_MESH_CODE_NAMES };
+
+    mlcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_mesh_module);
+    m = ngx_http_dstack_mesh_metrics(r);
+
+    if (!mlcf->json_errors || m == NULL || r != r->main) {
+        return NGX_OK;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_mesh_module);
+
+    app = NGX_DSTACK_METRICS_APP_NONE;
+    code = 0;
+
+    if (ctx != NULL) {
+        app = ngx_dstack_metrics_app(m, &ctx->app);
+
+        if (ctx->code.len) {
+            for (code = 1; code < NGX_DSTACK_METRICS_MESH_CODES - 1; code++) {
+                if (ngx_strcmp(codes[code], ctx->code.data) == 0) {
+                    break;
+                }
+            }
+        }
+    }
+
+    status = r->err_status ? r->err_status : r->headers_out.status;
+
+    ngx_dstack_metrics_inc(
+        &m->mesh_requests[app][ngx_dstack_metrics_class(status)][code]);
+
+    if (r->upstream_states == NULL || ctx == NULL || ctx->app.len == 0) {
+        return NGX_OK;
+    }
+
+    ms = 0;
+    seen = 0;
+    state = r->upstream_states->elts;
+
+    for (i = 0; i < r->upstream_states->nelts; i++) {
+        if (state[i].peer != NULL
+            && state[i].header_time != (ngx_msec_t) -1)
+        {
+            ms += state[i].header_time;
+            seen = 1;
+        }
+    }
+
+    if (seen) {
+        ngx_dstack_metrics_observe(&m->mesh_upstream, ms * 1000);
+    }
+
+    return NGX_OK;
 }
 
 
@@ -3213,7 +3354,9 @@ static ngx_int_t
 ngx_http_dstack_mesh_init(ngx_conf_t *cf)
 {
     ngx_uint_t                         i;
+    ngx_http_handler_pt               *h;
     ngx_http_core_loc_conf_t         **clcfp;
+    ngx_http_core_main_conf_t         *cmcf;
     ngx_http_dstack_mesh_agent_ref_t  *ref;
     ngx_http_dstack_mesh_loc_conf_t   *mlcf;
     ngx_http_dstack_mesh_main_conf_t  *mmcf;
@@ -3257,6 +3400,19 @@ ngx_http_dstack_mesh_init(ngx_conf_t *cf)
 
     ngx_http_next_body_filter = ngx_http_top_body_filter;
     ngx_http_top_body_filter = ngx_http_dstack_mesh_body_filter;
+
+    mmcf->metrics = ngx_dstack_metrics_zone(cf);
+
+    if (mmcf->metrics != NULL) {
+        cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+        h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        *h = ngx_http_dstack_mesh_log_metrics;
+    }
 
     return NGX_OK;
 }

@@ -18,6 +18,7 @@
 #include <ngx_sha1.h>
 
 #include "ngx_dstack_redis.h"
+#include "ngx_dstack_metrics.h"
 
 
 #define NGX_DSTACK_REDIS_IDLE          0
@@ -81,6 +82,7 @@ struct ngx_dstack_redis_cmd_s {
     void                        *data;
     ngx_pool_cleanup_t          *cln;
     ngx_msec_t                   timeout;
+    uint64_t                     sent;       /* microseconds */
 
     unsigned                     script:1;
 };
@@ -860,8 +862,9 @@ ngx_dstack_redis_link_lost(ngx_dstack_redis_link_t *link,
 static void
 ngx_dstack_redis_link_retry(ngx_dstack_redis_link_t *link)
 {
-    ngx_uint_t           level;
-    ngx_dstack_redis_t  *rds;
+    ngx_uint_t             level;
+    ngx_dstack_redis_t    *rds;
+    ngx_dstack_metrics_t  *m;
 
     rds = link->rds;
 
@@ -875,6 +878,12 @@ ngx_dstack_redis_link_retry(ngx_dstack_redis_link_t *link)
     }
 
     link->failures++;
+
+    m = ngx_dstack_metrics(rds->conf->metrics);
+
+    if (m != NULL) {
+        ngx_dstack_metrics_inc(&m->redis_reconnects);
+    }
 
     level = (link->failures == 1) ? NGX_LOG_ERR : NGX_LOG_INFO;
 
@@ -1163,6 +1172,7 @@ ngx_dstack_redis_command(ngx_dstack_redis_t *rds, ngx_pool_t *pool,
     cmd->handler = handler;
     cmd->data = data;
     cmd->timeout = timeout;
+    cmd->sent = ngx_dstack_metrics_now_us();
 
     if (cln != NULL) {
         cln->handler = ngx_dstack_redis_cmd_pool_cleanup;
@@ -1259,6 +1269,7 @@ ngx_dstack_redis_cmd_reply(redisAsyncContext *ac, void *r, void *privdata)
     void                       *data;
     ngx_uint_t                  script;
     redisReply                 *reply;
+    ngx_dstack_metrics_t       *m;
     ngx_dstack_redis_link_t    *link;
     ngx_dstack_redis_reply_pt   handler;
 
@@ -1278,6 +1289,13 @@ ngx_dstack_redis_cmd_reply(redisAsyncContext *ac, void *r, void *privdata)
     handler = cmd->handler;
     data = cmd->data;
     script = cmd->script;
+
+    m = ngx_dstack_metrics(cmd->rds->conf->metrics);
+
+    if (m != NULL && reply != NULL) {
+        ngx_dstack_metrics_observe(&m->redis_rtt,
+                                   ngx_dstack_metrics_now_us() - cmd->sent);
+    }
 
     ngx_free(cmd);
 

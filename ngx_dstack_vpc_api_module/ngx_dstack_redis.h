@@ -80,6 +80,7 @@ typedef struct {
     ngx_msec_t                 connect_timeout;
     ngx_msec_t                 backoff_max;
     ngx_array_t                scripts;       /* ngx_dstack_redis_script_t * */
+    ngx_shm_zone_t            *metrics;       /* NULL: not counted */
 } ngx_dstack_redis_conf_t;
 
 

@@ -13,6 +13,7 @@
 #include <ngx_http.h>
 
 #include "ngx_dstack_redis.h"
+#include "ngx_dstack_metrics.h"
 
 
 typedef struct {

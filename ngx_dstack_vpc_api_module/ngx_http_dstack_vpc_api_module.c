@@ -86,6 +86,7 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_dstack_vpc_api_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_dstack_vpc_api_log_metrics(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_dstack_vpc_api_route(ngx_http_request_t *r,
     ngx_str_t *type);
 static ngx_int_t ngx_http_dstack_vpc_api_identify(ngx_http_request_t *r,
@@ -453,6 +454,45 @@ ngx_http_dstack_vpc_api_handler(ngx_http_request_t *r)
     }
 
     return NGX_DONE;
+}
+
+
+/* once per request of an API location: by endpoint and status class */
+
+static ngx_int_t
+ngx_http_dstack_vpc_api_log_metrics(ngx_http_request_t *r)
+{
+    ngx_str_t                             type;
+    ngx_uint_t                            endpoint, status;
+    ngx_dstack_metrics_t                 *m;
+    ngx_http_dstack_vpc_api_loc_conf_t   *alcf;
+    ngx_http_dstack_vpc_api_main_conf_t  *amcf;
+
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_vpc_api_module);
+
+    if (!alcf->enable || r != r->main) {
+        return NGX_OK;
+    }
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_dstack_vpc_api_module);
+    m = ngx_dstack_metrics(amcf->redis.metrics);
+
+    if (m == NULL) {
+        return NGX_OK;
+    }
+
+    endpoint = ngx_http_dstack_vpc_api_route(r, &type);
+
+    if (endpoint >= NGX_DSTACK_METRICS_ENDPOINTS) {
+        endpoint = NGX_HTTP_DSTACK_VPC_API_UNKNOWN;
+    }
+
+    status = r->err_status ? r->err_status : r->headers_out.status;
+
+    ngx_dstack_metrics_inc(
+        &m->api_requests[endpoint][ngx_dstack_metrics_class(status)]);
+
+    return NGX_OK;
 }
 
 
@@ -1304,11 +1344,15 @@ static ngx_int_t
 ngx_http_dstack_vpc_api_register_reply(ngx_http_request_t *r,
     ngx_http_dstack_vpc_api_ctx_t *ctx, redisReply *reply)
 {
-    u_char      *p;
-    size_t       len;
-    ngx_str_t    shared;
-    ngx_buf_t   *b;
-    redisReply  *status;
+    u_char                               *p;
+    size_t                                len;
+    ngx_str_t                             shared;
+    ngx_buf_t                            *b;
+    redisReply                           *status;
+    ngx_dstack_metrics_t                 *m;
+    ngx_http_dstack_vpc_api_main_conf_t  *amcf;
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_dstack_vpc_api_module);
 
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1
         || reply->element[0]->type != REDIS_REPLY_STRING)
@@ -1343,6 +1387,12 @@ ngx_http_dstack_vpc_api_register_reply(ngx_http_request_t *r,
 
     shared.data = (u_char *) reply->element[1]->str;
     shared.len = reply->element[1]->len;
+
+    m = ngx_dstack_metrics(amcf->redis.metrics);
+
+    if (m != NULL) {
+        ngx_dstack_metrics_inc(&m->cp_keys_issued);
+    }
 
     len = sizeof("{\"pre_auth_key\":,\"shared_key\":,\"server_url\":}\n")
           + ngx_http_dstack_vpc_api_json_len(&ctx->key)
@@ -2349,6 +2399,8 @@ ngx_http_dstack_vpc_api_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_dstack_vpc_api_init(ngx_conf_t *cf)
 {
+    ngx_http_handler_pt                  *h;
+    ngx_http_core_main_conf_t            *cmcf;
     ngx_http_dstack_vpc_api_main_conf_t  *amcf;
 
     amcf = ngx_http_conf_get_module_main_conf(cf,
@@ -2356,6 +2408,19 @@ ngx_http_dstack_vpc_api_init(ngx_conf_t *cf)
 
     if (!amcf->enabled) {
         return NGX_OK;
+    }
+
+    amcf->redis.metrics = ngx_dstack_metrics_zone(cf);
+
+    if (amcf->redis.metrics != NULL) {
+        cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+        h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        *h = ngx_http_dstack_vpc_api_log_metrics;
     }
 
     if (amcf->redis.name.data == NULL) {

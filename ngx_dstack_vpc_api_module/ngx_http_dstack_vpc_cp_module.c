@@ -239,6 +239,8 @@ static void ngx_http_dstack_vpc_cp_touch_reply(void *data,
 static void ngx_http_dstack_vpc_cp_stream_end(ngx_http_request_t *r,
     ngx_int_t rc);
 static void ngx_http_dstack_vpc_cp_stream_cleanup(void *data);
+static void ngx_http_dstack_vpc_cp_count_stream(
+    ngx_http_dstack_vpc_cp_main_conf_t *cmcf, ngx_atomic_int_t delta);
 
 static void ngx_http_dstack_vpc_cp_message(void *data, ngx_uint_t event,
     ngx_str_t *message);
@@ -1076,11 +1078,12 @@ static ngx_int_t
 ngx_http_dstack_vpc_cp_registered(ngx_http_request_t *r,
     ngx_http_dstack_vpc_cp_ctx_t *ctx, redisReply *reply)
 {
-    u_char      *p;
-    size_t       len;
-    uint32_t     addr;
-    ngx_str_t    f[6];
-    ngx_uint_t   i, status;
+    u_char                *p;
+    size_t                 len;
+    uint32_t               addr;
+    ngx_str_t              f[6];
+    ngx_uint_t             i, status;
+    ngx_dstack_metrics_t  *m;
 
     static struct {
         const char  *name;
@@ -1150,6 +1153,12 @@ ngx_http_dstack_vpc_cp_registered(ngx_http_request_t *r,
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "dstack vpc control: node %V \"%V\" %V, address %V",
                   &f[1], &f[2], &f[5], &f[3]);
+
+    m = ngx_dstack_metrics(ctx->cmcf->amcf->redis.metrics);
+
+    if (m != NULL) {
+        ngx_dstack_metrics_inc(&m->cp_keys_used);
+    }
 
     len = sizeof("{\"MachineAuthorized\":true,\"NodeID\":,\"Name\":\"."
                  NGX_HTTP_DSTACK_VPC_CP_DOMAIN "\",\"Addresses\":"
@@ -1747,6 +1756,7 @@ ngx_http_dstack_vpc_cp_stream_start(ngx_http_request_t *r,
     ngx_queue_insert_tail(&cmcf->streams, &ctx->queue);
     ctx->linked = 1;
     cmcf->nstreams++;
+    ngx_http_dstack_vpc_cp_count_stream(cmcf, 1);
 
     ctx->timer.handler = ngx_http_dstack_vpc_cp_stream_timer;
     ctx->timer.data = r;
@@ -2196,6 +2206,7 @@ ngx_http_dstack_vpc_cp_stream_end(ngx_http_request_t *r, ngx_int_t rc)
         ngx_queue_remove(&ctx->queue);
         ctx->linked = 0;
         ctx->cmcf->nstreams--;
+        ngx_http_dstack_vpc_cp_count_stream(ctx->cmcf, -1);
     }
 
     if (ctx->timer.timer_set) {
@@ -2233,6 +2244,22 @@ ngx_http_dstack_vpc_cp_stream_close(ngx_event_t *ev)
 }
 
 
+/* the open streams of all workers, for the metrics */
+
+static void
+ngx_http_dstack_vpc_cp_count_stream(ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
+    ngx_atomic_int_t delta)
+{
+    ngx_dstack_metrics_t  *m;
+
+    m = ngx_dstack_metrics(cmcf->amcf->redis.metrics);
+
+    if (m != NULL) {
+        (void) ngx_atomic_fetch_add(&m->cp_streams, delta);
+    }
+}
+
+
 static void
 ngx_http_dstack_vpc_cp_stream_cleanup(void *data)
 {
@@ -2242,6 +2269,7 @@ ngx_http_dstack_vpc_cp_stream_cleanup(void *data)
         ngx_queue_remove(&ctx->queue);
         ctx->linked = 0;
         ctx->cmcf->nstreams--;
+        ngx_http_dstack_vpc_cp_count_stream(ctx->cmcf, -1);
     }
 
     if (ctx->timer.timer_set) {
@@ -2457,9 +2485,14 @@ static void
 ngx_http_dstack_vpc_cp_fan_out(ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
     uint64_t seq, ngx_str_t *message)
 {
+    uint64_t                          start;
     ngx_queue_t                      *q, *next;
+    ngx_dstack_metrics_t             *m;
     ngx_http_dstack_vpc_cp_ctx_t     *ctx;
     ngx_http_dstack_vpc_cp_change_t   ch;
+
+    m = ngx_dstack_metrics(cmcf->amcf->redis.metrics);
+    start = (m != NULL) ? ngx_dstack_metrics_now_us() : 0;
 
     if (ngx_http_dstack_vpc_cp_change_parse(cmcf, message, &ch) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, cmcf->log, 0,
@@ -2492,6 +2525,12 @@ ngx_http_dstack_vpc_cp_fan_out(ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
 
         ngx_http_dstack_vpc_cp_deliver(ctx->request, ctx, seq, &ch,
                                        &cmcf->scratch);
+
+        if (m != NULL) {
+            ngx_dstack_metrics_inc(&m->cp_frames);
+            ngx_dstack_metrics_observe(&m->cp_propagation,
+                                       ngx_dstack_metrics_now_us() - start);
+        }
     }
 }
 
