@@ -195,7 +195,7 @@ check_env() {
     id -u "$DSTACK_VPC_USER" >/dev/null 2>&1 \
         || die "DSTACK_VPC_USER=\"$DSTACK_VPC_USER\": no such user"
 
-    for m in auth mesh; do
+    for m in auth mesh metrics; do
         [ -f "$DSTACK_VPC_MODULES/ngx_http_dstack_${m}_module.so" ] \
             || die "ngx_http_dstack_${m}_module.so not found in" \
                    "DSTACK_VPC_MODULES=\"$DSTACK_VPC_MODULES\" (run make)"
@@ -385,7 +385,7 @@ render_all() {
     rm -f "$conf"/supervisord.d/*.conf "$conf"/nginx.d/*.conf
 
     NGINX_LOAD_MODULES=
-    for m in auth mesh; do
+    for m in auth mesh metrics; do
         NGINX_LOAD_MODULES="${NGINX_LOAD_MODULES}load_module $DSTACK_VPC_MODULES/ngx_http_dstack_${m}_module.so;
 "
     done
@@ -427,6 +427,7 @@ render_all() {
 
     render "$templates/nginx.conf.template" "$conf/nginx.conf"
     render "$templates/node-mesh.conf" "$conf/node-mesh.conf"
+    render "$templates/metrics.conf" "$conf/metrics.conf"
     render "$templates/backend.conf.template" "$conf/backend.conf"
     render "$templates/supervisord.conf.template" "$conf/supervisord.conf"
 

@@ -41,6 +41,7 @@ our %MODULE_SO = (
     auth => 'ngx_http_dstack_auth_module.so',
     mesh => 'ngx_http_dstack_mesh_module.so',
     api  => 'ngx_http_dstack_vpc_api_module.so',
+    metrics => 'ngx_http_dstack_metrics_module.so',
 );
 
 our $NGINX = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';

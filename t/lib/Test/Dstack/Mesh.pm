@@ -51,7 +51,8 @@ sub domain { $_[0]{domain} }
 
 # A peer node: its certificate (app, KMS state, simulator variant), a TLS
 # port with dstack_auth (TLS 1.2 and 1.3, or protocols => '...'), an echo
-# backend, and with ws => 1 an upgrade echo at /ws/.  plain => 1 makes it a plain HTTP server (not TLS), silent => 1
+# backend, and with ws => 1 an upgrade echo at /ws/; extra => more http{}
+# text.  plain => 1 makes it a plain HTTP server (not TLS), silent => 1
 # a TCP listener that never answers.
 sub peer {
     my ($self, $name, %o) = @_;
@@ -144,6 +145,7 @@ EOF
 
     my $c = $p->{cert};
     my $ws = '';
+    my $extra = $p->{extra} // '';
     my $protocols = $p->{protocols} // 'TLSv1.2 TLSv1.3';
 
     if ($p->{ws}) {
@@ -199,6 +201,7 @@ http {
         }
 $ws
     }
+$extra
 }
 EOF
 }
