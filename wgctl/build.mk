@@ -5,7 +5,7 @@ WGCTL_LIBS      := -lmnl -lcrypto -ljansson -lcurl -lhiredis
 WGCTL_OBJDIR    := $(BUILD)/obj/wgctl
 WGCTL_CORE      := wgdev keys wgdiff config uapi genl rtnl hosts peermap
 WGCTL_CMDS      := show setconf link genkey hostsconf verify up ctrl \
-                   state status admin cp_lua
+                   state status metrics admin cp_lua
 WGCTL_HDRS      := $(wildcard wgctl/*.h)
 WGCTL_CORE_OBJS := $(WGCTL_CORE:%=$(WGCTL_OBJDIR)/%.o)
 WGCTL_CMD_OBJS  := $(WGCTL_CMDS:%=$(WGCTL_OBJDIR)/%.o) \

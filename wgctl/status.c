@@ -378,3 +378,12 @@ done:
 
     return rc;
 }
+
+
+/* for "wgctl metrics": the same join of the agent's peers and the device */
+
+json_t *
+wg_status_peers(json_t *st, const wg_device_t *dev)
+{
+    return status_peers(st, dev);
+}

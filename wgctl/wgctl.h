@@ -27,6 +27,10 @@ int genkey_main(int argc, char **argv);
 int pubkey_main(int argc, char **argv);
 int up_main(int argc, char **argv);
 int status_main(int argc, char **argv);
+int metrics_main(int argc, char **argv);
+
+/* status.c: the agent's peers joined with the device's numbers */
+struct json_t *wg_status_peers(struct json_t *st, const wg_device_t *dev);
 
 /* admin.c: the server side, on its Redis */
 int nodes_main(int argc, char **argv);
