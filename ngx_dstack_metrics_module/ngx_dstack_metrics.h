@@ -203,6 +203,7 @@ ngx_dstack_metrics_class(ngx_uint_t status)
 static ngx_inline ngx_uint_t
 ngx_dstack_metrics_app(ngx_dstack_metrics_t *m, ngx_str_t *id)
 {
+    uint64_t                   v;
     ngx_uint_t                 i, n, k, spin;
     ngx_dstack_metrics_app_t  *app;
 
@@ -214,7 +215,11 @@ ngx_dstack_metrics_app(ngx_dstack_metrics_t *m, ngx_str_t *id)
         return NGX_DSTACK_METRICS_APP_OTHER;
     }
 
-    k = ngx_hash_key(id->data, id->len) % NGX_DSTACK_METRICS_APPS;
+    /* app ids are random hex: their first 8 bytes spread well enough */
+    v = 0;
+    ngx_memcpy(&v, id->data, ngx_min(id->len, sizeof(uint64_t)));
+    k = (ngx_uint_t) ((v * 0x9e3779b97f4a7c15ULL) >> 32)
+        % NGX_DSTACK_METRICS_APPS;
 
     for (n = 0; n < NGX_DSTACK_METRICS_APPS; n++) {
         i = 2 + (k + n) % NGX_DSTACK_METRICS_APPS;
