@@ -90,11 +90,24 @@ clean:
 #   make demo-down   remove what a demo left behind
 #   make install     modules, templates and entry script under $(PREFIX)/lib/dstack-vpc,
 #                    wgctl in $(PREFIX)/bin (the Dockerfile's layout; DESTDIR honoured)
+#   make image       build the image (docker, else podman; scripts/image.sh)
+#   make test-image  build it and run t/image.t against it (as root)
 
 PREFIX      ?= /usr/local
 VPC_LIB     := $(PREFIX)/lib/dstack-vpc
 
-.PHONY: demo demo-down install
+.PHONY: demo demo-down install image test-image
+
+IMAGE       ?= dstack-vpc-nginx:latest
+
+image:
+	@./scripts/deps.sh
+	IMAGE=$(IMAGE) ./scripts/image.sh build
+
+# the host build supplies dstack-sim and the test harness's helpers
+test-image: image all
+	DSTACK_IMAGE_TEST=1 DSTACK_BUILD=$(BUILD) IMAGE=$(IMAGE) \
+	    $(PROVE) -v t/image.t
 
 demo:
 	@./scripts/demo.sh --preflight

@@ -23,7 +23,9 @@
 # Environment: DEMO_DIR (default /tmp/dstack-vpc-demo), DEMO_TAG (default
 # dvpc, at most 8 characters), DSTACK_BUILD (default ./build),
 # DEMO_TIMEOUT (seconds to wait for the VPC, default 120), DEMO_KEEP=1
-# keeps DEMO_DIR after the end.
+# keeps DEMO_DIR after the end, DEMO_IMAGE=<image> runs each CVM from that
+# image's filesystem instead of this tree (scripts/image.sh run: podman
+# image, overlay, chroot; t/image.t).
 
 set -eu
 
@@ -36,6 +38,7 @@ repo=$(dirname "$(dirname "$self")")
 : "${DEMO_TIMEOUT:=120}"
 : "${DEMO_KEEP:=}"
 : "${DEMO_EXIT_AFTER_STEPS:=}"
+: "${DEMO_IMAGE:=}"
 
 domain=demo.dstack
 net=10.77.0
@@ -297,6 +300,15 @@ start_cvm() {
     local n=$1 d=$DEMO_DIR/$1
 
     shift
+    if [ -n "$DEMO_IMAGE" ]; then
+        # the image's entry script on its own filesystem, the same folders
+        # bind-mounted where the image expects them
+        IMAGE=$DEMO_IMAGE "$repo/scripts/image.sh" run "$(ns "$n")" "$d" \
+            DSTACK_GATEWAY_ADDRESS="$gw_ip:443" VPC_REGISTER_MAX_DELAY=5 \
+            "$@" >>"$d/entrypoint.log" 2>&1 &
+        track $!
+        return
+    fi
     ip netns exec "$(ns "$n")" env -i PATH="$PATH" HOME=/root \
         DSTACK_SOCKET="$d/dstack.sock" \
         DSTACK_SYS_CONFIG="$d/sys-config.json" \
@@ -441,7 +453,12 @@ fi
 
 step "wgctl status on node1"
 if [ -n "$vpn" ]; then
-    out=$(in_ns n1 "$DSTACK_BUILD/bin/wgctl" status --state-dir "$DEMO_DIR/n1/data/wgctl" 2>&1 || true)
+    if [ -n "$DEMO_IMAGE" ]; then
+        out=$("$repo/scripts/image.sh" exec "$DEMO_DIR/n1" wgctl status \
+            --state-dir /var/lib/dstack-vpc/wgctl 2>&1 || true)
+    else
+        out=$(in_ns n1 "$DSTACK_BUILD/bin/wgctl" status --state-dir "$DEMO_DIR/n1/data/wgctl" 2>&1 || true)
+    fi
     printf '%s\n' "$out" | sed 's/^/      /'
     if grep -q "$ip2" <<<"$out"; then
         ok "node1 knows node2 as a peer"
