@@ -2,7 +2,7 @@
 #
 #   make fuzz-attest [FUZZ_SECONDS=60]
 #
-# The seed corpus is generated at run time from ../shared/fixtures (or
+# The seed corpus is generated at run time from t/fixtures (or
 # $DSTACK_FIXTURES) into a temporary folder; nothing is committed.  A
 # crashing input is kept as $(BUILD)/fuzz/attest-crash-*.
 
@@ -28,7 +28,7 @@ $(FUZZ_DIR)/attest-fuzz: fuzz/attest_fuzz.c $(FUZZ_ATTEST_SRCS) \
 fuzz-attest: $(FUZZ_DIR)/attest-fuzz $(BUILD)/bin/attest-unit
 	@work=$$(mktemp -d) && trap 'rm -rf "$$work"' EXIT \
 	    && mkdir "$$work/corpus" \
-	    && DSTACK_FIXTURES=$${DSTACK_FIXTURES:-$(CURDIR)/../shared/fixtures} \
+	    && DSTACK_FIXTURES=$${DSTACK_FIXTURES:-$(CURDIR)/t/fixtures} \
 	       $(BUILD)/bin/attest-unit --seeds "$$work/corpus" \
 	    ; echo "fuzz-attest: $$(ls "$$work/corpus" | wc -l) seeds," \
 	           "$(FUZZ_SECONDS) s" \
