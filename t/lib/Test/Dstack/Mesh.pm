@@ -213,6 +213,9 @@ EOF
 #   gateway => "<domain>:<port> [address=...]" (default: the emulator)
 #   resolver => "127.0.0.1:<port>", agent => socket path,
 #   edit => sub { s/// on $_ }, extra => more http{} text
+# Every edit of the shipped conf must match: a renamed directive or path
+# dies here instead of leaving a test running against the wrong config
+# (each s/// in an edit callback says "or die" for the same reason).
 sub mesh_conf {
     my ($self, %o) = @_;
     my $t = $self->{t};
@@ -227,18 +230,28 @@ sub mesh_conf {
         // '127.0.0.1:' . $t->port('resolver-unused');
     my $agent = $o{agent} // $t->testdir . '/dstack.sock';
 
-    $c =~ s/\$\{DSTACK_GATEWAY\}/$gateway/g;
-    $c =~ s/\$\{DSTACK_RESOLVER\}/$resolver/g;
-    $c =~ s{/etc/dstack/mesh/cert\.pem}{$a->{chain}}g;
-    $c =~ s{/etc/dstack/mesh/key\.pem}{$a->{key}}g;
-    $c =~ s{/etc/dstack/mesh/ca\.pem}{$a->{root}}g;
-    $c =~ s{/var/run/dstack\.sock}{$agent}g;
+    my $no = "conf/node-mesh.conf has no";
+    $c =~ s/\$\{DSTACK_GATEWAY\}/$gateway/g
+        or die "$no \${DSTACK_GATEWAY}\n";
+    $c =~ s/\$\{DSTACK_RESOLVER\}/$resolver/g
+        or die "$no \${DSTACK_RESOLVER}\n";
+    $c =~ s{/etc/dstack/mesh/cert\.pem}{$a->{chain}}g
+        or die "$no /etc/dstack/mesh/cert.pem\n";
+    $c =~ s{/etc/dstack/mesh/key\.pem}{$a->{key}}g
+        or die "$no /etc/dstack/mesh/key.pem\n";
+    $c =~ s{/etc/dstack/mesh/ca\.pem}{$a->{root}}g
+        or die "$no /etc/dstack/mesh/ca.pem\n";
+    $c =~ s{/var/run/dstack\.sock}{$agent}g
+        or die "$no /var/run/dstack.sock\n";
     $c =~ s{listen(\s+)127\.0\.0\.1:80;}
-        {"listen$1" . '127.0.0.1:' . $t->port('node-a') . ';'}e;
+        {"listen$1" . '127.0.0.1:' . $t->port('node-a') . ';'}e
+        or die "$no listen 127.0.0.1:80\n";
 
     if ($o{edit}) {
         local $_ = $c;
         $o{edit}->();
+        die "mesh_conf: the edit changed nothing in conf/node-mesh.conf\n"
+            if $_ eq $c;
         $c = $_;
     }
 
