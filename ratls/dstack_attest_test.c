@@ -2,6 +2,9 @@
  * TAP unit tests of the attestation library against the fixtures in
  * $DSTACK_FIXTURES (default t/fixtures, from the repository root).  Extra modes:
  *   attest-unit --seeds DIR      writes a fuzzing seed corpus
+ *   attest-unit --cert-seeds DIR writes DER certificates with a simulated
+ *                                `.8`, legacy `.1`+`.2` and `.1` alone
+ *                                (fuzz/make-corpus, the ratls-cert target)
  *   attest-unit --sim-cert FILE  writes a PEM certificate that carries a
  *                                simulated V0 attestation (for CLI tests)
  */
@@ -1068,6 +1071,39 @@ write_file(const char *dir, const char *name, const u_char *p, size_t n)
 
 
 static int
+write_cert_seeds(const char *dir)
+{
+    int                 kind, len, rc;
+    X509               *x;
+    u_char             *der;
+    EVP_PKEY           *key;
+    static const char  *names[] = { "cert-v0.der", "cert-legacy.der",
+                                    "cert-legacy-quote-only.der" };
+
+    rc = 0;
+
+    for (kind = 0; kind < 3; kind++) {
+        x = make_sim_cert(&key, SIM_APP_ID, kind);
+
+        der = NULL;
+        len = i2d_X509(x, &der);
+
+        if (len <= 0
+            || write_file(dir, names[kind], der, (size_t) len) != 0)
+        {
+            rc = 1;
+        }
+
+        OPENSSL_free(der);
+        X509_free(x);
+        EVP_PKEY_free(key);
+    }
+
+    return rc;
+}
+
+
+static int
 write_seeds(const char *dir)
 {
     size_t           n, len, spki_len;
@@ -1148,6 +1184,10 @@ main(int argc, char **argv)
 
     if (argc == 3 && strcmp(argv[1], "--seeds") == 0) {
         return write_seeds(argv[2]);
+    }
+
+    if (argc == 3 && strcmp(argv[1], "--cert-seeds") == 0) {
+        return write_cert_seeds(argv[2]);
     }
 
     if (argc == 3 && strcmp(argv[1], "--sim-cert") == 0) {
