@@ -64,7 +64,8 @@ for my $ci (qw(true 1)) {
     ($rc, $out) = run_file('t-skip.t', $ci);
     isnt($rc, 0, "CI=$ci: a missing requirement fails the file");
 }
-like($out, qr/^not ok 1 - .*needs the frobnicator/m, 'CI: the failure says why');
+like($out, qr/^not ok 1 - .*needs the frobnicator/m,
+    'CI: the failure says why');
 
 ($rc, $out) = run_file('t-skip.t', 'false');
 is($rc, 0, 'CI=false: skips');
@@ -80,8 +81,8 @@ like($out, qr/^not ok 2 - .*no frobnicator here/m,
 # a bare make in a clean tree (the repository's files, no build/)
 my $tree = "$d/tree";
 mkdir $tree;
-system("cd $repo && git ls-files -z | xargs -0 tar -cf - | tar -C $tree -xf -")
-    == 0 or die "copy the tree\n";
+system("cd $repo && git ls-files -z | xargs -0 tar -cf - "
+    . "| tar -C $tree -xf -") == 0 or die "copy the tree\n";
 my $dry = `make -C $tree -n 2>&1`;
 like($dry, qr{cp -r /usr/share/nginx/src }, 'bare make: builds the modules');
 unlike($dry, qr/-fsanitize=fuzzer/, 'bare make: not the fuzzer');
