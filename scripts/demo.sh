@@ -292,6 +292,15 @@ track $!
 
 # --- the CVMs, through the image's entry script -------------------------------
 
+# each entry script checks its guest agent's socket at once: wait for the
+# simulators (slow to start on a loaded machine or as an ASan build)
+for n in $cvms; do
+    for _ in $(seq 1 300); do
+        [ -S "$DEMO_DIR/$n/dstack.sock" ] && break
+        sleep 0.1
+    done
+done
+
 # start_cvm <ns> VAR=value ...
 start_cvm() {
     local n=$1 d=$DEMO_DIR/$1

@@ -96,9 +96,9 @@ for my $c (glob '/proc/[0-9]*/cmdline') {
 is(scalar @procs, 0, 'every process of the demo stopped') or diag("@procs");
 
 # each CVM's nginx, redis and agent log into its entrypoint.log (the
-# container's output); ASan reports land there too
+# container's output), its simulator into sim.log; ASan reports land there
 my @bad = map { my $f = $_; map { "$f: $_" }
         grep { /\[(?:alert|emerg)\]|AddressSanitizer|runtime error:/ }
         split /\n/, $t->read_file($f) }
-    glob "$d/*/entrypoint.log";
+    glob "$d/*/entrypoint.log $d/*/sim.log";
 is("@bad", '', 'no alerts or sanitizer reports in the CVMs\' logs');
