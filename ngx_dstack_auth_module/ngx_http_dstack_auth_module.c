@@ -38,6 +38,14 @@
 
 #define NGX_HTTP_DSTACK_AUTH_CACHE_VALID        600
 
+/* what a request header's name is to this module */
+#define NGX_HTTP_DSTACK_AUTH_HEADER_KEEP        0
+#define NGX_HTTP_DSTACK_AUTH_HEADER_IDENTITY    1
+#define NGX_HTTP_DSTACK_AUTH_HEADER_UNCLEAR     2
+
+/* a certificate header holds the leaf and at most this many CAs */
+#define NGX_HTTP_DSTACK_AUTH_CHAIN_MAX          4
+
 
 typedef struct {
     ngx_str_t                  root_file;
@@ -56,6 +64,8 @@ typedef struct {
     ngx_uint_t                 allow_mode;
     ngx_array_t               *allow;          /* of DSTACK_APP_ID_LEN */
     ngx_flag_t                 auth_request;
+    ngx_str_t                  request_root;   /* dstack_auth_request_root */
+    X509_STORE                *request_store;
     ngx_uint_t                 attestation;    /* dstack_policy_mode_e */
     ngx_uint_t                 tcb_accept;     /* DSTACK_TCB_ACCEPT() bits */
 } ngx_http_dstack_auth_loc_conf_t;
@@ -66,6 +76,12 @@ typedef struct {
     ngx_uint_t                 source;         /* _ATTEST_MISS or _HIT */
     dstack_attest_summary_t    summary;
 } ngx_http_dstack_auth_attest_t;
+
+
+/* the verify callback a server's SSL_CTX had before ours */
+typedef struct {
+    SSL_verify_cb              callback;
+} ngx_http_dstack_auth_verify_t;
 
 
 typedef struct {
@@ -94,6 +110,7 @@ typedef struct {
     ngx_str_t                       app_id;    /* hex */
     ngx_str_t                       usage;
     const char                     *error;     /* why there is no app_id */
+    ngx_uint_t                      status;    /* 401, or 421 */
     ngx_http_dstack_auth_attest_t  *attest;
     ngx_uint_t                      attest_source;
     u_char                          id[DSTACK_APP_ID_LEN];
@@ -102,10 +119,13 @@ typedef struct {
 } ngx_http_dstack_auth_ctx_t;
 
 
+static ngx_int_t ngx_http_dstack_auth_strip_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_dstack_auth_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_dstack_auth_request_handler(ngx_http_request_t *r);
 static ngx_http_dstack_auth_ctx_t *ngx_http_dstack_auth_identity(
     ngx_http_request_t *r);
+static ngx_uint_t ngx_http_dstack_auth_same_ca(ngx_connection_t *c,
+    ngx_http_ssl_srv_conf_t *sscf);
 static ngx_int_t ngx_http_dstack_auth_from_cert(ngx_http_request_t *r,
     ngx_http_dstack_auth_ctx_t *ctx, X509 *cert);
 static ngx_int_t ngx_http_dstack_auth_from_headers(ngx_http_request_t *r,
@@ -130,6 +150,11 @@ static ngx_http_dstack_auth_cache_node_t *ngx_http_dstack_auth_cache_find(
     ngx_http_dstack_auth_cache_t *cache, u_char *key);
 static void ngx_http_dstack_auth_cache_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+static ngx_int_t ngx_http_dstack_auth_verify_pem(ngx_http_request_t *r,
+    ngx_http_dstack_auth_loc_conf_t *alcf, u_char *pem, size_t len,
+    X509 **leaf);
+static ngx_uint_t ngx_http_dstack_auth_header_class(ngx_table_elt_t *h);
+static ngx_int_t ngx_http_dstack_auth_strip(ngx_http_request_t *r);
 static ngx_table_elt_t *ngx_http_dstack_auth_find_header(
     ngx_http_request_t *r, const char *name, size_t len);
 static ngx_uint_t ngx_http_dstack_auth_allowed(
@@ -143,6 +168,8 @@ static ngx_int_t ngx_http_dstack_auth_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_dstack_auth_attest_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_dstack_auth_chain_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 
 static ngx_int_t ngx_http_dstack_auth_add_variables(ngx_conf_t *cf);
 static void *ngx_http_dstack_auth_create_main_conf(ngx_conf_t *cf);
@@ -154,6 +181,7 @@ static char *ngx_http_dstack_auth_allow(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_dstack_auth_request(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static void ngx_http_dstack_auth_store_cleanup(void *data);
 static char *ngx_http_dstack_auth_attestation_cache(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_dstack_auth_init_cache(ngx_shm_zone_t *shm_zone,
@@ -209,6 +237,13 @@ static ngx_command_t  ngx_http_dstack_auth_commands[] = {
       ngx_http_dstack_auth_request,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("dstack_auth_request_root"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dstack_auth_loc_conf_t, request_root),
       NULL },
 
     { ngx_string("dstack_auth_attestation"),
@@ -347,11 +382,53 @@ static ngx_http_variable_t  ngx_http_dstack_auth_vars[] = {
       ngx_http_dstack_auth_attest_variable,
       NGX_HTTP_DSTACK_AUTH_VAR_TCB_STATUS, 0, 0 },
 
+    { ngx_string("dstack_client_cert_chain"), NULL,
+      ngx_http_dstack_auth_chain_variable, 0, 0, 0 },
+
       ngx_http_null_variable
 };
 
 
 static ngx_str_t  ngx_http_dstack_auth_header = ngx_string("X-Dstack-App-Id");
+
+/* SSL_CTX ex_data: an ngx_http_dstack_auth_verify_t, as nginx's indexes */
+static int  ngx_http_dstack_auth_verify_index = -1;
+
+
+/*
+ * Before the access phase weighs anything: wherever dstack_auth is on, no
+ * client-sent X-Dstack-App-Id (in any spelling a backend could take for
+ * it) survives, whether the access phase later allows the request by
+ * certificate, by address or not at all.
+ */
+
+static ngx_int_t
+ngx_http_dstack_auth_strip_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                         rc;
+    ngx_http_dstack_auth_loc_conf_t  *alcf;
+
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_auth_module);
+
+    if (!alcf->enable) {
+        return NGX_DECLINED;
+    }
+
+    rc = ngx_http_dstack_auth_strip(r);
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ngx_http_finalize_request(r,
+            ngx_http_dstack_auth_send_error(r, NGX_HTTP_BAD_REQUEST,
+                "a header name resembles X-Dstack-App-Id"));
+        return NGX_DONE;
+    }
+
+    return NGX_DECLINED;
+}
 
 
 static ngx_int_t
@@ -381,8 +458,7 @@ ngx_http_dstack_auth_handler(ngx_http_request_t *r)
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "dstack auth: %s", ctx->error);
 
-        return ngx_http_dstack_auth_deny(r, NGX_HTTP_UNAUTHORIZED,
-                                         ctx->error);
+        return ngx_http_dstack_auth_deny(r, ctx->status, ctx->error);
     }
 
     if (alcf->enable && !ngx_http_dstack_auth_allowed(alcf, ctx->id)) {
@@ -416,8 +492,9 @@ ngx_http_dstack_auth_handler(ngx_http_request_t *r)
 
 
 /*
- * Under "satisfy any" a refusal is a status for the access phase to
- * weigh; otherwise the request ends here with a JSON body.
+ * Under "satisfy any" a 401 or 403 is a status for the access phase to
+ * weigh; otherwise (and for a misdirected request always) the request
+ * ends here with a JSON body.
  */
 
 static ngx_int_t
@@ -428,7 +505,9 @@ ngx_http_dstack_auth_deny(ngx_http_request_t *r, ngx_uint_t status,
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
-    if (clcf->satisfy != NGX_HTTP_SATISFY_ALL) {
+    if (clcf->satisfy != NGX_HTTP_SATISFY_ALL
+        && (status == NGX_HTTP_UNAUTHORIZED || status == NGX_HTTP_FORBIDDEN))
+    {
         return status;
     }
 
@@ -464,8 +543,11 @@ ngx_http_dstack_auth_request_handler(ngx_http_request_t *r)
 
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_auth_module);
 
-    if (r != r->main && r->connection->ssl != NULL) {
-        /* a subrequest of a TLS connection: use what nginx verified */
+    if (r != r->main) {
+        /*
+         * a subrequest: only what nginx verified on this connection; the
+         * certificate headers are the client's own here
+         */
         ctx = ngx_http_dstack_auth_identity(r);
         if (ctx == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -485,8 +567,7 @@ ngx_http_dstack_auth_request_handler(ngx_http_request_t *r)
     if (ctx->error != NULL) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "dstack auth request: %s", ctx->error);
-        return ngx_http_dstack_auth_send_error(r, NGX_HTTP_UNAUTHORIZED,
-                                               ctx->error);
+        return ngx_http_dstack_auth_send_error(r, ctx->status, ctx->error);
     }
 
     if (!ngx_http_dstack_auth_allowed(alcf, ctx->id)) {
@@ -531,6 +612,7 @@ ngx_http_dstack_auth_identity(ngx_http_request_t *r)
 {
     X509                        *cert;
     ngx_connection_t            *c;
+    ngx_http_ssl_srv_conf_t     *sscf;
     ngx_http_dstack_auth_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r->main, ngx_http_dstack_auth_module);
@@ -538,15 +620,26 @@ ngx_http_dstack_auth_identity(ngx_http_request_t *r)
         return ctx;
     }
 
+    sscf = ngx_http_get_module_srv_conf(r, ngx_http_ssl_module);
+
     ctx = ngx_pcalloc(r->main->pool, sizeof(ngx_http_dstack_auth_ctx_t));
     if (ctx == NULL) {
         return NULL;
     }
 
     c = r->connection;
+    ctx->status = NGX_HTTP_UNAUTHORIZED;
 
     if (c->ssl == NULL) {
         ctx->error = "no TLS client certificate (plain connection)";
+
+    } else if (!ngx_http_dstack_auth_same_ca(c, sscf)) {
+        /*
+         * no SNI (or SNI of another server) and a Host of this server:
+         * the certificate was checked against another server's CA
+         */
+        ctx->error = "client certificate was verified for another server";
+        ctx->status = NGX_HTTP_MISDIRECTED_REQUEST;
 
     } else if (SSL_get_verify_result(c->ssl->connection) != X509_V_OK) {
         ctx->error = "client certificate not verified";
@@ -565,6 +658,50 @@ ngx_http_dstack_auth_identity(ngx_http_request_t *r)
     ngx_http_set_ctx(r->main, ctx, ngx_http_dstack_auth_module);
 
     return ctx;
+}
+
+
+/*
+ * Whether the connection's verify result stands for the server that
+ * handles the request: its SSL_CTX made it, or a server with the same
+ * client CA settings did (two servers of one port that trust the same
+ * files, as the shipped backend and VPC API servers do).  nginx keeps
+ * each server's ssl configuration in its SSL_CTX.
+ */
+
+static ngx_uint_t
+ngx_http_dstack_auth_same_ca(ngx_connection_t *c,
+    ngx_http_ssl_srv_conf_t *sscf)
+{
+    SSL_CTX                  *ssl_ctx;
+    ngx_http_ssl_srv_conf_t  *vscf;
+
+    ssl_ctx = SSL_get_SSL_CTX(c->ssl->connection);
+
+    if (ssl_ctx == sscf->ssl.ctx) {
+        return 1;
+    }
+
+    vscf = SSL_CTX_get_ex_data(ssl_ctx, ngx_ssl_server_conf_index);
+
+    if (vscf == NULL || sscf->ssl.ctx == NULL
+        || vscf->verify == 0 || sscf->verify == 0
+        || vscf->verify_depth != sscf->verify_depth)
+    {
+        return 0;
+    }
+
+#define ngx_http_dstack_auth_same_str(a, b)                                   \
+    ((a).len == (b).len                                                       \
+     && ((a).len == 0 || ngx_strncmp((a).data, (b).data, (a).len) == 0))
+
+    return ngx_http_dstack_auth_same_str(vscf->client_certificate,
+                                         sscf->client_certificate)
+           && ngx_http_dstack_auth_same_str(vscf->trusted_certificate,
+                                            sscf->trusted_certificate)
+           && ngx_http_dstack_auth_same_str(vscf->crl, sscf->crl);
+
+#undef ngx_http_dstack_auth_same_str
 }
 
 
@@ -601,17 +738,20 @@ ngx_http_dstack_auth_from_cert(ngx_http_request_t *r,
 
 
 /*
- * Seed mode: a separate auth endpoint gets the verified certificate from
- * the front server in X-Client-Cert ($ssl_client_escaped_cert) and
- * X-Client-Verify ($ssl_client_verify).  Those headers are believed only
- * from a local peer, the way the seed's service listened on loopback.
+ * Seed mode: a separate auth endpoint gets the certificate from the front
+ * server in X-Client-Cert and its verdict in X-Client-Verify
+ * ($ssl_client_verify).  Those headers are read only from a local peer,
+ * the way the seed's service listened on loopback, and the certificate
+ * is believed only when its chain (the leaf, then the CAs that
+ * $dstack_client_cert_chain adds) verifies to dstack_auth_request_root:
+ * a local process can still replay a certificate it has seen (they are
+ * public), but can no longer make one up.
  */
 
 static ngx_int_t
 ngx_http_dstack_auth_from_headers(ngx_http_request_t *r,
     ngx_http_dstack_auth_ctx_t *ctx, ngx_http_dstack_auth_loc_conf_t *alcf)
 {
-    BIO                            *bio;
     X509                           *cert;
     u_char                         *pem, *dst, *src;
     ngx_int_t                       rc;
@@ -621,6 +761,7 @@ ngx_http_dstack_auth_from_headers(ngx_http_request_t *r,
 
     /* until a certificate is found */
     ctx->attest_source = NGX_HTTP_DSTACK_AUTH_ATTEST_NO_CERT;
+    ctx->status = NGX_HTTP_UNAUTHORIZED;
 
     sa = r->connection->sockaddr;
 
@@ -665,18 +806,22 @@ ngx_http_dstack_auth_from_headers(ngx_http_request_t *r,
     dst = pem;
     ngx_unescape_uri(&dst, &src, escaped->value.len, 0);
 
-    bio = BIO_new_mem_buf(pem, (int) (dst - pem));
-    if (bio == NULL) {
-        ERR_clear_error();
+    if (alcf->request_store == NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "dstack auth request: certificate header refused: "
+                      "no \"dstack_auth_request_root\" to verify it");
+        ctx->error = "no root to verify the client certificate against";
+        return NGX_OK;
+    }
+
+    rc = ngx_http_dstack_auth_verify_pem(r, alcf, pem, dst - pem, &cert);
+
+    if (rc == NGX_ERROR) {
         return NGX_ERROR;
     }
 
-    cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-    BIO_free(bio);
-
-    if (cert == NULL) {
-        ERR_clear_error();
-        ctx->error = "client certificate header is not a PEM certificate";
+    if (rc == NGX_DECLINED) {
+        ctx->error = "client certificate header does not verify to the root";
         return NGX_OK;
     }
 
@@ -700,6 +845,263 @@ ngx_http_dstack_auth_from_headers(ngx_http_request_t *r,
     X509_free(cert);
 
     return rc;
+}
+
+
+/*
+ * Verifies a PEM leaf, followed by its CAs, to the configured root, as
+ * nginx would have verified a client certificate (purpose: TLS client),
+ * and with the App CA check of the verify callback.  NGX_DECLINED: not a
+ * certificate, or no chain to the root.
+ */
+
+static ngx_int_t
+ngx_http_dstack_auth_verify_pem(ngx_http_request_t *r,
+    ngx_http_dstack_auth_loc_conf_t *alcf, u_char *pem, size_t len,
+    X509 **leaf)
+{
+    BIO             *bio;
+    X509            *cert, *x;
+    ngx_int_t        rc;
+    ngx_uint_t       n;
+    X509_STORE_CTX  *sctx;
+    STACK_OF(X509)  *cas, *chain;
+
+    *leaf = NULL;
+    cert = NULL;
+    cas = NULL;
+    sctx = NULL;
+    rc = NGX_ERROR;
+
+    bio = BIO_new_mem_buf(pem, (int) len);
+    if (bio == NULL) {
+        goto failed;
+    }
+
+    cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+
+    if (cert == NULL) {
+        rc = NGX_DECLINED;
+        goto failed;
+    }
+
+    cas = sk_X509_new_null();
+    if (cas == NULL) {
+        goto failed;
+    }
+
+    for (n = 0; /* void */; n++) {
+        x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        if (x == NULL) {
+            break;
+        }
+
+        if (n == NGX_HTTP_DSTACK_AUTH_CHAIN_MAX || !sk_X509_push(cas, x)) {
+            X509_free(x);
+            rc = NGX_DECLINED;
+            goto failed;
+        }
+    }
+
+    /* the end of the PEM data leaves an error behind */
+    ERR_clear_error();
+
+    sctx = X509_STORE_CTX_new();
+
+    if (sctx == NULL
+        || !X509_STORE_CTX_init(sctx, alcf->request_store, cert, cas)
+        || !X509_STORE_CTX_set_purpose(sctx, X509_PURPOSE_SSL_CLIENT))
+    {
+        goto failed;
+    }
+
+    if (X509_verify_cert(sctx) != 1) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "dstack auth request: certificate header: %s",
+                      X509_verify_cert_error_string(
+                          X509_STORE_CTX_get_error(sctx)));
+        rc = NGX_DECLINED;
+        goto failed;
+    }
+
+    chain = X509_STORE_CTX_get0_chain(sctx);
+
+    if (chain != NULL && sk_X509_num(chain) >= 2
+        && dstack_ratls_check_issuer(cert, sk_X509_value(chain, 1))
+           != DSTACK_RATLS_OK)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "dstack auth request: certificate header: "
+                      "its App CA vouches for another app");
+        rc = NGX_DECLINED;
+        goto failed;
+    }
+
+    X509_STORE_CTX_free(sctx);
+    sk_X509_pop_free(cas, X509_free);
+    BIO_free(bio);
+    ERR_clear_error();
+
+    *leaf = cert;
+
+    return NGX_OK;
+
+failed:
+
+    if (sctx != NULL) {
+        X509_STORE_CTX_free(sctx);
+    }
+
+    if (cas != NULL) {
+        sk_X509_pop_free(cas, X509_free);
+    }
+
+    if (cert != NULL) {
+        X509_free(cert);
+    }
+
+    if (bio != NULL) {
+        BIO_free(bio);
+    }
+
+    ERR_clear_error();
+
+    return rc;
+}
+
+
+/*
+ * A name is X-Dstack-App-Id when it spells it with "_" for "-" in any
+ * case: underscores_in_headers lets x_dstack_app_id through, and both
+ * $http_x_dstack_app_id and CGI-style backends (HTTP_X_DSTACK_APP_ID)
+ * read it as the real one.  A name with other characters
+ * (ignore_invalid_headers off) that still spells x-dstack-... in letters
+ * and digits cannot be classified safely.
+ */
+
+static ngx_uint_t
+ngx_http_dstack_auth_header_class(ngx_table_elt_t *h)
+{
+    u_char       c;
+    size_t       i, n;
+    ngx_uint_t   match, odd;
+
+    static u_char  name[] = "x-dstack-app-id";
+    static u_char  skeleton[] = "xdstack";
+
+    match = (h->key.len == sizeof(name) - 1);
+    odd = 0;
+    n = 0;
+
+    for (i = 0; i < h->key.len; i++) {
+        c = h->key.data[i];
+
+        if (c >= 'A' && c <= 'Z') {
+            c |= 0x20;
+
+        } else if (c == '_') {
+            c = '-';
+        }
+
+        if (match && c != name[i]) {
+            match = 0;
+        }
+
+        if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) {
+            if (n < sizeof(skeleton) - 1) {
+                n = (c == skeleton[n]) ? n + 1 : sizeof(skeleton);
+            }
+
+        } else if (c != '-') {
+            odd = 1;
+        }
+    }
+
+    if (match) {
+        return NGX_HTTP_DSTACK_AUTH_HEADER_IDENTITY;
+    }
+
+    if (odd && n == sizeof(skeleton) - 1) {
+        return NGX_HTTP_DSTACK_AUTH_HEADER_UNCLEAR;
+    }
+
+    return NGX_HTTP_DSTACK_AUTH_HEADER_KEEP;
+}
+
+
+/*
+ * Removes every X-Dstack-App-Id, whoever added it.  The list is rebuilt
+ * rather than edited in place: headers_in keeps pointers to its
+ * elements, which must stay valid.  NGX_DECLINED: a name that cannot be
+ * classified.
+ */
+
+static ngx_int_t
+ngx_http_dstack_auth_strip(ngx_http_request_t *r)
+{
+    ngx_uint_t        i, n, found, class;
+    ngx_list_t        old;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *nh;
+
+    found = 0;
+    n = 0;
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            n++;
+
+            class = ngx_http_dstack_auth_header_class(&h[i]);
+
+            if (class == NGX_HTTP_DSTACK_AUTH_HEADER_UNCLEAR) {
+                ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                              "dstack auth: refused header name \"%V\"",
+                              &h[i].key);
+                return NGX_DECLINED;
+            }
+
+            found += (class == NGX_HTTP_DSTACK_AUTH_HEADER_IDENTITY);
+        }
+    }
+
+    if (found == 0) {
+        return NGX_OK;
+    }
+
+    old = r->headers_in.headers;
+
+    if (ngx_list_init(&r->headers_in.headers, r->pool, n + 1,
+                      sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (part = &old.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            if (ngx_http_dstack_auth_header_class(&h[i])
+                == NGX_HTTP_DSTACK_AUTH_HEADER_IDENTITY)
+            {
+                ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                               "dstack auth: removed header \"%V\"",
+                               &h[i].key);
+                continue;
+            }
+
+            nh = ngx_list_push(&r->headers_in.headers);
+            if (nh == NULL) {
+                return NGX_ERROR;
+            }
+
+            *nh = h[i];
+        }
+    }
+
+    return NGX_OK;
 }
 
 
@@ -764,72 +1166,18 @@ ngx_http_dstack_auth_allowed(ngx_http_dstack_auth_loc_conf_t *alcf, u_char *id)
 
 
 /*
- * Replaces every client-supplied X-Dstack-App-Id with the certificate's.
- * The list is rebuilt rather than edited in place: headers_in keeps
- * pointers to its elements, which must stay valid.
+ * Replaces every X-Dstack-App-Id with the certificate's: the client's
+ * copies went in the preaccess phase, this also drops one an earlier
+ * location of an internal redirect added.
  */
 
 static ngx_int_t
 ngx_http_dstack_auth_set_header(ngx_http_request_t *r, ngx_str_t *app_id)
 {
-    ngx_uint_t        i, n, forged;
-    ngx_list_t        old;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h, *nh;
+    ngx_table_elt_t  *h;
 
-    forged = 0;
-    n = 0;
-
-    for (part = &r->headers_in.headers.part; part; part = part->next) {
-        h = part->elts;
-
-        for (i = 0; i < part->nelts; i++) {
-            n++;
-
-            if (h[i].key.len == ngx_http_dstack_auth_header.len
-                && ngx_strncasecmp(h[i].key.data,
-                                   ngx_http_dstack_auth_header.data,
-                                   h[i].key.len) == 0)
-            {
-                forged++;
-            }
-        }
-    }
-
-    if (forged) {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "dstack auth: client sent its own \"%V\" header, "
-                      "replaced", &ngx_http_dstack_auth_header);
-
-        old = r->headers_in.headers;
-
-        if (ngx_list_init(&r->headers_in.headers, r->pool, n + 1,
-                          sizeof(ngx_table_elt_t))
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        for (part = &old.part; part; part = part->next) {
-            h = part->elts;
-
-            for (i = 0; i < part->nelts; i++) {
-                if (h[i].key.len == ngx_http_dstack_auth_header.len
-                    && ngx_strncasecmp(h[i].key.data,
-                                       ngx_http_dstack_auth_header.data,
-                                       h[i].key.len) == 0)
-                {
-                    continue;
-                }
-
-                nh = ngx_list_push(&r->headers_in.headers);
-                if (nh == NULL) {
-                    return NGX_ERROR;
-                }
-
-                *nh = h[i];
-            }
-        }
+    if (ngx_http_dstack_auth_strip(r) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     h = ngx_list_push(&r->headers_in.headers);
@@ -1299,17 +1647,34 @@ ngx_http_dstack_auth_cache_insert_value(ngx_rbtree_node_t *temp,
 
 
 /*
- * Runs inside the handshake after nginx's own checks: an App CA that
- * names an app may only vouch for that app.  The failure is recorded in
- * the verify result, so it also holds for resumed sessions.
+ * Runs inside the handshake after OpenSSL's checks and nginx's callback:
+ * an App CA that names an app may only vouch for that app.  The failure
+ * is recorded in the verify result, so it also holds for resumed
+ * sessions.
  */
 
 static int
 ngx_http_dstack_auth_verify_callback(int ok, X509_STORE_CTX *sctx)
 {
-    X509              *leaf, *issuer;
-    STACK_OF(X509)    *chain;
-    dstack_ratls_rc_e  rc;
+    SSL                            *ssl;
+    X509                           *leaf, *issuer;
+    STACK_OF(X509)                 *chain;
+    dstack_ratls_rc_e               rc;
+    ngx_http_dstack_auth_verify_t  *v;
+
+    /* nginx's own callback first: its "verify:" debug lines stay */
+
+    ssl = X509_STORE_CTX_get_ex_data(sctx,
+                                     SSL_get_ex_data_X509_STORE_CTX_idx());
+
+    if (ssl != NULL && ngx_http_dstack_auth_verify_index != -1) {
+        v = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl),
+                                ngx_http_dstack_auth_verify_index);
+
+        if (v != NULL && v->callback != NULL && !v->callback(ok, sctx)) {
+            return 0;
+        }
+    }
 
     if (!ok || X509_STORE_CTX_get_error_depth(sctx) != 0) {
         return 1;
@@ -1533,6 +1898,87 @@ not_found:
 }
 
 
+/*
+ * $dstack_client_cert_chain: the verified client chain without its root,
+ * leaf first, as URL-escaped PEM: what a front server passes in
+ * X-Client-Cert to a standalone dstack_auth_request endpoint, which
+ * cannot verify a lone leaf ($ssl_client_escaped_cert) to the KMS root.
+ */
+
+static ngx_int_t
+ngx_http_dstack_auth_chain_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    BIO             *bio;
+    char            *pem;
+    long             len;
+    size_t           n;
+    u_char          *p;
+    ngx_uint_t       i, last;
+    STACK_OF(X509)  *chain;
+
+    v->not_found = 1;
+
+    if (r->connection->ssl == NULL
+        || SSL_get_verify_result(r->connection->ssl->connection) != X509_V_OK)
+    {
+        return NGX_OK;
+    }
+
+    chain = SSL_get0_verified_chain(r->connection->ssl->connection);
+
+    if (chain == NULL || sk_X509_num(chain) == 0) {
+        return NGX_OK;
+    }
+
+    bio = BIO_new(BIO_s_mem());
+    if (bio == NULL) {
+        ERR_clear_error();
+        return NGX_ERROR;
+    }
+
+    last = sk_X509_num(chain);
+    last = (last > 1) ? last - 1 : last;
+
+    for (i = 0; i < last; i++) {
+        if (PEM_write_bio_X509(bio, sk_X509_value(chain, i)) != 1) {
+            goto failed;
+        }
+    }
+
+    len = BIO_get_mem_data(bio, &pem);
+    if (len <= 0) {
+        goto failed;
+    }
+
+    n = len + 2 * ngx_escape_uri(NULL, (u_char *) pem, len,
+                                 NGX_ESCAPE_URI_COMPONENT);
+
+    p = ngx_pnalloc(r->pool, n);
+    if (p == NULL) {
+        goto failed;
+    }
+
+    ngx_escape_uri(p, (u_char *) pem, len, NGX_ESCAPE_URI_COMPONENT);
+    BIO_free(bio);
+
+    v->len = n;
+    v->data = p;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+
+failed:
+
+    BIO_free(bio);
+    ERR_clear_error();
+
+    return NGX_ERROR;
+}
+
+
 static ngx_int_t
 ngx_http_dstack_auth_add_variables(ngx_conf_t *cf)
 {
@@ -1708,6 +2154,8 @@ ngx_http_dstack_auth_create_loc_conf(ngx_conf_t *cf)
      *
      *     conf->allow_mode = NGX_HTTP_DSTACK_AUTH_ALLOW_UNSET;
      *     conf->allow = NULL;
+     *     conf->request_root = { 0, NULL };
+     *     conf->request_store = NULL;
      *     conf->tcb_accept = 0;
      */
 
@@ -1725,6 +2173,7 @@ ngx_http_dstack_auth_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_dstack_auth_loc_conf_t  *prev = parent;
     ngx_http_dstack_auth_loc_conf_t  *conf = child;
 
+    ngx_pool_cleanup_t                *cln;
     ngx_http_dstack_auth_main_conf_t  *amcf;
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
@@ -1744,6 +2193,44 @@ ngx_http_dstack_auth_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                            "\"dstack_auth_attestation full\" needs "
                            "\"dstack_auth_attestation_root\"");
         return NGX_CONF_ERROR;
+    }
+
+    if (conf->request_root.data == NULL) {
+        conf->request_root = prev->request_root;
+        conf->request_store = prev->request_store;
+    }
+
+    if (conf->request_root.len && conf->request_store == NULL) {
+        if (ngx_conf_full_name(cf->cycle, &conf->request_root, 1) != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+        conf->request_store = X509_STORE_new();
+        if (conf->request_store == NULL) {
+            ERR_clear_error();
+            return NGX_CONF_ERROR;
+        }
+
+        cln = ngx_pool_cleanup_add(cf->pool, 0);
+        if (cln == NULL) {
+            X509_STORE_free(conf->request_store);
+            return NGX_CONF_ERROR;
+        }
+
+        cln->handler = ngx_http_dstack_auth_store_cleanup;
+        cln->data = conf->request_store;
+
+        if (X509_STORE_load_file(conf->request_store,
+                                 (char *) conf->request_root.data)
+            != 1)
+        {
+            ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                          "cannot load \"%V\" of "
+                          "\"dstack_auth_request_root\"",
+                          &conf->request_root);
+            return NGX_CONF_ERROR;
+        }
     }
 
     if (conf->allow_mode == NGX_HTTP_DSTACK_AUTH_ALLOW_UNSET) {
@@ -1842,6 +2329,13 @@ ngx_http_dstack_auth_request(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf->handler = ngx_http_dstack_auth_request_handler;
 
     return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_dstack_auth_store_cleanup(void *data)
+{
+    X509_STORE_free(data);
 }
 
 
@@ -2022,9 +2516,11 @@ ngx_http_dstack_auth_init_cache(ngx_shm_zone_t *shm_zone, void *data)
 static ngx_int_t
 ngx_http_dstack_auth_init(ngx_conf_t *cf)
 {
-    SSL_CTX                    *ctx;
-    ngx_uint_t                  s;
-    ngx_http_handler_pt        *h;
+    SSL_CTX                        *ctx;
+    ngx_uint_t                      s;
+    SSL_verify_cb                   cb;
+    ngx_http_handler_pt            *h;
+    ngx_http_dstack_auth_verify_t  *v;
     ngx_http_ssl_srv_conf_t    *sscf;
     ngx_http_core_srv_conf_t  **cscfp;
     ngx_http_core_main_conf_t  *cmcf;
@@ -2038,6 +2534,25 @@ ngx_http_dstack_auth_init(ngx_conf_t *cf)
 
     *h = ngx_http_dstack_auth_handler;
 
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_dstack_auth_strip_handler;
+
+    if (ngx_http_dstack_auth_verify_index == -1) {
+        ngx_http_dstack_auth_verify_index = SSL_CTX_get_ex_new_index(0, NULL,
+                                                                     NULL,
+                                                                     NULL,
+                                                                     NULL);
+        if (ngx_http_dstack_auth_verify_index == -1) {
+            ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                          "SSL_CTX_get_ex_new_index() failed");
+            return NGX_ERROR;
+        }
+    }
+
     /* every server that verifies clients also checks App CA consistency */
 
     cscfp = cmcf->servers.elts;
@@ -2048,6 +2563,27 @@ ngx_http_dstack_auth_init(ngx_conf_t *cf)
 
         if (ctx == NULL || sscf->verify == 0) {
             continue;
+        }
+
+        cb = SSL_CTX_get_verify_callback(ctx);
+
+        if (cb == ngx_http_dstack_auth_verify_callback) {
+            continue;
+        }
+
+        v = ngx_palloc(cf->pool, sizeof(ngx_http_dstack_auth_verify_t));
+        if (v == NULL) {
+            return NGX_ERROR;
+        }
+
+        v->callback = cb;
+
+        if (SSL_CTX_set_ex_data(ctx, ngx_http_dstack_auth_verify_index, v)
+            == 0)
+        {
+            ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                          "SSL_CTX_set_ex_data() failed");
+            return NGX_ERROR;
         }
 
         SSL_CTX_set_verify(ctx, SSL_CTX_get_verify_mode(ctx),

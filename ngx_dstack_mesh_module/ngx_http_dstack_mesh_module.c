@@ -59,6 +59,7 @@
 #define NGX_HTTP_DSTACK_MESH_APP             2
 #define NGX_HTTP_DSTACK_MESH_INSTANCE        3
 #define NGX_HTTP_DSTACK_MESH_PORT            4
+#define NGX_HTTP_DSTACK_MESH_UNCLEAR         5
 
 #define NGX_HTTP_DSTACK_MESH_TLS_FAILED      525
 #define NGX_HTTP_DSTACK_MESH_PEER_REJECTED   526
@@ -545,6 +546,15 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
                 continue;
             }
 
+            if (kind == NGX_HTTP_DSTACK_MESH_UNCLEAR) {
+                ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                              "dstack mesh: refused header name \"%V\"",
+                              &h[i].key);
+                ngx_str_set(&ctx->detail,
+                            "a header name resembles x-dstack-*");
+                return NGX_HTTP_BAD_REQUEST;
+            }
+
             strip++;
 
             if (kind != NGX_HTTP_DSTACK_MESH_STRIP) {
@@ -742,16 +752,58 @@ ngx_http_dstack_mesh_parse_port(u_char *data, size_t len)
 }
 
 
-/* by the name nginx has already lowercased */
+/*
+ * By the name with "_" folded to "-", in any case: underscores_in_headers
+ * lets x_dstack_target_app through, and CGI-style backends and nginx's
+ * $http_* variables read it as x-dstack-target-app.  A name with other
+ * characters (ignore_invalid_headers off) that still spells x-dstack-...
+ * in its letters and digits cannot be classified safely.
+ */
 
 static ngx_uint_t
 ngx_http_dstack_mesh_header_kind(ngx_table_elt_t *h)
 {
-    size_t   len;
-    u_char  *name;
+    u_char       c, *name;
+    size_t       i, n, len;
+    ngx_uint_t   odd;
+    u_char       folded[sizeof(NGX_HTTP_DSTACK_MESH_PREFIX) + 8];
 
-    name = h->lowcase_key;
+    static u_char  skeleton[] = "xdstack";
+
     len = h->key.len;
+    odd = 0;
+    n = 0;
+
+    for (i = 0; i < len; i++) {
+        c = h->key.data[i];
+
+        if (c >= 'A' && c <= 'Z') {
+            c |= 0x20;
+
+        } else if (c == '_') {
+            c = '-';
+        }
+
+        if (i < sizeof(folded)) {
+            folded[i] = c;
+        }
+
+        if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) {
+            if (n < sizeof(skeleton) - 1) {
+                n = (c == skeleton[n]) ? n + 1 : sizeof(skeleton);
+            }
+
+        } else if (c != '-') {
+            odd = 1;
+        }
+    }
+
+    if (odd) {
+        return (n == sizeof(skeleton) - 1) ? NGX_HTTP_DSTACK_MESH_UNCLEAR
+                                           : NGX_HTTP_DSTACK_MESH_KEEP;
+    }
+
+    name = folded;
 
     if (len == sizeof("x-dstack-app-id") - 1
         && ngx_memcmp(name, "x-dstack-app-id", len) == 0)

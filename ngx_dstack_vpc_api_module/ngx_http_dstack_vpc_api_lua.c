@@ -14,8 +14,16 @@
 
 /*
  * register: ARGV = prefix, instance_id, node_name, app_id, key_id,
- * key_hash, ttl, reusable, ephemeral, shared_key_candidate.
- * Returns {status, shared_key}, {"forbidden"} or {"retry"}.
+ * key_hash, ttl, reusable, ephemeral, shared_key_candidate, the most
+ * outstanding keys and the most node records per app.
+ * Returns {status, shared_key}, {"forbidden"}, {"retry"} or
+ * {"limit", directive, value}.
+ *
+ * Per-app counts (docs/api.md, "Limits"): quota:keys:<app> holds the
+ * app's unused keys by expiration; quota:records:<app> the records it
+ * created; quota:apps every app that has counts.  The checks only read:
+ * Redis refuses a script for memory only at its first write, so that
+ * one stays the shared key's SET.
  */
 
 ngx_str_t  ngx_http_dstack_vpc_api_lua_register = ngx_string(
@@ -26,6 +34,15 @@ ngx_str_t  ngx_http_dstack_vpc_api_lua_register = ngx_string(
     "local owner = redis.call('HGET', nk, 'app_id')\n"
     "if owner and owner ~= app then\n"
     "  return {'forbidden'}\n"
+    "end\n"
+    "local qk = p .. 'quota:keys:' .. app\n"
+    "local qr = p .. 'quota:records:' .. app\n"
+    "if redis.call('ZCOUNT', qk, '(' .. now, '+inf') >= tonumber(ARGV[11])\n"
+    "then\n"
+    "  return {'limit', 'dstack_vpc_api_max_keys_per_app', ARGV[11]}\n"
+    "end\n"
+    "if not owner and redis.call('SCARD', qr) >= tonumber(ARGV[12]) then\n"
+    "  return {'limit', 'dstack_vpc_api_max_records_per_app', ARGV[12]}\n"
     "end\n"
     "local kk = p .. 'preauthkey:' .. ARGV[5]\n"
     "if redis.call('EXISTS', kk) == 1 then\n"
@@ -41,10 +58,14 @@ ngx_str_t  ngx_http_dstack_vpc_api_lua_register = ngx_string(
     "redis.call('EXPIREAT', kk, exp + 86400)\n"
     "redis.call('ZADD', p .. 'preauthkeys', exp, ARGV[5])\n"
     "redis.call('ZREMRANGEBYSCORE', p .. 'preauthkeys', '-inf', now - 86400)\n"
+    "redis.call('ZREMRANGEBYSCORE', qk, '-inf', now)\n"
+    "redis.call('ZADD', qk, exp, ARGV[5])\n"
+    "redis.call('SADD', p .. 'quota:apps', app)\n"
     "local status = 'updated'\n"
     "if redis.call('HSETNX', nk, 'created_at', now) == 1 then\n"
     "  status = 'created'\n"
     "  redis.call('ZADD', p .. 'nodes', 0, id)\n"
+    "  redis.call('SADD', qr, id)\n"
     "end\n"
     "redis.call('HSET', nk, 'uuid', id, 'name', name, 'app_id', app,\n"
     "  'registered_at', now, 'updated_at', now)\n"
@@ -55,9 +76,13 @@ ngx_str_t  ngx_http_dstack_vpc_api_lua_register = ngx_string(
 
 
 /*
- * update: ARGV = prefix, uuid, node_type, tailscale_ip, hostname, app_id;
- * empty values keep the stored ones.  Returns {status, uuid, node_type,
- * tailscale_ip, hostname} or {"forbidden"}.
+ * update: ARGV = prefix, uuid, node_type, tailscale_ip, hostname, app_id,
+ * 1 when the uuid has an instance id's shape, the most node records per
+ * app; empty values keep the stored ones.  Returns {status, uuid,
+ * node_type, tailscale_ip, hostname}, {"forbidden"}, {"limit", directive,
+ * value} or {"reserved"}: an instance id names a record only once
+ * a registration created it, so that no app can take another app's
+ * instance (instance ids are public) before it registers.
  */
 
 ngx_str_t  ngx_http_dstack_vpc_api_lua_update = ngx_string(
@@ -72,6 +97,15 @@ ngx_str_t  ngx_http_dstack_vpc_api_lua_update = ngx_string(
     "end\n"
     "local status = 'updated'\n"
     "if not cur[5] then\n"
+    "  if ARGV[7] == '1' then\n"
+    "    return {'reserved'}\n"
+    "  end\n"
+    "  local qr = p .. 'quota:records:' .. app\n"
+    "  if redis.call('SCARD', qr) >= tonumber(ARGV[8]) then\n"
+    "    return {'limit', 'dstack_vpc_api_max_records_per_app', ARGV[8]}\n"
+    "  end\n"
+    "  redis.call('SADD', qr, id)\n"
+    "  redis.call('SADD', p .. 'quota:apps', app)\n"
     "  status = 'created'\n"
     "  redis.call('HSET', nk, 'uuid', id, 'name', id, 'app_id', app,\n"
     "    'created_at', now)\n"
@@ -104,7 +138,9 @@ ngx_str_t  ngx_http_dstack_vpc_api_lua_update = ngx_string(
 /*
  * discover: ARGV = prefix, node_type.  Returns the response document, or
  * nil when no node of the type has a hostname.  The document is cached
- * in view:type:<type> until a node of the type changes.
+ * in view:type:<type> until a node of the type changes.  etcd nodes also
+ * carry "hostname_with_port" (<hostname>:2379, etcd's client port), as
+ * the seed's answer did.
  */
 
 ngx_str_t  ngx_http_dstack_vpc_api_lua_discover = ngx_string(
@@ -128,8 +164,13 @@ ngx_str_t  ngx_http_dstack_vpc_api_lua_discover = ngx_string(
     "for n, id in ipairs(ids) do\n"
     "  local f = redis.call('HMGET', p .. 'node:' .. id, 'hostname',\n"
     "    'tailscale_ip')\n"
+    "  local port = ''\n"
+    "  if t == 'etcd' and f[1] and f[1] ~= '' then\n"
+    "    port = ',\"hostname_with_port\":' .. s(f[1] .. ':2379')\n"
+    "  end\n"
     "  out[n] = '{\"hostname\":' .. s(f[1])\n"
-    "    .. ',\"tailscale_ip\":' .. s(f[2]) .. ',\"uuid\":' .. s(id) .. '}'\n"
+    "    .. ',\"tailscale_ip\":' .. s(f[2]) .. ',\"uuid\":' .. s(id)\n"
+    "    .. port .. '}'\n"
     "end\n"
     "v = '{\"nodes\":[' .. table.concat(out, ',') .. '],\"count\":' .. #ids\n"
     "  .. ',\"node_type\":' .. s(t) .. '}'\n"

@@ -47,6 +47,9 @@
 #define NGX_HTTP_DSTACK_VPC_API_KEY_SECRET_LEN 64
 #define NGX_HTTP_DSTACK_VPC_API_SHARED_LEN     64
 
+/* per-app limits: the whole VPC of DESIGN's scale is 10000 nodes */
+#define NGX_HTTP_DSTACK_VPC_API_MAX_PER_APP    10000
+
 
 typedef struct {
     ngx_flag_t                  enable;
@@ -59,6 +62,8 @@ typedef struct {
     ngx_flag_t                  key_ephemeral;
     size_t                      max_body;
     size_t                      max_args;
+    ngx_uint_t                  max_keys;     /* outstanding, per app */
+    ngx_uint_t                  max_records;  /* node records, per app */
 } ngx_http_dstack_vpc_api_loc_conf_t;
 
 
@@ -114,6 +119,8 @@ static ngx_int_t ngx_http_dstack_vpc_api_health_reply(ngx_http_request_t *r,
 static ngx_int_t ngx_http_dstack_vpc_api_register_reply(
     ngx_http_request_t *r, ngx_http_dstack_vpc_api_ctx_t *ctx,
     redisReply *reply);
+static ngx_int_t ngx_http_dstack_vpc_api_limit(ngx_http_request_t *r,
+    ngx_http_dstack_vpc_api_ctx_t *ctx, redisReply *reply);
 static ngx_int_t ngx_http_dstack_vpc_api_update_reply(ngx_http_request_t *r,
     redisReply *reply);
 static ngx_int_t ngx_http_dstack_vpc_api_document_reply(
@@ -221,6 +228,20 @@ static ngx_command_t  ngx_http_dstack_vpc_api_commands[] = {
       ngx_conf_set_size_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_dstack_vpc_api_loc_conf_t, max_args),
+      NULL },
+
+    { ngx_string("dstack_vpc_api_max_keys_per_app"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dstack_vpc_api_loc_conf_t, max_keys),
+      NULL },
+
+    { ngx_string("dstack_vpc_api_max_records_per_app"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dstack_vpc_api_loc_conf_t, max_records),
       NULL },
 
     { ngx_string("dstack_vpc_redis"),
@@ -656,11 +677,13 @@ ngx_http_dstack_vpc_api_register(ngx_http_request_t *r,
     ngx_http_dstack_vpc_api_ctx_t *ctx)
 {
     u_char                               *p;
-    size_t                                lens[10];
+    size_t                                lens[12];
     u_char                                shared_raw[64];
+    u_char                                max_keys[NGX_INT_T_LEN];
+    u_char                                max_records[NGX_INT_T_LEN];
     ngx_str_t                             id, name, hash, shared, ttl;
     ngx_str_t                             key_id, secret, url, raw;
-    const char                           *argv[10];
+    const char                           *argv[12];
     ngx_http_dstack_vpc_api_loc_conf_t   *alcf;
     ngx_http_dstack_vpc_api_main_conf_t  *amcf;
 
@@ -785,13 +808,18 @@ ngx_http_dstack_vpc_api_register(ngx_http_request_t *r,
     lens[8] = 1;
     argv[9] = (const char *) shared.data;
     lens[9] = shared.len;
+    argv[10] = (const char *) max_keys;
+    lens[10] = ngx_sprintf(max_keys, "%ui", alcf->max_keys) - max_keys;
+    argv[11] = (const char *) max_records;
+    lens[11] = ngx_sprintf(max_records, "%ui", alcf->max_records)
+               - max_records;
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "dstack vpc api: register instance \"%V\" as \"%V\" "
                   "for app \"%V\", key id \"%V\"",
                   &id, &name, &ctx->app_id, &key_id);
 
-    return ngx_http_dstack_vpc_api_eval(r, amcf->lua_register, 10, argv,
+    return ngx_http_dstack_vpc_api_eval(r, amcf->lua_register, 12, argv,
                                         lens, 1);
 }
 
@@ -816,12 +844,15 @@ static ngx_int_t
 ngx_http_dstack_vpc_api_update(ngx_http_request_t *r,
     ngx_http_dstack_vpc_api_ctx_t *ctx)
 {
-    size_t                                lens[6];
-    const char                           *argv[6], *field;
+    size_t                                lens[8];
+    u_char                                max[NGX_INT_T_LEN];
+    const char                           *argv[8], *field;
     ngx_http_dstack_vpc_api_node_t        node;
+    ngx_http_dstack_vpc_api_loc_conf_t   *alcf;
     ngx_http_dstack_vpc_api_main_conf_t  *amcf;
 
     amcf = ngx_http_get_module_main_conf(r, ngx_http_dstack_vpc_api_module);
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_vpc_api_module);
 
     if (ngx_http_dstack_vpc_api_arg(r, "uuid", &node.uuid) != NGX_OK
         || ngx_http_dstack_vpc_api_arg(r, "node_type", &node.node_type)
@@ -919,8 +950,16 @@ ngx_http_dstack_vpc_api_update(ngx_http_request_t *r,
     argv[5] = (const char *) ctx->app_id.data;
     lens[5] = ctx->app_id.len;
 
+    /* 40 hex digits: a dstack instance id, created only by registration */
+    argv[6] = (node.uuid.len == NGX_HTTP_DSTACK_VPC_API_APP_ID_LEN
+               && ngx_http_dstack_vpc_api_lower_id(&node.uuid, 1) == NGX_OK)
+              ? "1" : "0";
+    lens[6] = 1;
+    argv[7] = (const char *) max;
+    lens[7] = ngx_sprintf(max, "%ui", alcf->max_records) - max;
+
     /* the reference taken by reading the body is the one kept */
-    return ngx_http_dstack_vpc_api_eval(r, amcf->lua_update, 6, argv, lens,
+    return ngx_http_dstack_vpc_api_eval(r, amcf->lua_update, 8, argv, lens,
                                         0);
 }
 
@@ -1287,6 +1326,10 @@ ngx_http_dstack_vpc_api_register_reply(ngx_http_request_t *r,
                                 "instance is registered by another app");
     }
 
+    if (status->len == 5 && ngx_strncmp(status->str, "limit", 5) == 0) {
+        return ngx_http_dstack_vpc_api_limit(r, ctx, reply);
+    }
+
     if (status->len == 5 && ngx_strncmp(status->str, "retry", 5) == 0) {
         return ngx_http_dstack_vpc_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                              "key id collision, retry");
@@ -1341,6 +1384,42 @@ unexpected:
 }
 
 
+/*
+ * {"limit", directive, value}: 429, naming the directive and its value,
+ * so that an operator sees which bound was reached and where to raise it.
+ */
+
+static ngx_int_t
+ngx_http_dstack_vpc_api_limit(ngx_http_request_t *r,
+    ngx_http_dstack_vpc_api_ctx_t *ctx, redisReply *reply)
+{
+    ngx_str_t  name, value;
+
+    if (reply->elements != 3
+        || reply->element[1]->type != REDIS_REPLY_STRING
+        || reply->element[2]->type != REDIS_REPLY_STRING)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "dstack vpc api: unexpected limit reply");
+        return ngx_http_dstack_vpc_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                             "redis error");
+    }
+
+    name.data = (u_char *) reply->element[1]->str;
+    name.len = reply->element[1]->len;
+    value.data = (u_char *) reply->element[2]->str;
+    value.len = reply->element[2]->len;
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "dstack vpc api: app \"%V\" reached \"%V %V\"",
+                  &ctx->app_id, &name, &value);
+
+    return ngx_http_dstack_vpc_api_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
+                                         "limit reached: %V %V per app",
+                                         &name, &value);
+}
+
+
 static ngx_int_t
 ngx_http_dstack_vpc_api_update_reply(ngx_http_request_t *r,
     redisReply *reply)
@@ -1369,6 +1448,21 @@ ngx_http_dstack_vpc_api_update_reply(ngx_http_request_t *r,
                       "dstack vpc api: update of a node of another app");
         return ngx_http_dstack_vpc_api_error(r, NGX_HTTP_FORBIDDEN,
                                         "node is registered by another app");
+    }
+
+    if (f[0].len == 5 && ngx_strncmp(f[0].data, "limit", 5) == 0) {
+        return ngx_http_dstack_vpc_api_limit(r,
+                   ngx_http_get_module_ctx(r, ngx_http_dstack_vpc_api_module),
+                   reply);
+    }
+
+    if (f[0].len == 8 && ngx_strncmp(f[0].data, "reserved", 8) == 0) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "dstack vpc api: update would create a node named "
+                      "by an instance id");
+        return ngx_http_dstack_vpc_api_error(r, NGX_HTTP_FORBIDDEN,
+                        "an instance id names a node only after "
+                        "/api/register");
     }
 
     if (reply->elements != 5) {
@@ -1957,6 +2051,8 @@ ngx_http_dstack_vpc_api_create_loc_conf(ngx_conf_t *cf)
     conf->key_ephemeral = NGX_CONF_UNSET;
     conf->max_body = NGX_CONF_UNSET_SIZE;
     conf->max_args = NGX_CONF_UNSET_SIZE;
+    conf->max_keys = NGX_CONF_UNSET_UINT;
+    conf->max_records = NGX_CONF_UNSET_UINT;
 
     return conf;
 }
@@ -1989,6 +2085,10 @@ ngx_http_dstack_vpc_api_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_value(conf->key_ephemeral, prev->key_ephemeral, 0);
     ngx_conf_merge_size_value(conf->max_body, prev->max_body, 4096);
     ngx_conf_merge_size_value(conf->max_args, prev->max_args, 2048);
+    ngx_conf_merge_uint_value(conf->max_keys, prev->max_keys,
+                              NGX_HTTP_DSTACK_VPC_API_MAX_PER_APP);
+    ngx_conf_merge_uint_value(conf->max_records, prev->max_records,
+                              NGX_HTTP_DSTACK_VPC_API_MAX_PER_APP);
 
     if (conf->enable
         && conf->server_url == NULL && conf->gateway_url.data == NULL)

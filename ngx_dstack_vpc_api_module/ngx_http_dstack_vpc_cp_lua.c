@@ -84,7 +84,7 @@
     "local function remove(id)\n"                                             \
     "  local nk = K .. 'node:' .. id\n"                                       \
     "  local f = redis.call('HMGET', nk, 'key', 'instance_id', 'name',\n"     \
-    "    'ip')\n"                                                             \
+    "    'ip', 'app_id')\n"                                                   \
     "  redis.call('ZREM', K .. 'nodes', id)\n"                                \
     "  redis.call('ZREM', K .. 'seen', id)\n"                                 \
     "  redis.call('ZREM', K .. 'expiries', id)\n"                             \
@@ -110,6 +110,9 @@
     "      redis.call('ZADD', K .. 'ipfree', n, ip)\n"                        \
     "    end\n"                                                               \
     "  end\n"                                                                 \
+    "  if f[5] then\n"                                                        \
+    "    redis.call('SREM', p .. 'quota:nodes:' .. f[5], id)\n"               \
+    "  end\n"                                                                 \
     "  redis.call('DEL', nk)\n"                                               \
     "  if inst ~= '' and ip ~= '' then\n"                                     \
     "    local rk = p .. 'node:' .. inst\n"                                   \
@@ -128,9 +131,11 @@
 /*
  * register: ARGV = prefix, node key (hex), app id, instance id,
  * label, node type, ephemeral (1/0), key expiry (Unix s, 0: none),
- * auth key id, auth key hash, pool (text), pool base, pool size.
+ * auth key id, auth key hash, pool (text), pool base, pool size, the
+ * most live nodes per app.
  * Returns {"ok", id, name, ip, user id, "created"|"updated"|"existing"}
- * or {refusal, message}.
+ * or {refusal, message}.  A new node counts in quota:nodes:<app>
+ * (remove() takes it out); a single-use key leaves quota:keys:<app>.
  */
 
 const char  ngx_http_dstack_vpc_cp_lua_register[] =
@@ -276,6 +281,20 @@ const char  ngx_http_dstack_vpc_cp_lua_register[] =
     "  old = redis.call('HMGET', nk, 'key', 'instance_id', 'name', 'ip',\n"
     "    'node_type', 'created_at')\n"
     "else\n"
+    "  local qn = p .. 'quota:nodes:' .. app\n"
+    "  local max = tonumber(ARGV[14])\n"
+    "  if redis.call('SCARD', qn) >= max then\n"
+    "    for _, x in ipairs(redis.call('SMEMBERS', qn)) do\n"
+    "      if redis.call('HGET', K .. 'node:' .. x, 'app_id') ~= app then\n"
+    "        redis.call('SREM', qn, x)\n"
+    "      end\n"
+    "    end\n"
+    "    if redis.call('SCARD', qn) >= max then\n"
+    "      return {'limit', 'limit reached: '\n"
+    "        .. 'dstack_vpc_control_max_nodes_per_app ' .. ARGV[14]\n"
+    "        .. ' per app'}\n"
+    "    end\n"
+    "  end\n"
     "  id = tostring(redis.call('INCR', K .. 'seq'))\n"
     "  nk = K .. 'node:' .. id\n"
     "  status = 'created'\n"
@@ -347,6 +366,11 @@ const char  ngx_http_dstack_vpc_cp_lua_register[] =
     "end\n"
     "redis.call('HSET', kk, 'used', '1')\n"
     "redis.call('HINCRBY', kk, 'uses', 1)\n"
+    "if k[3] ~= '1' and k[6] and k[6] ~= '' then\n"
+    "  redis.call('ZREM', p .. 'quota:keys:' .. k[6], ARGV[9])\n"
+    "end\n"
+    "redis.call('SADD', p .. 'quota:nodes:' .. app, id)\n"
+    "redis.call('SADD', p .. 'quota:apps', app)\n"
     "if inst ~= '' then\n"
     "  local rk = p .. 'node:' .. inst\n"
     "  local r = redis.call('HMGET', rk, 'node_type', 'hostname',\n"
@@ -555,6 +579,38 @@ const char  ngx_http_dstack_vpc_cp_lua_admin_nodes[] =
 
 
 /*
+ * admin_apps (wgctl nodes apps): ARGV = prefix.  Returns APP_FIELDS per
+ * app with counts, by app id: app_id, live nodes, of them online,
+ * outstanding pre-auth keys, node records: what the per-app limits
+ * count.
+ */
+
+const char  ngx_http_dstack_vpc_cp_lua_admin_apps[] =
+    NGX_HTTP_DSTACK_VPC_CP_LUA_COMMON
+    "local now = clock()\n"
+    "local apps = redis.call('SMEMBERS', p .. 'quota:apps')\n"
+    "table.sort(apps)\n"
+    "local out = {}\n"
+    "for _, a in ipairs(apps) do\n"
+    "  local ids = redis.call('SMEMBERS', p .. 'quota:nodes:' .. a)\n"
+    "  local on = 0\n"
+    "  for _, x in ipairs(ids) do\n"
+    "    if redis.call('HGET', K .. 'node:' .. x, 'online') == '1' then\n"
+    "      on = on + 1\n"
+    "    end\n"
+    "  end\n"
+    "  out[#out + 1] = a\n"
+    "  out[#out + 1] = tostring(#ids)\n"
+    "  out[#out + 1] = tostring(on)\n"
+    "  out[#out + 1] = tostring(redis.call('ZCOUNT',\n"
+    "    p .. 'quota:keys:' .. a, '(' .. now, '+inf'))\n"
+    "  out[#out + 1] = tostring(redis.call('SCARD',\n"
+    "    p .. 'quota:records:' .. a))\n"
+    "end\n"
+    "return out\n";
+
+
+/*
  * admin_node (wgctl nodes delete|expire): ARGV = prefix, "delete" or
  * "expire", the node (id, name, or nodekey:<hex>).  Returns {"ok", id}
  * or {"unknown"}.
@@ -646,6 +702,10 @@ const char  ngx_http_dstack_vpc_cp_lua_admin_key_expire[] =
     "  return 'unknown'\n"
     "end\n"
     "local now = clock()\n"
+    "local app = redis.call('HGET', kk, 'app_id')\n"
+    "if app and app ~= '' then\n"
+    "  redis.call('ZREM', p .. 'quota:keys:' .. app, ARGV[2])\n"
+    "end\n"
     "redis.call('HSET', kk, 'expiration', now, 'revoked', '1')\n"
     "redis.call('ZADD', p .. 'preauthkeys', now, ARGV[2])\n"
     "return 'ok'\n";

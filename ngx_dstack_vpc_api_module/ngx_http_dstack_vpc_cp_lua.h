@@ -25,6 +25,7 @@
 
 #define NGX_HTTP_DSTACK_VPC_CP_ADMIN_FIELDS  14
 #define NGX_HTTP_DSTACK_VPC_CP_KEY_FIELDS    12
+#define NGX_HTTP_DSTACK_VPC_CP_APP_FIELDS    5
 
 
 extern const char  ngx_http_dstack_vpc_cp_lua_register[];
@@ -34,6 +35,7 @@ extern const char  ngx_http_dstack_vpc_cp_lua_logout[];
 extern const char  ngx_http_dstack_vpc_cp_lua_sweep[];
 
 extern const char  ngx_http_dstack_vpc_cp_lua_admin_nodes[];
+extern const char  ngx_http_dstack_vpc_cp_lua_admin_apps[];
 extern const char  ngx_http_dstack_vpc_cp_lua_admin_node[];
 extern const char  ngx_http_dstack_vpc_cp_lua_admin_key_create[];
 extern const char  ngx_http_dstack_vpc_cp_lua_admin_keys[];

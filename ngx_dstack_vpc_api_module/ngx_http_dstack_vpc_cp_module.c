@@ -93,6 +93,12 @@ typedef struct {
     ngx_str_t                   interval_text;
     ngx_str_t                   channel;
 
+    /* per-app limits (docs/control-plane.md, "Limits") */
+    ngx_uint_t                  max_nodes;          /* in Redis */
+    ngx_uint_t                  max_streams_node;   /* in this worker */
+    ngx_uint_t                  max_streams_app;    /* in this worker */
+    ngx_str_t                   max_nodes_text;
+
     ngx_dstack_redis_script_t  *lua_register;
     ngx_dstack_redis_script_t  *lua_poll;
     ngx_dstack_redis_script_t  *lua_touch;
@@ -213,6 +219,13 @@ static ngx_int_t ngx_http_dstack_vpc_cp_render_map(ngx_http_request_t *r,
     ngx_http_dstack_vpc_cp_ctx_t *ctx, redisReply *reply,
     ngx_http_dstack_vpc_cp_out_t *out);
 
+static ngx_int_t ngx_http_dstack_vpc_cp_stream_limits(ngx_http_request_t *r,
+    ngx_http_dstack_vpc_cp_ctx_t *ctx);
+static ngx_uint_t ngx_http_dstack_vpc_cp_same_stream(
+    ngx_http_dstack_vpc_cp_ctx_t *a, ngx_http_dstack_vpc_cp_ctx_t *b,
+    ngx_uint_t key);
+static ngx_int_t ngx_http_dstack_vpc_cp_limit(ngx_http_request_t *r,
+    ngx_http_dstack_vpc_cp_ctx_t *ctx, const char *name, ngx_uint_t value);
 static ngx_int_t ngx_http_dstack_vpc_cp_stream_start(ngx_http_request_t *r,
     ngx_http_dstack_vpc_cp_ctx_t *ctx);
 static ngx_int_t ngx_http_dstack_vpc_cp_stream_live(ngx_http_request_t *r,
@@ -334,6 +347,27 @@ static ngx_command_t  ngx_http_dstack_vpc_cp_commands[] = {
       ngx_conf_set_size_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_dstack_vpc_cp_main_conf_t, stream_buffer),
+      NULL },
+
+    { ngx_string("dstack_vpc_control_max_nodes_per_app"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_dstack_vpc_cp_main_conf_t, max_nodes),
+      NULL },
+
+    { ngx_string("dstack_vpc_control_max_streams_per_node"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_dstack_vpc_cp_main_conf_t, max_streams_node),
+      NULL },
+
+    { ngx_string("dstack_vpc_control_max_streams_per_app"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_dstack_vpc_cp_main_conf_t, max_streams_app),
       NULL },
 
     { ngx_string("dstack_vpc_control_prefix"),
@@ -891,10 +925,10 @@ ngx_http_dstack_vpc_cp_register(ngx_http_request_t *r,
 {
     u_char                               *p, md[EVP_MAX_MD_SIZE];
     u_char                                hash[64], expiry[NGX_TIME_T_LEN];
-    size_t                                lens[13];
+    size_t                                lens[14];
     ngx_str_t                             key_id, *ak;
     ngx_uint_t                            i;
-    const char                           *argv[13];
+    const char                           *argv[14];
     unsigned int                          mdlen;
     ngx_dstack_redis_cmd_t               *cmd;
     ngx_http_dstack_vpc_cp_req_t         *req;
@@ -980,8 +1014,10 @@ ngx_http_dstack_vpc_cp_register(ngx_http_request_t *r,
     lens[11] = cmcf->base_text.len;
     argv[12] = (const char *) cmcf->size_text.data;
     lens[12] = cmcf->size_text.len;
+    argv[13] = (const char *) cmcf->max_nodes_text.data;
+    lens[13] = cmcf->max_nodes_text.len;
 
-    for (i = 0; i < 13; i++) {
+    for (i = 0; i < 14; i++) {
         if (argv[i] == NULL) {
             argv[i] = "";
         }
@@ -994,7 +1030,7 @@ ngx_http_dstack_vpc_cp_register(ngx_http_request_t *r,
                   &req->instance_id, &key_id);
 
     cmd = ngx_dstack_redis_eval(amcf->rds, r->pool, cmcf->lua_register, 0,
-                                13, argv, lens, amcf->timeout,
+                                14, argv, lens, amcf->timeout,
                                 ngx_http_dstack_vpc_cp_register_reply, r);
 
     /* the only copy of the key besides the body buffers */
@@ -1057,6 +1093,7 @@ ngx_http_dstack_vpc_cp_registered(ngx_http_request_t *r,
         { "forbidden", NGX_HTTP_FORBIDDEN },
         { "conflict", NGX_HTTP_CONFLICT },
         { "exhausted", NGX_HTTP_SERVICE_UNAVAILABLE },
+        { "limit", NGX_HTTP_TOO_MANY_REQUESTS },
         { NULL, 0 }
     };
 
@@ -1570,16 +1607,134 @@ ngx_http_dstack_vpc_cp_render_map(ngx_http_request_t *r,
 }
 
 
+/*
+ * The streams this worker holds for the node key and for the app.  Past
+ * the node key's limit its oldest streams end: a node that reconnects
+ * before its old connection is noticed dead must not be locked out, and
+ * only the app that owns the key is counted, so no other app can end
+ * them.  Past the app's limit the new stream is refused.  NGX_DECLINED:
+ * the stream may start; otherwise the request got a 429 naming the
+ * directive.  Linear in the worker's streams, once per new stream.
+ */
+
+static ngx_int_t
+ngx_http_dstack_vpc_cp_stream_limits(ngx_http_request_t *r,
+    ngx_http_dstack_vpc_cp_ctx_t *ctx)
+{
+    ngx_uint_t                           node, app;
+    ngx_queue_t                         *q, *next;
+    ngx_http_dstack_vpc_cp_ctx_t        *s;
+    ngx_http_dstack_vpc_cp_main_conf_t  *cmcf;
+
+    cmcf = ctx->cmcf;
+    node = 0;
+    app = 0;
+
+    for (q = ngx_queue_head(&cmcf->streams);
+         q != ngx_queue_sentinel(&cmcf->streams);
+         q = ngx_queue_next(q))
+    {
+        s = ngx_queue_data(q, ngx_http_dstack_vpc_cp_ctx_t, queue);
+
+        if (!ngx_http_dstack_vpc_cp_same_stream(s, ctx, 0)) {
+            continue;
+        }
+
+        app++;
+        node += ngx_http_dstack_vpc_cp_same_stream(s, ctx, 1);
+    }
+
+    if (cmcf->max_streams_node == 0) {
+        return ngx_http_dstack_vpc_cp_limit(r, ctx,
+                                    "dstack_vpc_control_max_streams_per_node",
+                                    0);
+    }
+
+    /* oldest first: the queue is in the order the streams started */
+
+    for (q = ngx_queue_head(&cmcf->streams);
+         node >= cmcf->max_streams_node
+         && q != ngx_queue_sentinel(&cmcf->streams);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        s = ngx_queue_data(q, ngx_http_dstack_vpc_cp_ctx_t, queue);
+
+        if (!ngx_http_dstack_vpc_cp_same_stream(s, ctx, 1)) {
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "dstack vpc control: a new stream of node key "
+                      "\"%*s...\" ends its oldest (limit %ui)",
+                      (size_t) 16, ctx->req.key.data,
+                      cmcf->max_streams_node);
+
+        ngx_http_dstack_vpc_cp_stream_end(s->request, NGX_OK);
+        node--;
+        app--;
+    }
+
+    if (app >= cmcf->max_streams_app) {
+        return ngx_http_dstack_vpc_cp_limit(r, ctx,
+                                    "dstack_vpc_control_max_streams_per_app",
+                                    cmcf->max_streams_app);
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* the same app, and with key: also the same node key */
+
+static ngx_uint_t
+ngx_http_dstack_vpc_cp_same_stream(ngx_http_dstack_vpc_cp_ctx_t *a,
+    ngx_http_dstack_vpc_cp_ctx_t *b, ngx_uint_t key)
+{
+    if (a->app_id.len != b->app_id.len
+        || ngx_memcmp(a->app_id.data, b->app_id.data, a->app_id.len) != 0)
+    {
+        return 0;
+    }
+
+    return !key
+           || (a->req.key.len == b->req.key.len
+               && ngx_memcmp(a->req.key.data, b->req.key.data,
+                             a->req.key.len)
+                  == 0);
+}
+
+
+static ngx_int_t
+ngx_http_dstack_vpc_cp_limit(ngx_http_request_t *r,
+    ngx_http_dstack_vpc_cp_ctx_t *ctx, const char *name, ngx_uint_t value)
+{
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "dstack vpc control: app \"%V\" reached \"%s %ui\"",
+                  &ctx->app_id, name, value);
+
+    return ngx_http_dstack_vpc_cp_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
+                                        "limit reached: %s %ui per worker",
+                                        name, value);
+}
+
+
 static ngx_int_t
 ngx_http_dstack_vpc_cp_stream_start(ngx_http_request_t *r,
     ngx_http_dstack_vpc_cp_ctx_t *ctx)
 {
+    ngx_int_t                             rc;
     ngx_pool_cleanup_t                   *cln;
     ngx_http_dstack_vpc_cp_main_conf_t   *cmcf;
     ngx_http_dstack_vpc_api_main_conf_t  *amcf;
 
     cmcf = ctx->cmcf;
     amcf = cmcf->amcf;
+
+    rc = ngx_http_dstack_vpc_cp_stream_limits(r, ctx);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
@@ -3604,6 +3759,9 @@ ngx_http_dstack_vpc_cp_create_main_conf(ngx_conf_t *cf)
     cmcf->inactivity = NGX_CONF_UNSET;
     cmcf->sweep_interval = NGX_CONF_UNSET_MSEC;
     cmcf->stream_buffer = NGX_CONF_UNSET_SIZE;
+    cmcf->max_nodes = NGX_CONF_UNSET_UINT;
+    cmcf->max_streams_node = NGX_CONF_UNSET_UINT;
+    cmcf->max_streams_app = NGX_CONF_UNSET_UINT;
 
     ngx_queue_init(&cmcf->streams);
 
@@ -3621,6 +3779,20 @@ ngx_http_dstack_vpc_cp_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(cmcf->keepalive, 30000);
     ngx_conf_init_value(cmcf->inactivity, 180);
     ngx_conf_init_size_value(cmcf->stream_buffer, 8 * 1024 * 1024);
+
+    /* far above a real VPC: DESIGN's scale is 10000 nodes in all */
+    ngx_conf_init_uint_value(cmcf->max_nodes, 10000);
+    ngx_conf_init_uint_value(cmcf->max_streams_node, 8);
+    ngx_conf_init_uint_value(cmcf->max_streams_app, 10000);
+
+    cmcf->max_nodes_text.data = ngx_pnalloc(cf->pool, NGX_INT_T_LEN);
+    if (cmcf->max_nodes_text.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    cmcf->max_nodes_text.len = ngx_sprintf(cmcf->max_nodes_text.data, "%ui",
+                                           cmcf->max_nodes)
+                               - cmcf->max_nodes_text.data;
 
     if (cmcf->sweep_interval == NGX_CONF_UNSET_MSEC) {
         cmcf->sweep_interval = ngx_max(ngx_min(cmcf->inactivity * 250, 30000),

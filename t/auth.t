@@ -133,7 +133,8 @@ http {
             proxy_pass http://127.0.0.1:%%PORT_8092%%;
             proxy_pass_request_body off;
             proxy_set_header Content-Length "";
-            proxy_set_header x-client-cert \$ssl_client_escaped_cert;
+            # the leaf and its App CA: the endpoint verifies them
+            proxy_set_header x-client-cert \$dstack_client_cert_chain;
             proxy_set_header x-client-verify \$ssl_client_verify;
         }
 
@@ -159,6 +160,7 @@ http {
         location / {
             dstack_auth_request;
             dstack_auth_allow any;
+            dstack_auth_request_root $server->{root};
         }
     }
 }
@@ -299,8 +301,9 @@ is(get('/inproc/x', $bad{dup})->{status}, 401, 'in-process bad cert');
 # the standalone endpoint believes certificate headers from loopback only
 # when they say SUCCESS
 
+# (the leaf and its App CA, which the endpoint verifies to its root)
+
 my $pem = $t->read_file($a->{chain});
-($pem) = $pem =~ /(-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----)/s;
 (my $esc = $pem) =~ s/([^A-Za-z0-9\-_.~])/sprintf('%%%02X', ord $1)/ge;
 
 $r = parse_response(http_get('/', port => $t->port(8092),

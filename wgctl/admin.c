@@ -65,6 +65,7 @@ static int admin_key_random(char *dst, size_t len);
 static int admin_sha256_hex(char *dst, const char *data, size_t len);
 
 static int nodes_list(redisContext *c, const admin_opts_t *o);
+static int nodes_apps(redisContext *c, const admin_opts_t *o);
 static int nodes_change(redisContext *c, const admin_opts_t *o,
     const char *what);
 static int preauthkeys_create(redisContext *c, const admin_opts_t *o);
@@ -77,20 +78,23 @@ nodes_usage(FILE *out)
 {
     fprintf(out,
         "Usage: %s nodes list [--json] [<options>]\n"
+        "       %s nodes apps [--json] [<options>]\n"
         "       %s nodes delete <node> [<options>]\n"
         "       %s nodes expire <node> [<options>]\n"
         "\n"
         "<node> is a node id, a name (\"web\" or \"web.%s\") or a node\n"
         "key (\"nodekey:<64 hex>\").  \"delete\" removes the node and frees\n"
         "its address; \"expire\" expires its key: it leaves the maps until\n"
-        "it registers again with a pre-auth key.\n"
+        "it registers again with a pre-auth key.  \"apps\" shows what the\n"
+        "per-app limits count: live nodes (and of them online), outstanding\n"
+        "pre-auth keys, node records.\n"
         "\n"
         "Options:\n"
         "  --redis <host:port|unix:path>  the VPC's Redis (default %s;\n"
         "                                 password from $REDISCLI_AUTH)\n"
         "  --prefix <prefix>              key prefix (default %s)\n"
         "  --timeout <time>               per command (default 5s)\n",
-        wgctl_prog, wgctl_prog, wgctl_prog, ADMIN_DOMAIN,
+        wgctl_prog, wgctl_prog, wgctl_prog, wgctl_prog, ADMIN_DOMAIN,
         ADMIN_REDIS_DEFAULT, ADMIN_PREFIX_DEFAULT);
 }
 
@@ -545,7 +549,9 @@ nodes_main(int argc, char **argv)
     }
 
     if (o.nargs == 0
-        || !((strcmp(o.args[0], "list") == 0 && o.nargs == 1)
+        || !(((strcmp(o.args[0], "list") == 0
+               || strcmp(o.args[0], "apps") == 0)
+              && o.nargs == 1)
              || ((strcmp(o.args[0], "delete") == 0
                   || strcmp(o.args[0], "expire") == 0)
                  && o.nargs == 2)))
@@ -561,6 +567,9 @@ nodes_main(int argc, char **argv)
 
     if (strcmp(o.args[0], "list") == 0) {
         rc = nodes_list(c, &o);
+
+    } else if (strcmp(o.args[0], "apps") == 0) {
+        rc = nodes_apps(c, &o);
 
     } else {
         rc = nodes_change(c, &o, o.args[0]);
@@ -694,6 +703,78 @@ nodes_list(redisContext *c, const admin_opts_t *o)
         printf("\n");
         json_decref(all);
     }
+
+    return 0;
+}
+
+
+/* per app: what the limits count */
+
+static int
+nodes_apps(redisContext *c, const admin_opts_t *o)
+{
+    size_t       i, n, f;
+    json_t      *all, *app;
+    redisReply  *r;
+
+    r = admin_eval(c, ngx_http_dstack_vpc_cp_lua_admin_apps, o, 0, NULL);
+    if (r == NULL) {
+        return 1;
+    }
+
+    if (r->type != REDIS_REPLY_ARRAY
+        || r->elements % NGX_HTTP_DSTACK_VPC_CP_APP_FIELDS)
+    {
+        fprintf(stderr, "%s: unexpected reply from Redis\n", wgctl_prog);
+        freeReplyObject(r);
+        return 1;
+    }
+
+    n = r->elements / NGX_HTTP_DSTACK_VPC_CP_APP_FIELDS;
+
+    if (!o->json) {
+        printf("%-40s %7s %7s %7s %8s\n", "APP", "NODES", "ONLINE", "KEYS",
+               "RECORDS");
+
+        for (i = 0; i < n; i++) {
+            f = i * NGX_HTTP_DSTACK_VPC_CP_APP_FIELDS;
+            printf("%-40s %7lld %7lld %7lld %8lld\n", admin_field(r, f),
+                   admin_number(r, f + 1), admin_number(r, f + 2),
+                   admin_number(r, f + 3), admin_number(r, f + 4));
+        }
+
+        freeReplyObject(r);
+        return 0;
+    }
+
+    all = json_array();
+    if (all == NULL) {
+        freeReplyObject(r);
+        return 1;
+    }
+
+    for (i = 0; i < n; i++) {
+        f = i * NGX_HTTP_DSTACK_VPC_CP_APP_FIELDS;
+
+        app = json_pack("{s:s, s:I, s:I, s:I, s:I}",
+                        "app_id", admin_field(r, f),
+                        "nodes", (json_int_t) admin_number(r, f + 1),
+                        "online", (json_int_t) admin_number(r, f + 2),
+                        "pre_auth_keys", (json_int_t) admin_number(r, f + 3),
+                        "records", (json_int_t) admin_number(r, f + 4));
+
+        if (app == NULL || json_array_append_new(all, app) != 0) {
+            json_decref(all);
+            freeReplyObject(r);
+            return 1;
+        }
+    }
+
+    freeReplyObject(r);
+
+    json_dumpf(all, stdout, JSON_INDENT(2));
+    printf("\n");
+    json_decref(all);
 
     return 0;
 }
