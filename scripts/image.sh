@@ -155,7 +155,9 @@ mount_image() {
 }
 
 umount_image() {
-    podman image unmount "$IMAGE" >/dev/null 2>&1 || true
+    # every mount of it (each `run` adds one); running containers keep
+    # their own copy of the mount in their private mount namespace
+    podman image unmount --force "$IMAGE" >/dev/null 2>&1 || true
 }
 
 # run NS DIR [VAR=value ...] [-- CMD ...]
