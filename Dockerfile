@@ -14,6 +14,7 @@ RUN make all && make install DESTDIR=/out PREFIX=/usr/local
 FROM debian:bookworm-slim AS runtime
 COPY scripts/deps.sh /tmp/deps.sh
 RUN /tmp/deps.sh runtime \
+    && apt-get clean \
     && rm -rf /var/lib/apt/lists/* /tmp/deps.sh \
     && useradd --system --no-create-home --shell /usr/sbin/nologin dstack-vpc
 COPY --from=build /out/ /

@@ -1,7 +1,10 @@
 /*
  * TAP unit tests of the attestation library against the fixtures in
- * $DSTACK_FIXTURES (default ../shared/fixtures).  Extra modes:
+ * $DSTACK_FIXTURES (default t/fixtures, from the repository root).  Extra modes:
  *   attest-unit --seeds DIR      writes a fuzzing seed corpus
+ *   attest-unit --cert-seeds DIR writes DER certificates with a simulated
+ *                                `.8`, legacy `.1`+`.2` and `.1` alone
+ *                                (fuzz/make-corpus, the ratls-cert target)
  *   attest-unit --sim-cert FILE  writes a PEM certificate that carries a
  *                                simulated V0 attestation (for CLI tests)
  */
@@ -75,7 +78,27 @@ fixtures_dir(void)
 
     d = getenv("DSTACK_FIXTURES");
 
-    return d != NULL && d[0] != '\0' ? d : "../shared/fixtures";
+    return d != NULL && d[0] != '\0' ? d : "t/fixtures";
+}
+
+
+/* a missing requirement skips, but fails when CI is set */
+static int
+missing(const char *why, const char *what)
+{
+    const char  *ci;
+
+    ci = getenv("CI");
+
+    if (ci != NULL && ci[0] != '\0') {
+        printf("1..1\nnot ok 1 - %s %s (CI is set: not skipped)\n",
+               why, what);
+        return 1;
+    }
+
+    printf("1..0 # SKIP %s %s\n", why, what);
+
+    return 0;
 }
 
 
@@ -1048,6 +1071,39 @@ write_file(const char *dir, const char *name, const u_char *p, size_t n)
 
 
 static int
+write_cert_seeds(const char *dir)
+{
+    int                 kind, len, rc;
+    X509               *x;
+    u_char             *der;
+    EVP_PKEY           *key;
+    static const char  *names[] = { "cert-v0.der", "cert-legacy.der",
+                                    "cert-legacy-quote-only.der" };
+
+    rc = 0;
+
+    for (kind = 0; kind < 3; kind++) {
+        x = make_sim_cert(&key, SIM_APP_ID, kind);
+
+        der = NULL;
+        len = i2d_X509(x, &der);
+
+        if (len <= 0
+            || write_file(dir, names[kind], der, (size_t) len) != 0)
+        {
+            rc = 1;
+        }
+
+        OPENSSL_free(der);
+        X509_free(x);
+        EVP_PKEY_free(key);
+    }
+
+    return rc;
+}
+
+
+static int
 write_seeds(const char *dir)
 {
     size_t           n, len, spki_len;
@@ -1123,12 +1179,15 @@ main(int argc, char **argv)
         || load("tdx/attestation-v0.bin", &blob) != 0
         || load("tdx/quote-v4.collateral.json", &coll_json) != 0)
     {
-        printf("1..0 # SKIP fixtures not found in %s\n", fixtures_dir());
-        return 0;
+        return missing("fixtures not found in", fixtures_dir());
     }
 
     if (argc == 3 && strcmp(argv[1], "--seeds") == 0) {
         return write_seeds(argv[2]);
+    }
+
+    if (argc == 3 && strcmp(argv[1], "--cert-seeds") == 0) {
+        return write_cert_seeds(argv[2]);
     }
 
     if (argc == 3 && strcmp(argv[1], "--sim-cert") == 0) {
@@ -1140,8 +1199,8 @@ main(int argc, char **argv)
     coll = dstack_collateral_parse(coll_json.data, coll_json.len, &err);
 
     if (root == NULL || coll == NULL) {
-        printf("1..0 # SKIP cannot load the root or the collateral\n");
-        return 0;
+        return missing("cannot load the root or the collateral from",
+                       fixtures_dir());
     }
 
     test_time();

@@ -53,6 +53,9 @@ share=$(dirname "$(dirname "$self")")
 : "${WG_ENDPOINT:=}"
 : "${WG_HOSTS_FILE:=/etc/hosts}"
 : "${DSTACK_VPC_NGINX:=/usr/sbin/nginx}"
+# a library preloaded into nginx only (and its `nginx -t`): the ASan runtime
+# when the modules are an AddressSanitizer build (make test-asan)
+: "${DSTACK_NGINX_PRELOAD:=}"
 
 if [ -z "${DSTACK_VPC_MODULES:-}" ]; then
     DSTACK_VPC_MODULES=$DSTACK_VPC_SHARE/build/modules
@@ -456,7 +459,8 @@ render_all() {
 nginx_test() {
     local out
 
-    if out=$("$DSTACK_VPC_NGINX" -t -q -p "$DSTACK_VPC_RUN_DIR/nginx/" \
+    if out=$(LD_PRELOAD=$DSTACK_NGINX_PRELOAD \
+             "$DSTACK_VPC_NGINX" -t -q -p "$DSTACK_VPC_RUN_DIR/nginx/" \
                  -c "$DSTACK_VPC_CONF_DIR/nginx.conf" -e stderr 2>&1)
     then
         log "nginx -t: $DSTACK_VPC_CONF_DIR/nginx.conf is valid"
@@ -661,7 +665,7 @@ print_env() {
 
 export DSTACK_SOCKET DSTACK_SYS_CONFIG DSTACK_VPC_CONF_DIR DSTACK_VPC_TLS_DIR \
     DSTACK_VPC_RUN_DIR DSTACK_VPC_DATA_DIR DSTACK_VPC_USER DSTACK_VPC_SHARE \
-    DSTACK_VPC_MODULES WGCTL DSTACK_VPC_NGINX
+    DSTACK_VPC_MODULES WGCTL DSTACK_VPC_NGINX DSTACK_NGINX_PRELOAD
 
 case "${1:-run}" in
     run)

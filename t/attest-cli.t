@@ -9,6 +9,8 @@ use warnings;
 
 use Test::More;
 use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::Dstack;
 use File::Temp qw(tempdir);
 use JSON::PP;
 
@@ -16,11 +18,11 @@ my $root_dir = "$FindBin::Bin/..";
 my $build = $ENV{DSTACK_BUILD} // "$root_dir/build";
 my $bin = "$build/bin/dstack-verify";
 my $unit = "$build/bin/attest-unit";
-my $fx = $ENV{DSTACK_FIXTURES} // "$root_dir/../shared/fixtures";
+my $fx = $ENV{DSTACK_FIXTURES} // "$root_dir/t/fixtures";
 
-plan(skip_all => "dstack-verify not built ($bin); run make bins")
+Test::Dstack->skip_all("dstack-verify not built ($bin); run make bins")
     unless -x $bin && -x $unit;
-plan(skip_all => "fixtures not found in $fx")
+Test::Dstack->skip_all("fixtures not found in $fx")
     unless -f "$fx/tdx/quote-v4.bin" && -f "$fx/intel/sgx-root-ca.pem";
 
 plan(tests => 32);

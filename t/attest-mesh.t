@@ -47,8 +47,10 @@ my $col = $at->collateral;
 
 $m->start(a => $A, node => {
     edit => sub {
-        s{(dstack_mesh_trusted_certificate\s+)\S+;}{$1$bundle;};
-        s{(dstack_mesh_keepalive\s+64;)}{$1\n    dstack_mesh_attestation bind;};
+        s{(dstack_mesh_trusted_certificate\s+)\S+;}{$1$bundle;}
+            or die "no dstack_mesh_trusted_certificate to edit\n";
+        s{(dstack_mesh_keepalive\s+64;)}{$1\n    dstack_mesh_attestation bind;}
+            or die "no dstack_mesh_keepalive 64 to edit\n";
     },
     extra => <<"EOF",
     upstream mesh_full {

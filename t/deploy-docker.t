@@ -65,7 +65,8 @@ unlike($deps, qr/\bgcc\b|-dev\b|clang/, 'runtime packages: no build tools');
 
 # RUN steps are shell: shellcheck them
 SKIP: {
-    skip 'shellcheck not installed', 1 unless Test::Dstack::_which('shellcheck');
+    Test::Dstack::skip_missing('shellcheck not installed', 1)
+        unless Test::Dstack::_which('shellcheck');
     my $sh = "#!/bin/sh\n" . join("\n", map { $_->[1] }
         grep { $_->[0] eq 'RUN' } @ins) . "\n";
     $t->write_file('run-steps.sh', $sh);

@@ -14,7 +14,7 @@ use Test::Dstack qw(wait_for);
 use Test::DstackNetns;
 
 my $t = Test::Dstack->new()
-    ->has(qw(entrypoint auth mesh api sim root redis supervisord jq envsubst curl));
+    ->has(qw(auth mesh api sim root redis supervisord jq envsubst curl));
 my $net = Test::DstackNetns->new()
     or $t->skip_all($Test::DstackNetns::WHY);
 $t->plan(10);
@@ -35,6 +35,7 @@ my %env = (
     DSTACK_RESOLVER => '127.0.0.1',
     VPC_SERVER_ENABLED => 'true',
     VPC_ALLOWED_APPS => 'any',
+    Test::Dstack::entry_env(),
 );
 
 # checked for [alert]/[emerg] by the harness with the other logs

@@ -14,7 +14,7 @@ use Test::More;
 use Test::Dstack;
 use Time::HiRes qw(time);
 
-my $t = Test::Dstack->new()->has(qw(entrypoint auth mesh api sim jq envsubst curl))
+my $t = Test::Dstack->new()->has(qw(auth mesh api sim jq envsubst curl))
     ->plan(57);
 
 my $repo = $t->repo;
@@ -70,6 +70,7 @@ sub render {
         WGCTL => "$Test::Dstack::BUILD/bin/wgctl",
         DSTACK_GATEWAY_DOMAIN => 'gw.test:443',
         DSTACK_RESOLVER => '127.0.0.1',
+        Test::Dstack::entry_env(),
         %env,
     );
     delete @base{grep { !defined $base{$_} } keys %base};
@@ -237,7 +238,7 @@ like($out, qr/VPC_SERVER_URL="ftp:\/\/x"/, 'bad VPC_SERVER_URL');
 # --- the scripts are shellcheck-clean
 
 SKIP: {
-    skip 'shellcheck not installed', 3
+    Test::Dstack::skip_missing('shellcheck not installed', 3)
         unless Test::Dstack::_which('shellcheck');
 
     for my $s (qw(scripts/entrypoint.sh scripts/demo.sh scripts/deps.sh)) {

@@ -43,8 +43,10 @@ my $node_down = $t->port('node-down');
 $m->start(a => $A, node => {
     agent => "$d/no-agent.sock",
     edit => sub {
-        s/proxy_read_timeout(\s+)300s/proxy_read_timeout${1}1s/;
-        s/proxy_connect_timeout(\s+)10s/proxy_connect_timeout${1}1s/;
+        s/proxy_read_timeout(\s+)300s/proxy_read_timeout${1}1s/
+            or die "no proxy_read_timeout 300s to edit\n";
+        s/proxy_connect_timeout(\s+)10s/proxy_connect_timeout${1}1s/
+            or die "no proxy_connect_timeout 10s to edit\n";
     },
     extra => <<"EOF",
     upstream mesh_down {

@@ -31,7 +31,10 @@ my $fixed = $t->port('node-fixed');
 
 $m->start(a => $A, node => {
     # short enough for the streaming test to prove it is not cut
-    edit => sub { s/proxy_read_timeout(\s+)300s/proxy_read_timeout${1}3s/ },
+    edit => sub {
+        s/proxy_read_timeout(\s+)300s/proxy_read_timeout${1}3s/
+            or die "no proxy_read_timeout 300s to edit\n";
+    },
     extra => <<"EOF",
     server {
         listen 127.0.0.1:$fixed;

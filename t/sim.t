@@ -9,6 +9,8 @@ use warnings;
 
 use Test::More;
 use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::Dstack;
 use File::Temp qw(tempdir);
 use IO::Socket::UNIX;
 use JSON::PP;
@@ -18,8 +20,8 @@ use Time::HiRes qw(sleep);
 my $root_dir = "$FindBin::Bin/..";
 my $bin = ($ENV{DSTACK_BUILD} // "$root_dir/build") . '/bin/dstack-sim';
 
-plan(skip_all => "dstack-sim not built ($bin); run make bins") unless -x $bin;
-plan(skip_all => 'openssl command line tool not found')
+Test::Dstack->skip_all("dstack-sim not built ($bin); run make bins") unless -x $bin;
+Test::Dstack->skip_all('openssl command line tool not found')
     unless system('openssl version >/dev/null 2>&1') == 0;
 
 plan(tests => 108);

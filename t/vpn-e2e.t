@@ -32,11 +32,6 @@ use Test::Dstack::Vpn;
 my $t = Test::Dstack->new()->has(qw(auth mesh api stream sim redis wgctl wg
     curl ping));
 
-my $so = $t->build() . '/modules/ngx_http_dstack_vpc_api_module.so';
-$t->skip_all('the control plane (/machine/map) is not in '
-    . 'ngx_dstack_vpc_api_module yet')
-    unless `grep -c /machine/map $so 2>/dev/null` > 0;
-
 my $net = Test::DstackNetns->new()
     or $t->skip_all($Test::DstackNetns::WHY);
 

@@ -7,15 +7,18 @@ use strict;
 use warnings;
 
 use FindBin;
+use lib "$FindBin::Bin/lib";
 
 use File::Temp qw(tempdir);
 use POSIX ();
 use Test::More;
+use Test::Dstack;
 
 my $root = "$FindBin::Bin/..";
 my $wgctl = ($ENV{DSTACK_BUILD} // "$root/build") . '/bin/wgctl';
 
-plan skip_all => "wgctl not built ($wgctl); run make bins" unless -x $wgctl;
+Test::Dstack->skip_all("wgctl not built ($wgctl); run make bins")
+    unless -x $wgctl;
 
 my $dir = tempdir(CLEANUP => 1);
 
@@ -46,67 +49,83 @@ sub run {
 }
 
 my ($rc, $out, $err) = run('--help');
-ok($rc == 0 && $out =~ /^Usage: wgctl/ && $out =~ /syncconf/ && $err eq '',
-    '--help: usage on stdout, exit 0');
+is($rc, 0, '--help: exit 0');
+like($out, qr/^Usage: wgctl/, '--help: usage on stdout');
+like($out, qr/syncconf/, '--help: usage lists syncconf');
+is($err, '', '--help: nothing on stderr');
 
 ($rc, $out, $err) = run();
-ok($rc == 1 && $out eq '' && $err =~ /^Usage: wgctl/,
-    'no subcommand: usage on stderr, exit 1');
+is($rc, 1, 'no subcommand: exit 1');
+is($out, '', 'no subcommand: nothing on stdout');
+like($err, qr/^Usage: wgctl/, 'no subcommand: usage on stderr');
 
 ($rc, $out, $err) = run('frobnicate');
-ok($rc == 1 && $err =~ /invalid subcommand "frobnicate"/,
-    'unknown subcommand quoted');
+is($rc, 1, 'unknown subcommand quoted: exit 1');
+like($err, qr/invalid subcommand "frobnicate"/,
+    'unknown subcommand quoted: stderr');
 
 ($rc, $out, $err) = run('syncconf', '--help');
-ok($rc == 0 && $out =~ /^Usage: wgctl syncconf <interface>/,
-    'subcommand --help on stdout');
+is($rc, 0, 'subcommand --help on stdout: exit 0');
+like($out, qr/^Usage: wgctl syncconf <interface>/,
+    'subcommand --help on stdout: stdout');
 
 ($rc, $out, $err) = run('setconf', 'wg0');
-ok($rc == 1 && $err =~ /^Usage: wgctl setconf/, 'setconf misuse');
+is($rc, 1, 'setconf misuse: exit 1');
+like($err, qr/^Usage: wgctl setconf/, 'setconf misuse: stderr');
 
 ($rc, $out, $err) = run('show', 'wg0/../x');
-ok($rc == 1 && $err =~ /invalid interface name "wg0\/\.\.\/x"/,
-    'bad interface name quoted');
+is($rc, 1, 'bad interface name quoted: exit 1');
+like($err, qr/invalid interface name "wg0\/\.\.\/x"/,
+    'bad interface name quoted: stderr');
 
 ($rc, $out, $err) = run('--backend', 'bogus', 'show');
-ok($rc == 1 && $err =~ /invalid backend "bogus"/, 'bad backend quoted');
+is($rc, 1, 'bad backend quoted: exit 1');
+like($err, qr/invalid backend "bogus"/, 'bad backend quoted: stderr');
 
 ($rc, $out, $err) = run('addr', 'wg0', '100.64.0.300');
-ok($rc == 1 && $err =~ /invalid address "100\.64\.0\.300"/,
-    'bad address quoted');
+is($rc, 1, 'bad address quoted: exit 1');
+like($err, qr/invalid address "100\.64\.0\.300"/, 'bad address quoted: stderr');
 
 ($rc, $out, $err) = run('addr', 'wg0', '100.64.0.1', '--mtu', '10');
-ok($rc == 1 && $err =~ /invalid MTU "10"/, 'bad MTU quoted');
+is($rc, 1, 'bad MTU quoted: exit 1');
+like($err, qr/invalid MTU "10"/, 'bad MTU quoted: stderr');
 
 ($rc, $out, $err) = run('addr', 'wg0', '100.64.0.1', '--route', 'x/8');
-ok($rc == 1 && $err =~ /invalid route prefix "x\/8"/, 'bad route quoted');
+is($rc, 1, 'bad route quoted: exit 1');
+like($err, qr/invalid route prefix "x\/8"/, 'bad route quoted: stderr');
 
 SKIP: {
-    skip 'the kernel has WireGuard', 1
+    skip 'the kernel has WireGuard', 2
         if system('ip link add dwprobe0 type wireguard >/dev/null 2>&1') == 0
             && system('ip link del dwprobe0') == 0;
 
     ($rc, $out, $err) = run('--backend', 'netlink', 'show', "dwnone$$");
-    ok($rc == 1 && $err =~ /WireGuard kernel module not loaded/,
-        'netlink backend without the module says so');
+    is($rc, 1, 'netlink backend without the module says so: exit 1');
+    like($err, qr/WireGuard kernel module not loaded/,
+        'netlink backend without the module says so: stderr');
 }
 
 ($rc, $out, $err) = run('show', "dwnone$$", '--backend', 'uapi');
-ok($rc == 1 && $err =~ /unable to access interface "dwnone$$"/,
-    'missing device named');
+is($rc, 1, 'missing device named: exit 1');
+like($err, qr/unable to access interface "dwnone$$"/,
+    'missing device named: stderr');
 
 # keys
 
 ($rc, $out, $err) = run('genkey');
 my $key = $out =~ s/\n//r;
-ok($rc == 0 && $key =~ m{^[A-Za-z0-9+/]{43}=$}, 'genkey');
+is($rc, 0, 'genkey: exit 0');
+like($key, qr{^[A-Za-z0-9+/]{43}=$}, 'genkey: key');
 
 ($rc, $out, $err) = run(\"$key\n", 'pubkey');
 my $pub = $out =~ s/\n//r;
-ok($rc == 0 && $pub =~ m{^[A-Za-z0-9+/]{43}=$} && $pub ne $key, 'pubkey');
+is($rc, 0, 'pubkey: exit 0');
+like($pub, qr{^[A-Za-z0-9+/]{43}=$}, 'pubkey: pub');
+isnt($pub, $key, 'pubkey: pub differs from key');
 
 SKIP: {
-    skip 'wg not installed', 2 if system('command -v wg >/dev/null') != 0;
+    Test::Dstack::skip_missing('wg not installed', 2)
+        if system('command -v wg >/dev/null') != 0;
 
     my $ok = 1;
 
@@ -123,8 +142,10 @@ SKIP: {
 }
 
 ($rc, $out, $err) = run(\"not a key\n", 'pubkey');
-ok($rc == 1 && $out eq '' && $err =~ /not the correct length or format/,
-    'pubkey refuses garbage');
+is($rc, 1, 'pubkey refuses garbage: exit 1');
+is($out, '', 'pubkey refuses garbage: nothing on stdout');
+like($err, qr/not the correct length or format/,
+    'pubkey refuses garbage: stderr');
 
 # hosts block
 
@@ -143,7 +164,8 @@ is($text, "127.0.0.1 localhost\n# keep me\n# BEGIN dstack-vpc\n"
 is((stat $hosts)[2] & 07777, 0640, 'mode kept');
 
 ($rc, $out, $err) = run('hosts', $hosts, 'Bad_Name=100.64.0.2');
-ok($rc == 1 && $err =~ /invalid host name "Bad_Name"/, 'bad name quoted');
+is($rc, 1, 'bad name quoted: exit 1');
+like($err, qr/invalid host name "Bad_Name"/, 'bad name quoted: stderr');
 
 ($rc, $out, $err) = run('-v', 'hosts', $hosts, 'db-1=100.64.0.2',
     'web=100.64.0.3');
@@ -160,7 +182,8 @@ print $fh "[Interface]\nListenPort = 99999\n";
 close $fh;
 
 ($rc, $out, $err) = run('setconf', 'wg0', "$dir/bad.conf");
-ok($rc == 1 && $err =~ /line 2: invalid ListenPort "99999"/,
-    'config error with line and value');
+is($rc, 1, 'config error with line and value: exit 1');
+like($err, qr/line 2: invalid ListenPort "99999"/,
+    'config error with line and value: stderr');
 
 done_testing();

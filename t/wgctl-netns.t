@@ -16,18 +16,19 @@ use File::Temp qw(tempdir);
 use JSON::PP;
 use MIME::Base64 qw(encode_base64);
 use Test::More;
+use Test::Dstack;
 use Test::DstackNetns;
 
 my $root = "$FindBin::Bin/..";
 my $wgctl = ($ENV{DSTACK_BUILD} // "$root/build") . '/bin/wgctl';
 
-plan skip_all => "wgctl not built ($wgctl); run make bins" unless -x $wgctl;
+Test::Dstack->skip_all("wgctl not built ($wgctl); run make bins") unless -x $wgctl;
 
 my $net = Test::DstackNetns->new()
-    or plan skip_all => $Test::DstackNetns::WHY;
+    or Test::Dstack->skip_all($Test::DstackNetns::WHY);
 
 for my $prog (qw(wg ping)) {
-    plan skip_all => "$prog not found"
+    Test::Dstack->skip_all("$prog not found")
         unless grep { -x "$_/$prog" } split /:/, $ENV{PATH};
 }
 

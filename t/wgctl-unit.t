@@ -8,13 +8,13 @@ use strict;
 use warnings;
 
 use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::Dstack;
 
 my $root_dir = "$FindBin::Bin/..";
 my $bin = ($ENV{DSTACK_BUILD} // "$root_dir/build") . '/bin/wgctl-unit';
 
-if (!-x $bin) {
-    print "1..0 # SKIP wgctl-unit not built ($bin); run make bins\n";
-    exit 0;
-}
+Test::Dstack->skip_all("wgctl-unit not built ($bin); run make bins")
+    if !-x $bin;
 
 exec($bin) or die "exec $bin: $!";

@@ -157,7 +157,7 @@ main(int argc, char **argv)
     dir = getenv("DSTACK_FIXTURES");
 
     if (dir == NULL || dir[0] == '\0') {
-        dir = "../shared/fixtures";
+        dir = "t/fixtures";
     }
 
     if (n <= 0

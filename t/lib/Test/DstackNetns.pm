@@ -6,7 +6,8 @@ package Test::DstackNetns;
 #
 #   use lib 't/lib';
 #   use Test::DstackNetns;
-#   my $net = Test::DstackNetns->new() or plan skip_all => $Test::DstackNetns::WHY;
+#   my $net = Test::DstackNetns->new()
+#       or $t->skip_all($Test::DstackNetns::WHY);   # fails under CI
 #   my $a = $net->netns('a');                    # "dwa<pid>"
 #   $net->veth('a', '10.200.0.1/24', 'b', '10.200.0.2/24');
 #   my ($rc, $out) = $net->run('a', 'ping', '-c1', '10.200.0.2');

@@ -324,6 +324,9 @@ sub terminator_log {
 #   gateway => "<domain>:<port> [address=...]" (default: the emulator)
 #   resolver => "127.0.0.1:<port>", agent => socket path,
 #   edit => sub { s/// on $_ }, extra => more http{} text
+# Every edit of the shipped conf must match: a renamed directive or path
+# dies here instead of leaving a test running against the wrong config
+# (each s/// in an edit callback says "or die" for the same reason).
 sub mesh_conf {
     my ($self, %o) = @_;
     my $t = $self->{t};
@@ -338,19 +341,28 @@ sub mesh_conf {
         // '127.0.0.1:' . $t->port('resolver-unused');
     my $agent = $o{agent} // $t->testdir . '/dstack.sock';
 
-    $c =~ s/\$\{DSTACK_GATEWAY\}/$gateway/g;
-    $c =~ s/\$\{DSTACK_RESOLVER\}/$resolver/g;
-    $c =~ s{/etc/dstack/mesh/cert\.pem}{$a->{chain}}g;
-    $c =~ s{/etc/dstack/mesh/key\.pem}{$a->{key}}g;
-    $c =~ s{/etc/dstack/mesh/ca\.pem}{$a->{root}}g;
-    $c =~ s{/var/run/dstack\.sock}{$agent}g;
-    $c =~ s{/run/dstack-vpc/vpc/}{$o{vpc_files} // $t->testdir . '/vpc/'}ge;
+    my $no = "conf/node-mesh.conf has no";
+    $c =~ s/\$\{DSTACK_GATEWAY\}/$gateway/g
+        or die "$no \${DSTACK_GATEWAY}\n";
+    $c =~ s/\$\{DSTACK_RESOLVER\}/$resolver/g
+        or die "$no \${DSTACK_RESOLVER}\n";
+    $c =~ s{/etc/dstack/mesh/cert\.pem}{$a->{chain}}g
+        or die "$no /etc/dstack/mesh/cert.pem\n";
+    $c =~ s{/etc/dstack/mesh/key\.pem}{$a->{key}}g
+        or die "$no /etc/dstack/mesh/key.pem\n";
+    $c =~ s{/etc/dstack/mesh/ca\.pem}{$a->{root}}g
+        or die "$no /etc/dstack/mesh/ca.pem\n";
+    $c =~ s{/var/run/dstack\.sock}{$agent}g
+        or die "$no /var/run/dstack.sock\n";
+    $c =~ s{/run/dstack-vpc/vpc/}{$o{vpc_files} // $t->testdir . '/vpc/'}ge
+        or die "$no /run/dstack-vpc/vpc/\n";
 
     # the gateway's public roots: the terminator's test CA
     $c =~ s{/etc/ssl/certs/ca-certificates\.crt}
         {$o{gateway_ca} // $self->{term}{ca}{root}}e if $self->{term};
     $c =~ s{listen(\s+)127\.0\.0\.1:80;}
-        {"listen$1" . '127.0.0.1:' . $t->port('node-a') . ';'}e;
+        {"listen$1" . '127.0.0.1:' . $t->port('node-a') . ';'}e
+        or die "$no listen 127.0.0.1:80\n";
 
     # the shipped format in its own file, beside the tests' meshlog
     my $d = $t->testdir;
@@ -361,6 +373,8 @@ sub mesh_conf {
     if ($o{edit}) {
         local $_ = $c;
         $o{edit}->();
+        die "mesh_conf: the edit changed nothing in conf/node-mesh.conf\n"
+            if $_ eq $c;
         $c = $_;
     }
 

@@ -4,7 +4,7 @@ package Test::Dstack::Vpn;
 # look at on each node: the agent's status file and log, "wg show", the
 # namespace's hosts file, commands run there.
 #
-#   my $net = Test::DstackNetns->new() or plan skip_all => ...;
+#   my $net = Test::DstackNetns->new() or $t->skip_all(...);
 #   my $vpn = Test::Dstack::Vpn->new($t, $net);
 #   my %ip = $net->lan('10.201.0', qw(srv a b));
 #   $vpn->agent('a', server => "http://$ip{srv}:8080", auth_key => $k);
