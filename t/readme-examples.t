@@ -27,7 +27,8 @@ use Test::Dstack;
 use Test::DstackNetns;
 use Time::HiRes qw(sleep time);
 
-my $t = Test::Dstack->new()->has(qw(auth mesh api sim python3 fixtures));
+my $t = Test::Dstack->new()
+    ->has(qw(auth mesh api metrics sim python3 fixtures));
 $t->skip_all('python3-yaml not installed (make deps)')
     if system(q{python3 -c 'import yaml' 2>/dev/null}) != 0;
 
@@ -77,7 +78,7 @@ my %file = (
     'collateral.json' => "$fixtures/tdx/quote-v4.collateral.json",
 );
 my %so = map { $_ => "$build/modules/ngx_http_dstack_${_}_module.so" }
-    qw(auth mesh vpc_api);
+    qw(auth mesh metrics vpc_api);
 
 # conf/vpc-api.conf, placeholders filled as the entry script does
 my $api = $t->read_file("$repo/conf/vpc-api.conf");
