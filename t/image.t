@@ -87,7 +87,8 @@ is_deeply([grep { !$have{$_} } @want], [], 'runtime packages present');
 my $lib = "$root/usr/local/lib/dstack-vpc";
 is(join(' ', sort map { s{.*/}{}r } glob "$lib/modules/*.so"),
     'ngx_http_dstack_auth_module.so ngx_http_dstack_mesh_module.so '
-    . 'ngx_http_dstack_vpc_api_module.so', 'the three modules installed');
+    . 'ngx_http_dstack_metrics_module.so ngx_http_dstack_vpc_api_module.so',
+    'the four modules installed');
 ok(-x "$lib/scripts/entrypoint.sh" && -x "$root/usr/local/bin/wgctl",
     'entry script and wgctl installed');
 ok(-f "$lib/conf/nginx.conf.template", 'templates installed');
