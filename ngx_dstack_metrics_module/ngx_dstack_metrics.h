@@ -121,8 +121,8 @@ typedef struct {
 static ngx_inline ngx_shm_zone_t *
 ngx_dstack_metrics_zone(ngx_conf_t *cf)
 {
-    ngx_uint_t    i;
-    ngx_str_t     name = ngx_string(NGX_DSTACK_METRICS_ZONE);
+    ngx_str_t      name = ngx_string(NGX_DSTACK_METRICS_ZONE);
+    ngx_uint_t     i;
     ngx_module_t  *m;
 
     for (i = 0; cf->cycle->modules[i] != NULL; i++) {
