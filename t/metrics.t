@@ -16,7 +16,7 @@ use Test::Dstack qw(http http_get parse_response wait_for);
 use Test::Dstack::Mesh;
 
 my $t = Test::Dstack->new()
-    ->has(qw(auth mesh metrics stream sim promtool))->plan(26);
+    ->has(qw(auth mesh metrics stream sim promtool))->plan(28);
 
 my $A = 'aa' x 20;
 my $B = '0b' x 20;
@@ -70,6 +70,14 @@ my ($ok, $out) = promtool($r->{body}, 'empty');
 ok($ok, 'promtool: no traffic yet') or diag($out);
 like($r->{body}, qr/^# TYPE dstack_mesh_upstream_response_seconds histogram$/m,
     'histogram declared');
+
+$r = parse_response(http("POST /metrics HTTP/1.0\r\nHost: x\r\n"
+    . "Content-Length: 0\r\n\r\n", port => $am));
+is($r->{status}, 405, 'POST: 405');
+$r = parse_response(http("HEAD /metrics HTTP/1.0\r\nHost: x\r\n\r\n",
+    port => $am));
+ok($r->{status} == 200 && $r->{headers}{'content-length'} > 0
+    && $r->{body} eq '', 'HEAD: the length, no body');
 
 # known traffic: 10 answered by B, 3 misrouted to C (wrong app),
 # 2 malformed targets, 1 app without a route
