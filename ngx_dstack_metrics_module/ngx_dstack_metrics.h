@@ -105,6 +105,7 @@ typedef struct {
     ngx_atomic_t                cp_keys_issued;
     ngx_atomic_t                cp_keys_used;
     ngx_atomic_t                cp_frames;
+    ngx_atomic_t                cp_sweep[3]; /* offline, removed, expired */
 } ngx_dstack_metrics_t;
 
 

@@ -356,6 +356,17 @@ ngx_http_dstack_metrics_render(ngx_http_dstack_metrics_out_t *o,
         m->cp_keys_issued, m->cp_keys_used));
 
     ngx_http_dstack_metrics_check(ngx_http_dstack_metrics_family(o,
+        "dstack_cp_sweep_total", "counter",
+        "What the expiry sweep did: nodes marked offline after the "
+        "inactivity timeout, ephemeral nodes removed, node keys expired."));
+
+    ngx_http_dstack_metrics_check(ngx_http_dstack_metrics_printf(o,
+        "dstack_cp_sweep_total{event=\"offline\"} %uA\n"
+        "dstack_cp_sweep_total{event=\"ephemeral_removed\"} %uA\n"
+        "dstack_cp_sweep_total{event=\"key_expired\"} %uA\n",
+        m->cp_sweep[0], m->cp_sweep[1], m->cp_sweep[2]));
+
+    ngx_http_dstack_metrics_check(ngx_http_dstack_metrics_family(o,
         "dstack_metrics_reloads_total", "counter",
         "Configuration reloads the counters survived."));
 

@@ -2917,6 +2917,9 @@ ngx_http_dstack_vpc_cp_sweep_reply(void *data, redisReply *reply,
 {
     ngx_http_dstack_vpc_cp_main_conf_t *cmcf = data;
 
+    ngx_uint_t             i;
+    ngx_dstack_metrics_t  *m;
+
     cmcf->sweeping = NULL;
 
     if (err != NULL) {
@@ -2945,6 +2948,15 @@ ngx_http_dstack_vpc_cp_sweep_reply(void *data, redisReply *reply,
                       (int64_t) reply->element[1]->integer,
                       (int64_t) reply->element[2]->integer,
                       (int64_t) reply->element[3]->integer);
+
+        m = ngx_dstack_metrics(cmcf->amcf->redis.metrics);
+
+        for (i = 0; m != NULL && i < 3; i++) {
+            if (reply->element[i + 1]->integer > 0) {
+                (void) ngx_atomic_fetch_add(&m->cp_sweep[i],
+                           (ngx_atomic_int_t) reply->element[i + 1]->integer);
+            }
+        }
     }
 }
 

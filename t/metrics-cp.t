@@ -2,7 +2,8 @@
 
 # ngx_http_dstack_metrics_module with the VPN control plane: pre-auth keys
 # issued and used, open map streams (up and down again), change frames
-# and their propagation time, /machine requests; promtool accepts it.
+# and their propagation time, /machine requests, a node the sweep marks
+# offline; promtool accepts it.
 
 use strict;
 use warnings;
@@ -14,7 +15,7 @@ use Test::Dstack::Api;
 use Test::Dstack::Control;
 
 my $t = Test::Dstack->new()
-    ->has(qw(auth api metrics sim redis promtool))->plan(12);
+    ->has(qw(auth api metrics sim redis promtool))->plan(13);
 
 my $api = Test::Dstack::Api->new($t);
 my $r = $t->run_redis();
@@ -22,7 +23,7 @@ my $r = $t->run_redis();
 $t->write_file_expand('nginx.conf', $api->conf(redis => $r, allow => 'any',
     http => <<'EOF'));
     dstack_vpc_control_keepalive 1s;
-    dstack_vpc_control_inactivity_timeout 30s;
+    dstack_vpc_control_inactivity_timeout 3s;
 
     server {
         listen 127.0.0.1:%%PORT_9145%%;
@@ -78,6 +79,13 @@ is(value('dstack_cp_map_streams'), 1, 'a stream closed: one left');
 
 ok(value('dstack_api_requests_total{endpoint="machine",class="2xx"}') >= 2,
     'the /machine requests counted');
+
+# node 1, its stream closed, goes offline after the inactivity timeout
+
+wait_for(sub { (value('dstack_cp_sweep_total{event="offline"}') // 0) >= 1 },
+    15);
+is(value('dstack_cp_sweep_total{event="offline"}'), 1,
+    'the sweep marked node 1 offline');
 
 my $f = $t->testdir . '/cp.prom';
 $t->write_file('cp.prom', scrape());
