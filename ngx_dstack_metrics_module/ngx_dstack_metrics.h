@@ -242,6 +242,9 @@ ngx_dstack_metrics_app(ngx_dstack_metrics_t *m, ngx_str_t *id)
             return NGX_DSTACK_METRICS_APP_OTHER;
         }
 
+        /* the id written before the state (a compiler barrier on x86) */
+        ngx_memory_barrier();
+
         if (app->len == id->len
             && ngx_memcmp(app->id, id->data, id->len) == 0)
         {
