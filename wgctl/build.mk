@@ -4,7 +4,7 @@
 WGCTL_LIBS      := -lmnl -lcrypto -ljansson -lcurl -lhiredis -lpthread
 WGCTL_OBJDIR    := $(BUILD)/obj/wgctl
 WGCTL_CORE      := wgdev keys wgdiff config uapi genl rtnl hosts peermap \
-                   relay
+                   path relay
 WGCTL_CMDS      := show setconf link genkey hostsconf verify up ctrl \
                    state status admin cp_lua
 WGCTL_HDRS      := $(wildcard wgctl/*.h)

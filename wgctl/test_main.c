@@ -77,6 +77,7 @@ main(void)
     test_uapi();
     test_genl();
     test_peermap();
+    test_path();
 
     printf("1..%u\n", test_count);
 
