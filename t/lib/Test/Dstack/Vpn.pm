@@ -331,6 +331,7 @@ sub vpc {
         keepalive => $o{keepalive},
         allow => $o{allow},
         node_allow => $o{node_allow},
+        relay_tunnels => $o{relay_tunnels},
         udp => $o{udp} // 1,
         relay => $o{relay},
     };
@@ -478,9 +479,10 @@ $map        default 127.0.0.1:1;
 EOF
 }
 
-# the node's :443 as the image renders it: conf/backend.conf.template, so
-# the relay location (/.dstack/wg-relay) and everything else in front of
-# the backend cannot drift from what ships; its backend is 127.0.0.1:8081
+# the node's :443 as the image renders it: conf/backend.conf.template with
+# conf/wg-relay.conf.template included, so the relay location
+# (/.dstack/wg-relay) and everything else in front of the backend cannot
+# drift from what ships; its backend is 127.0.0.1:8081
 sub _backend_conf {
     my ($self, $name) = @_;
 
@@ -493,14 +495,23 @@ sub _backend_conf {
     my $b = $t->read_file($t->repo() . '/conf/backend.conf.template');
     die "conf/backend.conf.template not found\n" unless length $b;
 
+    # a node's relay end, included in :443 as the entry script does
+    my $relay = $t->read_file($t->repo() . '/conf/wg-relay.conf.template');
+
     my %var = (
         MESH_BACKEND => '127.0.0.1:8081',
         MESH_ALLOW => $v->{node_allow} // 'any',
         VPC_ALLOWED_APPS => $v->{allow} // 'any',
-        BACKEND_INCLUDES => '',
+        WG_RELAY_TUNNELS => $v->{relay_tunnels} // 256,
         WG_RELAY_SOCKET => $sock,
-        WGCTL_RELAY_SOCKET => $sock,
     );
+
+    # comments go first: they name the placeholders too
+    $relay =~ s/^\s*#.*\n//mg;
+    $b =~ s/^\s*#.*\n//mg;
+
+    $relay =~ s/\$\{(\w+)\}/exists $var{$1} ? $var{$1} : "\${$1}"/ge;
+    $var{BACKEND_INCLUDES} = $relay;
 
     $b =~ s/\$\{(\w+)\}/exists $var{$1} ? $var{$1} : "\${$1}"/ge;
     $b =~ s{/etc/dstack/mesh/cert\.pem}{$c->{chain}}g;
@@ -571,6 +582,10 @@ $backend
         location / {
             return 200 "$name via mesh from \$http_x_dstack_app_id\\n";
         }
+
+        location /data/ {
+            alias $data/;
+        }
     }
 
     # over the VPN, by address or by name
@@ -611,7 +626,7 @@ sub mesh {
 # A relay dial by hand, from a node through its mesh to a peer's relay
 # location (docs/wg-relay.md), as wgctl's engine would: the Upgrade
 # request, then at once "frames" WireGuard-shaped datagrams (type 4,
-# 64 bytes) behind it.  Returns (status, what followed the headers or
+# 64 bytes) behind it, and the same again after a 101.  Returns (status, what followed the headers or
 # the error body).
 #   app, instance   the target (x-dstack-target-*)
 #   from, to        WG-Relay-From/-To, 64 hex (undef: header left out)
@@ -626,24 +641,33 @@ sub relay_request {
     push @h, "WG-Relay-From: $o{from}" if defined $o{from};
     push @h, "WG-Relay-To: $o{to}" if defined $o{to};
 
-    my $req = join("\r\n", @h) . "\r\n\r\n";
     my $frame = pack('n', 64) . "\x04\0\0\0" . ("\xee" x 60);
-    $req .= $frame x ($o{frames} // 16);
+    my $frames = $frame x ($o{frames} // 16);
+    my $req = join("\r\n", @h) . "\r\n\r\n";
 
+    # the frames go right behind the request (a refused dial must not
+    # deliver them) and, after a 101, once more
     my $code = <<'EOF';
 use IO::Socket::INET; use IO::Select;
 my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:80', Timeout => 10)
     or die "connect: $!\n";
 binmode $s; binmode STDIN;
-local $/; my $req = <STDIN>;
+my $n = <STDIN>; local $/; my $in = <STDIN>;
+my $frames = substr($in, -$n); my $req = substr($in, 0, -$n) . $frames;
 syswrite($s, $req) == length $req or die "write: $!\n";
 my ($buf, $sel, $end) = ('', IO::Select->new($s), time + 15);
 while (time < $end && $sel->can_read($end - time)) {
     last unless sysread($s, $buf, 65536, length $buf);
     last if $buf =~ /^HTTP\/1\.1 101/ && $buf =~ /\r\n\r\n/;
 }
+if ($buf =~ /^HTTP\/1\.1 101/) {
+    syswrite($s, $frames);
+    sleep 1;
+}
 print $buf;
 EOF
+
+    $req = length($frames) . "\n" . $req . $frames;
 
     my $ns = $self->{net}->netns($name);
     my $tmp = $self->{t}->testdir() . "/relay-request-$$.bin";
