@@ -78,6 +78,7 @@ main(void)
     test_genl();
     test_peermap();
     test_path();
+    test_relay();
 
     printf("1..%u\n", test_count);
 
