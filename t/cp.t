@@ -339,13 +339,14 @@ is($res->{json} && $res->{json}{Node}{InstanceID}, '',
     'no InstanceID: ""');
 
 my $conf = $t->read_file('nginx.conf');
-$t->write_file('bad.conf', $conf
-    =~ s/(dstack_vpc_control_keepalive)/dstack_vpc_control_wg_path udp;\n    $1/r);
+my $ka = 'dstack_vpc_control_keepalive';
+$t->write_file('bad.conf',
+    $conf =~ s/($ka)/dstack_vpc_control_wg_path udp;\n    $1/r);
 my ($ok, $msg) = $t->test_config('bad.conf');
 ok(!$ok && $msg =~ /invalid value "udp"/, 'nginx -t: bad wg_path refused');
 
-$t->write_file('nginx.conf', $conf
-    =~ s/(dstack_vpc_control_keepalive)/dstack_vpc_control_wg_path relay;\n    $1/r);
+$t->write_file('nginx.conf',
+    $conf =~ s/($ka)/dstack_vpc_control_wg_path relay;\n    $1/r);
 $t->reload();
 $res = $cp->poll('a', $k5);
 is($res->{json} && $res->{json}{WGPath}, 'relay',

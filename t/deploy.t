@@ -185,7 +185,8 @@ like(conf($dir, 'vpc-api.conf'), qr/dstack_vpc_api_allow\s+"$SELF,$OTHER";/,
 like(conf($dir, 'backend.conf'), qr/dstack_auth_allow\s+$OTHER;/,
     'MESH_ALLOWED_APPS');
 
-like(conf($dir, 'backend.conf'), qr/include \S+control-plane\.conf; include \S+wg-relay\.conf;/,
+like(conf($dir, 'backend.conf'),
+    qr/include \S+control-plane\.conf; include \S+wg-relay\.conf;/,
     'server+node: control plane and relay location');
 
 ($rc, $out, $dir) = render(VPC_SERVER_ENABLED => 'true',
