@@ -37,7 +37,7 @@ wg_path_action_e
 wg_path_step(wg_path_t *p, const wg_path_conf_t *conf, wg_path_mode_e mode,
     const wg_path_obs_t *obs)
 {
-    long long  now;
+    long long  now, quiet;
     uint64_t   rx, tx, drx, dtx;
 
     now = obs->now;
@@ -241,11 +241,17 @@ wg_path_step(wg_path_t *p, const wg_path_conf_t *conf, wg_path_mode_e mode,
             p->stall = 0;
             p->grace = 0;
 
-        } else if (dtx > WG_PATH_KEEPALIVE_BYTES && p->stall == 0) {
+        } else if ((dtx > WG_PATH_KEEPALIVE_BYTES || obs->unsent)
+                   && p->stall == 0)
+        {
             p->stall = now;
         }
 
-        if (p->stall && now - p->stall >= conf->timeout + p->grace) {
+        quiet = now - (p->direct_seen > p->since ? p->direct_seen : p->since);
+
+        if ((p->stall && now - p->stall >= conf->timeout + p->grace)
+            || quiet >= WG_PATH_QUIET + conf->timeout + p->grace)
+        {
             p->retry = conf->retry;
             p->grace = 0;
             wg_path_enter(p, WG_PATH_RELAY, now,

@@ -29,6 +29,14 @@
  */
 #define WG_PATH_GRACE           5000        /* ms */
 
+/*
+ * every peer's device sends something at least every 25 s (persistent
+ * keepalive): nothing in this long and the path timeout is a dead path,
+ * even when nothing here counted as sent (a local firewall makes the
+ * device's sends fail, and WireGuard counts only what it sent)
+ */
+#define WG_PATH_QUIET           (25000 + 2000)  /* ms */
+
 /* a persistent keepalive on the wire: 16 header + 16 tag bytes */
 #define WG_PATH_KEEPALIVE_BYTES 32
 
@@ -64,6 +72,8 @@ typedef struct {
     unsigned             has_relay:1;   /* it has a relay endpoint */
     unsigned             on_relay:1;    /* the device sends to it */
     unsigned             has_endpoint:1; /* the device has a usable one */
+    unsigned             unsent:1;      /* the device took packets that no
+                                           peer's counters show as sent */
 } wg_path_obs_t;
 
 

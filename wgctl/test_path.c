@@ -218,6 +218,31 @@ test_path_auto(void)
     ok(a == WG_PATH_KEEP && t.p.path == WG_PATH_DIRECT && t.p.probe == 0,
        "path: the device roamed to a direct address: the agent follows");
 
+    /*
+     * a firewall here drops what the device sends: WireGuard counts
+     * nothing; the device took packets all the same (unsent)
+     */
+    test_until(&t, WG_PATH_KEEP, 10, 1000, 1000, &n);
+
+    for (i = 0; i < 10; i++) {
+        test_step(&t, 1000, 1000);
+    }
+
+    t.o.unsent = 1;
+    test_until(&t, WG_PATH_SET_RELAY, 60, 0, 0, &n);
+    t.o.unsent = 0;
+    ok(n == 6 && t.p.path == WG_PATH_RELAY,
+       "path: sends that fail here count as unanswered ones");
+
+    /* nothing at all from the peer for 25 s and the timeout: dead */
+    test_until(&t, WG_PATH_SET_DIRECT, 100, 0, 0, &n);
+    test_step(&t, 1000, 1000);
+    ok(t.p.path == WG_PATH_DIRECT && t.p.probe == 0, "path: direct again");
+
+    test_until(&t, WG_PATH_SET_RELAY, 100, 0, 0, &n);
+    ok(n == 32, "path: no keepalive from the peer in 27 + 5 s: relay "
+       "(after %ld s)", n);
+
     /* a new peer: its first handshake gets WireGuard's retry on top */
     test_peer_init(&t, WG_PATH_AUTO);
     test_step(&t, 0, 0);

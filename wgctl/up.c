@@ -125,6 +125,8 @@ typedef struct {
     long long                next_path;
     long long                next_relay;
     long long                next_status;
+    uint64_t                 if_tx;             /* packets into the device */
+    uint64_t                 direct_tx;         /* peers' bytes, not relayed */
     unsigned                 counters_dirty:1;
 
     /* the node */
@@ -200,6 +202,8 @@ static int up_endpoint_usable(const wg_up_peer_t *rec,
 static int up_paths_update(wg_up_t *up);
 static int up_paths_desired(wg_up_t *up, const wg_device_t *actual,
     wg_device_t *desired);
+static int up_unsent(wg_up_t *up, const wg_device_t *dev,
+    const wg_peer_t **sorted);
 static void up_paths_tick(wg_up_t *up);
 static void up_background(wg_up_t *up);
 static int up_tick(void *data);
@@ -2055,6 +2059,55 @@ up_paths_desired(wg_up_t *up, const wg_device_t *actual,
 
 
 /*
+ * Whether the device took packets (the interface's tx counter) while no
+ * direct peer's counter shows bytes sent: WireGuard's sends fail, as they
+ * do when a firewall on this host drops them, and it counts nothing.
+ */
+
+static int
+up_unsent(wg_up_t *up, const wg_device_t *dev, const wg_peer_t **sorted)
+{
+    int                  unsent;
+    char                 path[128], buf[32];
+    size_t               i;
+    FILE                *f;
+    uint64_t             if_tx, tx;
+    const wg_peer_t     *wp;
+    const wg_up_peer_t  *rec;
+
+    snprintf(path, sizeof(path), "/sys/class/net/%s/statistics/tx_packets",
+             up->ifname);
+
+    f = fopen(path, "re");
+    if (f == NULL) {
+        return 0;
+    }
+
+    if_tx = (fgets(buf, sizeof(buf), f) != NULL)
+            ? strtoull(buf, NULL, 10) : 0;
+    fclose(f);
+
+    tx = 0;
+
+    for (i = 0; i < up->npeers; i++) {
+        rec = &up->peers[i];
+        wp = up_dev_find(sorted, dev->npeers, rec->key);
+
+        if (wp != NULL && !up_on_relay(rec, &wp->endpoint)) {
+            tx += wp->tx_bytes;
+        }
+    }
+
+    unsent = (up->if_tx != 0 && if_tx > up->if_tx && tx == up->direct_tx);
+
+    up->if_tx = if_tx;
+    up->direct_tx = tx;
+
+    return unsent;
+}
+
+
+/*
  * Once a second: each peer's endpoint and counters from the device, its
  * relay counters, one step of its path machine (path.c) and what that
  * asks for.  A path change also sets the keepalive to 0 and back, which
@@ -2065,7 +2118,7 @@ up_paths_desired(wg_up_t *up, const wg_device_t *actual,
 static void
 up_paths_tick(wg_up_t *up)
 {
-    int                rc;
+    int                rc, unsent;
     char               text[INET6_ADDRSTRLEN + 16];
     size_t             i, nch;
     wg_peer_t         *ch;
@@ -2108,6 +2161,7 @@ up_paths_tick(wg_up_t *up)
     }
 
     mode = up_path_mode(up);
+    unsent = up_unsent(up, dev, sorted);
     nch = 0;
 
     for (i = 0; i < up->npeers; i++) {
@@ -2140,6 +2194,7 @@ up_paths_tick(wg_up_t *up)
         obs.has_relay = rec->has_relay;
         obs.on_relay = up_on_relay(rec, &wp->endpoint);
         obs.has_endpoint = up_endpoint_usable(rec, &wp->endpoint);
+        obs.unsent = unsent;
 
         if (obs.rx_bytes != rec->path.direct_rx + st.rx_bytes
             || obs.tx_bytes != rec->path.direct_tx + st.tx_bytes)
