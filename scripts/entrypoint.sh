@@ -415,7 +415,6 @@ render_all() {
     BACKEND_INCLUDES=
     # the VPC-wide default; a node's own VPC_WG_PATH overrides it there
     VPC_WG_PATH_CONTROL=${VPC_WG_PATH:-auto}
-    rm -f "$conf/wg-relay.conf"
 
     if is_server; then
         NGINX_LOAD_MODULES="${NGINX_LOAD_MODULES}load_module $DSTACK_VPC_MODULES/ngx_http_dstack_vpc_api_module.so;
@@ -430,10 +429,9 @@ render_all() {
         fi
     fi
 
-    # a node's relay end: peers' tunnels arrive at :443 (docs/wg-relay.md)
-    if is_node; then
-        BACKEND_INCLUDES="$BACKEND_INCLUDES include $conf/wg-relay.conf;"
-    fi
+    # a node's relay end: peers' tunnels arrive at :443 (docs/wg-relay.md);
+    # elsewhere the path answers 404
+    BACKEND_INCLUDES="$BACKEND_INCLUDES include $conf/wg-relay.conf;"
 
     export DSTACK_GATEWAY DSTACK_GATEWAY_DOMAIN DSTACK_RESOLVER MESH_BACKEND \
         MESH_ALLOW NGINX_LOAD_MODULES NGINX_SERVER_INCLUDES BACKEND_INCLUDES \
@@ -472,6 +470,8 @@ render_all() {
         render "$templates/supervisord-node.conf.template" \
             "$conf/supervisord.d/node.conf"
         render "$templates/wg-relay.conf.template" "$conf/wg-relay.conf"
+    else
+        render "$templates/wg-relay-off.conf" "$conf/wg-relay.conf"
     fi
 
     as_root chown "$DSTACK_VPC_USER" "$DSTACK_VPC_RUN_DIR"

@@ -15,7 +15,7 @@ use Test::Dstack;
 use Time::HiRes qw(time);
 
 my $t = Test::Dstack->new()->has(qw(entrypoint auth mesh api sim jq envsubst curl))
-    ->plan(75);
+    ->plan(74);
 
 my $repo = $t->repo;
 my $d = $t->testdir;
@@ -112,9 +112,9 @@ like(conf($dir, 'control-plane.conf'), qr{location /machine/},
 like(conf($dir, 'supervisord.d/server.conf'), qr/program:redis/,
     'server: supervises redis');
 ok(!-e "$dir/conf/supervisord.d/node.conf", 'server: no node agent');
-unlike(conf($dir, 'backend.conf'), qr/include \S+wg-relay\.conf;/,
-    'server without a node: no relay location');
-ok(!-e "$dir/conf/wg-relay.conf", 'server without a node: no wg-relay.conf');
+like(conf($dir, 'wg-relay.conf'), qr{location[ ]=[ ]/\.dstack/wg-relay[ ]\{
+    \s+default_type\s+application/json;\s+return\s404\s}sx,
+    'server without a node: the relay path answers 404');
 like(conf($dir, 'control-plane.conf'), qr/dstack_vpc_control_wg_path\s+auto;/,
     'server: WGPath auto without VPC_WG_PATH');
 like(conf($dir, 'redis.conf'), qr{^dir $dir/data/redis$}m,
@@ -203,8 +203,8 @@ like(conf($dir, 'wg-relay.conf'), qr/limit_conn\s+dstack_wg_relay 8;/,
 ($rc, $out, $dir) = render();
 is($rc, 0, 'no role variables: mesh only') or diag($out);
 like($out, qr/role: mesh\b/, 'mesh: role');
-unlike(conf($dir, 'backend.conf'), qr/include \S+wg-relay\.conf;/,
-    'mesh: no relay location');
+unlike(conf($dir, 'wg-relay.conf'), qr/proxy_pass/,
+    'mesh: no relay to wgctl');
 
 # --- gateway domain from the host's sys-config (as the seed)
 
