@@ -466,7 +466,7 @@ wg_relay_request_verdict(const wg_relay_request_t *rq,
     }
 
     if (!rq->upgrade) {
-        *why = "upgrade to \"" WG_RELAY_PROTOCOL "\" required";
+        *why = "upgrade to " WG_RELAY_PROTOCOL " required";
         return 400;
     }
 
