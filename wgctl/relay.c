@@ -1492,9 +1492,17 @@ static void
 wg_relay_tunnel_close(wg_relay_t *r, wg_relay_tunnel_t *t, int failed,
     long long now)
 {
+    char                  key[17];
     wg_relay_peer_ent_t  *pe;
 
     pe = t->peer;
+
+    if (pe != NULL && t->state == WG_RELAY_T_OPEN && now != 0) {
+        wg_relay_short(key, pe->p.key);
+        wg_relay_log(r, "relay: peer \"%s\": %s tunnel closed: %s", key,
+                     t->outbound ? "outbound" : "inbound",
+                     pe->st.last_error[0] ? pe->st.last_error : "replaced");
+    }
 
     if (pe != NULL) {
         if (pe->out == t) {
