@@ -870,51 +870,96 @@ wg_relay_stop(wg_relay_t *r)
 }
 
 
+/* the table is sorted by key: lookups by bsearch, updates by a merge */
+
+static int
+wg_relay_input_cmp(const void *one, const void *two)
+{
+    const wg_relay_peer_t  *a = *(const wg_relay_peer_t * const *) one;
+    const wg_relay_peer_t  *b = *(const wg_relay_peer_t * const *) two;
+
+    return memcmp(a->key, b->key, 32);
+}
+
+
+static int
+wg_relay_find_cmp(const void *key, const void *ent)
+{
+    const wg_relay_peer_ent_t  *pe = *(wg_relay_peer_ent_t * const *) ent;
+
+    return memcmp(key, pe->p.key, 32);
+}
+
+
 int
 wg_relay_set_peers(wg_relay_t *r, const wg_relay_peer_t *peers, size_t n)
 {
-    int                   rc;
-    size_t                i, j;
-    uint8_t              *keep;
-    wg_relay_peer_ent_t  *pe, **table;
+    int                     rc, c;
+    size_t                  i, j;
+    uint8_t                *keep;
+    wg_relay_peer_ent_t    *pe, **table;
+    const wg_relay_peer_t **in;
 
     if (n > WG_RELAY_PEERS_MAX) {
         return -E2BIG;
     }
 
-    for (i = 0; i < n; i++) {
-        for (j = 0; j < i; j++) {
-            if (memcmp(peers[i].key, peers[j].key, 32) == 0) {
-                return -EINVAL;
-            }
-        }
-    }
-
+    in = calloc(n + 1, sizeof(wg_relay_peer_t *));
     table = calloc(n + 1, sizeof(wg_relay_peer_ent_t *));
     keep = NULL;
+
+    if (in == NULL || table == NULL) {
+        free(in);
+        free(table);
+        return -ENOMEM;
+    }
+
+    for (i = 0; i < n; i++) {
+        in[i] = &peers[i];
+    }
+
+    qsort(in, n, sizeof(wg_relay_peer_t *), wg_relay_input_cmp);
+
+    for (i = 1; i < n; i++) {
+        if (memcmp(in[i - 1]->key, in[i]->key, 32) == 0) {
+            free(in);
+            free(table);
+            return -EINVAL;
+        }
+    }
 
     pthread_mutex_lock(&r->mutex);
 
     keep = calloc(r->npeers + 1, 1);
 
-    if (table == NULL || keep == NULL) {
+    if (keep == NULL) {
         rc = -ENOMEM;
         goto done;
     }
 
-    for (i = 0; i < n; i++) {
+    /* both sorted: walk them side by side */
+
+    for (i = 0, j = 0; i < n; i++) {
         pe = NULL;
 
-        for (j = 0; j < r->npeers; j++) {
-            if (memcmp(r->peers[j]->p.key, peers[i].key, 32) == 0) {
-                pe = r->peers[j];
-                keep[j] = 1;
+        while (j < r->npeers) {
+            c = memcmp(r->peers[j]->p.key, in[i]->key, 32);
+
+            if (c > 0) {
                 break;
             }
+
+            if (c == 0) {
+                pe = r->peers[j];
+                keep[j++] = 1;
+                break;
+            }
+
+            j++;
         }
 
         if (pe == NULL) {
-            rc = wg_relay_peer_open(r, &peers[i], &pe);
+            rc = wg_relay_peer_open(r, in[i], &pe);
             if (rc != 0) {
                 /* undo: the ones made here go, the old table stays */
                 for (j = 0; j < i; j++) {
@@ -943,8 +988,9 @@ wg_relay_set_peers(wg_relay_t *r, const wg_relay_peer_t *peers, size_t n)
         /* a peer that moved to another app or instance: its tunnels were
            authorised for the old one */
 
-        if (strcasecmp(pe->p.app, peers[i].app) != 0
-            || strcmp(pe->p.instance, peers[i].instance) != 0)
+        if (strncasecmp(pe->p.app, in[i]->app, WG_RELAY_APP_MAX) != 0
+            || strncmp(pe->p.instance, in[i]->instance,
+                       WG_RELAY_INSTANCE_MAX) != 0)
         {
             if (pe->out != NULL) {
                 wg_relay_tunnel_close(r, pe->out, 0, 0);
@@ -958,7 +1004,9 @@ wg_relay_set_peers(wg_relay_t *r, const wg_relay_peer_t *peers, size_t n)
             pe->retry = 0;
         }
 
-        pe->p = peers[i];
+        pe->p = *in[i];
+        pe->p.app[WG_RELAY_APP_MAX] = '\0';
+        pe->p.instance[WG_RELAY_INSTANCE_MAX] = '\0';
     }
 
     for (j = 0; j < r->npeers; j++) {
@@ -977,6 +1025,7 @@ done:
 
     pthread_mutex_unlock(&r->mutex);
 
+    free(in);
     free(table);
     free(keep);
 
@@ -1246,15 +1295,16 @@ wg_relay_reap(wg_relay_t *r)
 static wg_relay_peer_ent_t *
 wg_relay_find(wg_relay_t *r, const uint8_t *key)
 {
-    size_t  i;
+    wg_relay_peer_ent_t  **pe;
 
-    for (i = 0; i < r->npeers; i++) {
-        if (memcmp(r->peers[i]->p.key, key, 32) == 0) {
-            return r->peers[i];
-        }
+    if (r->npeers == 0) {
+        return NULL;
     }
 
-    return NULL;
+    pe = bsearch(key, r->peers, r->npeers, sizeof(wg_relay_peer_ent_t *),
+                 wg_relay_find_cmp);
+
+    return pe != NULL ? *pe : NULL;
 }
 
 
@@ -1291,6 +1341,8 @@ wg_relay_peer_open(wg_relay_t *r, const wg_relay_peer_t *p,
 
     pe->obj.type = WG_RELAY_OBJ_PEER;
     pe->p = *p;
+    pe->p.app[WG_RELAY_APP_MAX] = '\0';
+    pe->p.instance[WG_RELAY_INSTANCE_MAX] = '\0';
     pe->fd = fd;
 
     ev.events = EPOLLIN;
@@ -1656,10 +1708,11 @@ wg_relay_tunnel_queue(wg_relay_t *r, wg_relay_tunnel_t *t,
 static int
 wg_relay_tunnel_flush(wg_relay_t *r, wg_relay_tunnel_t *t, long long now)
 {
-    int           n;
-    ssize_t       w;
-    size_t        head;
-    struct iovec  iov[2];
+    int            n;
+    size_t         head;
+    ssize_t        w;
+    struct iovec   iov[2];
+    struct msghdr  msg;
 
     for ( ;; ) {
         n = 0;
@@ -1681,7 +1734,12 @@ wg_relay_tunnel_flush(wg_relay_t *r, wg_relay_tunnel_t *t, long long now)
             break;
         }
 
-        w = writev(t->fd, iov, n);
+        memset(&msg, 0, sizeof(msg));
+        msg.msg_iov = iov;
+        msg.msg_iovlen = n;
+
+        /* MSG_NOSIGNAL: a peer gone is an error here, not a SIGPIPE */
+        w = sendmsg(t->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
 
         if (w == -1) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -2081,7 +2139,7 @@ wg_relay_tunnel_request(wg_relay_t *r, wg_relay_tunnel_t *t, long long now)
 
         /* a fresh Unix socket takes this at once; else the caller loses
            only the reason */
-        if (write(t->fd, t->head, n) == -1) {
+        if (send(t->fd, t->head, n, MSG_NOSIGNAL | MSG_DONTWAIT) == -1) {
             /* nothing to do */
         }
 

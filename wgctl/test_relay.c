@@ -6,8 +6,12 @@
  */
 
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
 
 #include "test.h"
 #include "relay.h"
@@ -287,10 +291,140 @@ test_relay_frames(void)
 }
 
 
+/* the engine's peer table: endpoints made, kept, dropped (loopback only) */
+
+static void
+test_relay_table(void)
+{
+    int                 rc, same, distinct, gone;
+    char                dir[] = "/tmp/wgctl-relay-XXXXXX", path[64];
+    size_t              i;
+    uint16_t           *ports;
+    wg_relay_t         *relay;
+    wg_relay_conf_t     conf;
+    wg_relay_peer_t    *peers;
+    wg_relay_stats_t    st;
+    struct sockaddr_in  sin;
+
+    if (mkdtemp(dir) == NULL) {
+        ok(0, "table: mkdtemp: %s", strerror(errno));
+        return;
+    }
+
+    snprintf(path, sizeof(path), "%s/relay.sock", dir);
+
+    memset(&conf, 0, sizeof(conf));
+    conf.mesh_host = "127.0.0.1";
+    conf.mesh_port = 9;
+    conf.listen_path = path;
+    conf.listen_gid = -1;
+    conf.device_port = 9;
+    test_key(conf.self_key, 999999);
+
+    peers = calloc(1000, sizeof(wg_relay_peer_t));
+    ports = calloc(1000, sizeof(uint16_t));
+
+    rc = wg_relay_start(&relay, &conf);
+    ok(rc == 0 && access(path, F_OK) == 0, "table: engine started, "
+       "listening");
+
+    if (rc != 0 || peers == NULL || ports == NULL) {
+        goto done;
+    }
+
+    /* in reverse key order: the engine sorts */
+
+    for (i = 0; i < 1000; i++) {
+        test_key(peers[i].key, 1000 - i);
+        snprintf(peers[i].app, sizeof(peers[i].app), "%040zx", i);
+    }
+
+    ok(wg_relay_set_peers(relay, peers, 1000) == 0, "table: 1000 peers set");
+
+    distinct = 1;
+
+    for (i = 0; i < 1000; i++) {
+        if (wg_relay_endpoint(relay, peers[i].key, &sin) != 0
+            || sin.sin_addr.s_addr != htonl(INADDR_LOOPBACK)
+            || sin.sin_port == 0)
+        {
+            distinct = 0;
+            break;
+        }
+
+        ports[i] = ntohs(sin.sin_port);
+
+        if (i > 0 && ports[i] == ports[i - 1]) {
+            distinct = 0;
+        }
+    }
+
+    ok(distinct, "table: each peer has its own endpoint on 127.0.0.1");
+
+    /* the even ones stay, the odd ones go, 500 new ones come */
+
+    for (i = 0; i < 1000; i++) {
+        if (i % 2) {
+            test_key(peers[i].key, 5000 + i);
+        }
+    }
+
+    ok(wg_relay_set_peers(relay, peers, 1000) == 0, "table: replaced");
+
+    same = 1;
+    gone = 1;
+
+    for (i = 0; i < 1000; i += 2) {
+        if (wg_relay_endpoint(relay, peers[i].key, &sin) != 0
+            || ntohs(sin.sin_port) != ports[i])
+        {
+            same = 0;
+        }
+
+        test_key(peers[i + 1].key, 1000 - (i + 1));
+
+        if (wg_relay_endpoint(relay, peers[i + 1].key, &sin) != -ENOENT
+            || wg_relay_stats(relay, peers[i + 1].key, &st) != -ENOENT)
+        {
+            gone = 0;
+        }
+
+        test_key(peers[i + 1].key, 5000 + i + 1);
+    }
+
+    ok(same, "table: peers that stay keep their endpoint");
+    ok(gone, "table: peers removed are gone (-ENOENT)");
+
+    ok(wg_relay_stats(relay, peers[1].key, &st) == 0 && st.tunnels == 0
+       && st.rx_packets == 0 && st.last_rx == 0, "table: a new peer's "
+       "stats are zero");
+
+    peers[3] = peers[5];
+    ok(wg_relay_set_peers(relay, peers, 1000) == -EINVAL
+       && wg_relay_endpoint(relay, peers[7].key, &sin) == 0,
+       "table: a repeated key is refused, the table unchanged");
+
+    ok(wg_relay_set_peers(relay, NULL, 0) == 0
+       && wg_relay_endpoint(relay, peers[0].key, &sin) == -ENOENT,
+       "table: emptied");
+
+    wg_relay_stop(relay);
+    ok(access(path, F_OK) != 0, "table: stopped, socket removed");
+
+done:
+
+    free(peers);
+    free(ports);
+    unlink(path);
+    rmdir(dir);
+}
+
+
 void
 test_relay(void)
 {
     test_relay_request();
     test_relay_response();
     test_relay_frames();
+    test_relay_table();
 }
