@@ -29,6 +29,7 @@ use IO::Select;
 use IO::Socket::INET;
 use IO::Socket::UNIX;
 use JSON::PP;
+use MIME::Base64 ();
 use POSIX qw(:sys_wait_h);
 use Socket qw(inet_ntoa unpack_sockaddr_in);
 use Test::More;
@@ -126,8 +127,7 @@ sub logged {
     return wait_for(sub { slurp("$d/$name.log") =~ $re }, $timeout // 10);
 }
 
-sub b64 { my $k = pack 'H*', $_[0]; require MIME::Base64;
-          return MIME::Base64::encode_base64($k, '') }
+sub b64 { MIME::Base64::encode_base64(pack('H*', $_[0]), '') }
 
 sub wg_datagram { "\x04\0\0\0" . join '', map { chr(int(rand(256))) } 1 .. 60 }
 sub frame { pack('n', length $_[0]) . $_[0] }

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -653,6 +654,7 @@ int
 wg_relay_start(wg_relay_t **relay, const wg_relay_conf_t *conf)
 {
     int                  rc;
+    sigset_t             all, old;
     wg_relay_t          *r;
     struct epoll_event   ev;
 
@@ -729,7 +731,14 @@ wg_relay_start(wg_relay_t **relay, const wg_relay_conf_t *conf)
         }
     }
 
+    /* the thread takes no signals: they stay with the agent's thread,
+       whose waits they are meant to interrupt */
+
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     rc = -pthread_create(&r->thread, NULL, wg_relay_loop, r);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+
     if (rc != 0) {
         goto failed;
     }
@@ -1988,8 +1997,6 @@ wg_relay_tunnel_frames(wg_relay_t *r, wg_relay_tunnel_t *t, long long now)
         t->in_len -= pos;
     }
 
-    (void) now;
-
     return 0;
 }
 
@@ -2260,11 +2267,9 @@ wg_relay_dial(wg_relay_t *r, wg_relay_peer_ent_t *pe, long long now)
     t->deadline = now + WG_RELAY_DIAL_TIMEOUT;
     pe->out = t;
 
-    wg_relay_arm(r, t->deadline);
+    /* connected or not yet: EPOLLOUT tells, and the request goes then */
 
-    if (rc == 0) {
-        /* connected at once (loopback): the event loop sends the request */
-    }
+    wg_relay_arm(r, t->deadline);
 
     return 0;
 }
