@@ -37,18 +37,34 @@ use Time::HiRes qw(time sleep);
 use Test::Dstack qw(wait_for);
 use Test::DstackNetns;
 
-my $t = Test::Dstack->new()->has(qw(wgctl wg ping nft root));
-
-my $net = Test::DstackNetns->new();
-
-if (!$net) {
+# under CI a missing requirement is a failure, not a skip
+sub missing {
+    my ($why) = @_;
     if (($ENV{CI} // '') eq 'true') {
         plan(tests => 1);
-        fail("network namespaces: $Test::DstackNetns::WHY");
+        fail("requirement missing: $why");
         exit 1;
     }
-    $t->skip_all($Test::DstackNetns::WHY);
+    plan(skip_all => $why);
 }
+
+for my $prog (qw(wg ping nft ip ss wireguard-go)) {
+    missing("$prog not found") unless grep { -x "$_/$prog" }
+        split(/:/, $ENV{PATH}), qw(/usr/sbin /sbin);
+}
+
+missing('needs root') unless $> == 0;
+missing("no nginx at $Test::Dstack::NGINX") unless -x $Test::Dstack::NGINX;
+missing('no www-data group (nginx workers)')
+    unless defined getgrnam('www-data');
+
+my $t = Test::Dstack->new();
+
+missing('wgctl not built (' . $t->bin('wgctl') . ')')
+    unless -x $t->bin('wgctl');
+
+my $net = Test::DstackNetns->new()
+    or missing("network namespaces: $Test::DstackNetns::WHY");
 
 $t->plan(53);
 
@@ -182,7 +198,7 @@ my $device = IO::Socket::INET->new(Proto => 'udp', LocalAddr => '127.0.0.1',
     LocalPort => 0) or die "udp: $!";
 my $mesh = IO::Socket::INET->new(Listen => 128, LocalAddr => '127.0.0.1',
     LocalPort => 0, ReuseAddr => 1) or die "tcp: $!";
-my $gid = getgrnam('www-data') // 0;
+my $gid = getgrnam('www-data');
 
 my $ep = start_relay(undef, 'c', '--listen', "$d/c.sock", '--gid', $gid,
     '--mesh', '127.0.0.1:' . $mesh->sockport(), '--target-port', 8443,
