@@ -66,7 +66,7 @@ missing('wgctl not built (' . $t->bin('wgctl') . ')')
 my $net = Test::DstackNetns->new()
     or missing("network namespaces: $Test::DstackNetns::WHY");
 
-$t->plan(53);
+$t->plan(54);
 
 my $d = $t->testdir();
 my $wgctl = $t->bin('wgctl');
@@ -420,6 +420,33 @@ for my $r (@refusals) {
 
 ($back) = udp_recv($device, 1);
 ok(!defined $back, 'refused: nothing reached the device');
+
+# a flood of refusals: at most 20 lines a second, then a count
+
+sleep 1.1;
+my $before = () = slurp("$d/c.log") =~ /refused inbound tunnel/g;
+
+# all written before any answer is read: the flood takes well under 1 s
+my @flood = map { IO::Socket::UNIX->new(Peer => "$d/c.sock") } 1 .. 40;
+
+for my $sock (@flood) {
+    syswrite($sock, "GET /.dstack/wg-relay HTTP/1.1\r\n"
+        . "Upgrade: dstack-wg-relay\r\nWG-Relay-From: $key_a\r\n"
+        . "WG-Relay-To: " . hex_key() . "\r\n\r\n");
+}
+
+read_all($_, 5) for @flood;
+close $_ for @flood;
+
+sleep 1.1;
+close((inbound(to => hex_key()))[0]);
+logged('c', qr/\d+ more inbound tunnels refused, not logged/);
+my $after = () = slurp("$d/c.log") =~ /refused inbound tunnel from/g;
+my ($quiet) = slurp("$d/c.log") =~ /(\d+) more inbound tunnels refused/;
+ok($after - $before <= 21 && $after - $before >= 20 && ($quiet // 0) >= 19
+    && $after - $before + $quiet == 41,
+    sprintf('refused: a flood logs %d lines and a count of %d',
+        $after - $before, $quiet // 0));
 
 # connections that never send their request: capped at 64
 

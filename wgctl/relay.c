@@ -52,6 +52,7 @@
 #define WG_RELAY_HEAD_MAX         1024      /* our request or our 101 */
 #define WG_RELAY_READS            8         /* reads per event, fairness */
 #define WG_RELAY_SOCKBUF          (1024 * 1024)
+#define WG_RELAY_REFUSED_LOGS     20        /* a second */
 
 
 typedef enum {
@@ -153,6 +154,9 @@ struct wg_relay_s {
     long long            next_timer;
     unsigned             seed;
     int                  pending_full_logged;
+    long long            refused_second;    /* refusal logs: at most */
+    unsigned             refused_logged;    /* WG_RELAY_REFUSED_LOGS */
+    unsigned             refused_quiet;     /* a second, then a count */
 
     /* the loop's receive and send batches */
     uint8_t             *slots;
@@ -187,6 +191,8 @@ static wg_relay_tunnel_t *wg_relay_tunnel_new(wg_relay_t *r, int fd,
     int outbound);
 static void wg_relay_tunnel_close(wg_relay_t *r, wg_relay_tunnel_t *t,
     int failed, long long now);
+static void wg_relay_tunnel_discard(wg_relay_tunnel_t *t,
+    wg_relay_peer_ent_t *pe);
 static void wg_relay_tunnel_events(wg_relay_t *r, wg_relay_tunnel_t *t);
 static void wg_relay_tunnel_event(wg_relay_t *r, wg_relay_tunnel_t *t,
     uint32_t events, long long now);
@@ -1562,7 +1568,7 @@ wg_relay_tunnel_close(wg_relay_t *r, wg_relay_tunnel_t *t, int failed,
         wg_relay_short(key, pe->p.key);
         wg_relay_log(r, "relay: peer \"%s\": %s tunnel closed: %s", key,
                      t->outbound ? "outbound" : "inbound",
-                     pe->st.last_error[0] ? pe->st.last_error : "replaced");
+                     pe->st.last_error[0] ? pe->st.last_error : "closed");
     }
 
     if (pe != NULL) {
@@ -1591,6 +1597,10 @@ wg_relay_tunnel_close(wg_relay_t *r, wg_relay_tunnel_t *t, int failed,
         }
     }
 
+    if (pe != NULL) {
+        wg_relay_tunnel_discard(t, pe);
+    }
+
     if (t->state == WG_RELAY_T_ACCEPT && r->pending > 0) {
         r->pending--;
     }
@@ -1614,6 +1624,30 @@ wg_relay_tunnel_close(wg_relay_t *r, wg_relay_tunnel_t *t, int failed,
     t->prev = NULL;
     t->next = r->dead;
     r->dead = t;
+}
+
+
+/* the datagrams still queued on a tunnel that closes count as drops */
+
+static void
+wg_relay_tunnel_discard(wg_relay_tunnel_t *t, wg_relay_peer_ent_t *pe)
+{
+    size_t  pos, dlen;
+
+    pos = t->out_pos;
+
+    while (t->out != NULL
+           && wg_relay_frame_parse(t->out + pos, t->out_len - pos, &dlen))
+    {
+        if (dlen != 0) {
+            pe->st.drops++;
+        }
+
+        pos += WG_RELAY_FRAME_HDR + dlen;
+    }
+
+    t->out_pos = 0;
+    t->out_len = 0;
 }
 
 
@@ -2135,9 +2169,29 @@ wg_relay_tunnel_request(wg_relay_t *r, wg_relay_tunnel_t *t, long long now)
                      "Connection: close\r\n\r\n%s",
                      status, reason, n, body);
 
-        wg_relay_log(r, "relay: refused inbound tunnel from \"%s\" to \"%s\" "
-                     "(app \"%s\"): %d %s", from, to,
-                     rq.has_app ? rq.app : "-", status, why);
+        /* anyone with a dstack certificate reaches this: the log is
+           bounded, not the refusals */
+
+        if (now - r->refused_second >= 1000) {
+            if (r->refused_quiet != 0) {
+                wg_relay_log(r, "relay: %u more inbound tunnels refused, "
+                             "not logged", r->refused_quiet);
+            }
+
+            r->refused_second = now;
+            r->refused_logged = 0;
+            r->refused_quiet = 0;
+        }
+
+        if (r->refused_logged < WG_RELAY_REFUSED_LOGS) {
+            r->refused_logged++;
+            wg_relay_log(r, "relay: refused inbound tunnel from \"%s\" to "
+                         "\"%s\" (app \"%s\"): %d %s", from, to,
+                         rq.has_app ? rq.app : "-", status, why);
+
+        } else {
+            r->refused_quiet++;
+        }
 
         if (pe != NULL) {
             pe->st.drops++;
@@ -2159,6 +2213,7 @@ wg_relay_tunnel_request(wg_relay_t *r, wg_relay_tunnel_t *t, long long now)
     r->pending--;
 
     if (pe->in != NULL) {
+        wg_relay_set_error(pe, "replaced by a newer inbound tunnel");
         wg_relay_tunnel_close(r, pe->in, 0, now);
     }
 
