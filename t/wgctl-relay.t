@@ -66,7 +66,7 @@ missing('wgctl not built (' . $t->bin('wgctl') . ')')
 my $net = Test::DstackNetns->new()
     or missing("network namespaces: $Test::DstackNetns::WHY");
 
-$t->plan(54);
+$t->plan(55);
 
 my $d = $t->testdir();
 my $wgctl = $t->bin('wgctl');
@@ -218,6 +218,14 @@ sub pack_sockaddr_in_lo {
     return Socket::pack_sockaddr_in($_[0], Socket::inet_aton('127.0.0.1'));
 }
 
+# a datagram from another port than the device's dials nothing
+
+my $stranger = IO::Socket::INET->new(Proto => 'udp', LocalAddr => '127.0.0.1',
+    LocalPort => 0) or die;
+send($stranger, wg_datagram(), 0, $to_relay);
+ok(!IO::Select->new($mesh)->can_read(1),
+    'dial: a datagram from another port dials nothing');
+
 # outbound: the first datagram dials the mesh
 
 my $dg = wg_datagram();
@@ -308,8 +316,6 @@ sub read_until {
 
 # from elsewhere than the device's port: not carried
 
-my $stranger = IO::Socket::INET->new(Proto => 'udp', LocalAddr => '127.0.0.1',
-    LocalPort => 0) or die;
 my $odd = wg_datagram();
 send($stranger, $odd, 0, $to_relay);
 sleep 0.2;

@@ -1405,7 +1405,7 @@ wg_relay_peer_close(wg_relay_t *r, wg_relay_peer_ent_t *pe)
 static void
 wg_relay_peer_read(wg_relay_t *r, wg_relay_peer_ent_t *pe, long long now)
 {
-    int                  i, n, round, dirty;
+    int                  i, n, round, dirty, valid;
     size_t               len;
     wg_relay_tunnel_t   *t;
     struct sockaddr_in  *sin;
@@ -1427,6 +1427,30 @@ wg_relay_peer_read(wg_relay_t *r, wg_relay_peer_ent_t *pe, long long now)
             return;
         }
 
+        /* only the device, from its own port, may use the endpoint */
+
+        for (i = 0, valid = 0; i < n; i++) {
+            sin = &r->addrs[i];
+
+            if (r->msgs[i].msg_hdr.msg_namelen != sizeof(struct sockaddr_in)
+                || sin->sin_family != AF_INET
+                || sin->sin_addr.s_addr != htonl(INADDR_LOOPBACK)
+                || r->conf.device_port == 0
+                || ntohs(sin->sin_port) != r->conf.device_port
+                || (r->msgs[i].msg_hdr.msg_flags & MSG_TRUNC)
+                || r->msgs[i].msg_len == 0)
+            {
+                r->msgs[i].msg_len = 0;
+                continue;
+            }
+
+            valid++;
+        }
+
+        if (valid == 0) {
+            goto next;
+        }
+
         t = wg_relay_tunnel_best(pe);
 
         if (t == NULL) {
@@ -1442,19 +1466,9 @@ wg_relay_peer_read(wg_relay_t *r, wg_relay_peer_ent_t *pe, long long now)
         dirty = 0;
 
         for (i = 0; i < n; i++) {
-            sin = &r->addrs[i];
             len = r->msgs[i].msg_len;
 
-            /* only the device, from its own port, may use the endpoint */
-
-            if (r->msgs[i].msg_hdr.msg_namelen != sizeof(struct sockaddr_in)
-                || sin->sin_family != AF_INET
-                || sin->sin_addr.s_addr != htonl(INADDR_LOOPBACK)
-                || r->conf.device_port == 0
-                || ntohs(sin->sin_port) != r->conf.device_port
-                || (r->msgs[i].msg_hdr.msg_flags & MSG_TRUNC)
-                || len == 0)
-            {
+            if (len == 0) {
                 continue;
             }
 
@@ -1476,6 +1490,8 @@ wg_relay_peer_read(wg_relay_t *r, wg_relay_peer_ent_t *pe, long long now)
                 return;
             }
         }
+
+    next:
 
         if (n < WG_RELAY_BATCH) {
             return;
