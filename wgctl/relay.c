@@ -1871,11 +1871,7 @@ wg_relay_tunnel_event(wg_relay_t *r, wg_relay_tunnel_t *t, uint32_t events,
 
         t->state = WG_RELAY_T_REQUEST;
 
-        if (wg_relay_tunnel_flush(r, t, now) != 0) {
-            return;
-        }
-
-        wg_relay_tunnel_events(r, t);
+        (void) wg_relay_tunnel_flush(r, t, now);
 
         return;
     }
@@ -1918,7 +1914,9 @@ wg_relay_tunnel_event(wg_relay_t *r, wg_relay_tunnel_t *t, uint32_t events,
                                           : strerror(errno));
 
                 if (t->state != WG_RELAY_T_OPEN) {
-                    wg_relay_log(r, "relay: %s", t->peer->st.last_error);
+                    wg_relay_short(key, t->peer->p.key);
+                    wg_relay_log(r, "relay: peer \"%s\": %s before the "
+                                 "upgrade", key, t->peer->st.last_error);
                 }
             }
 
