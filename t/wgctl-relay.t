@@ -66,7 +66,7 @@ missing('wgctl not built (' . $t->bin('wgctl') . ')')
 my $net = Test::DstackNetns->new()
     or missing("network namespaces: $Test::DstackNetns::WHY");
 
-$t->plan(55);
+$t->plan(60);
 
 my $d = $t->testdir();
 my $wgctl = $t->bin('wgctl');
@@ -184,6 +184,34 @@ sub udp_recv {
     my ($port) = unpack_sockaddr_in($from);
     return ($buf, $port);
 }
+
+# the command line
+
+sub cli {
+    my $out = `$wgctl relay @_ 2>&1`;
+    return ($? >> 8, $out);
+}
+
+my ($crc, $cout) = cli('--help');
+ok($crc == 0 && $cout =~ /^Usage: \S+ relay --listen/, 'cli: --help, exit 0');
+
+my @base = ('--listen', "$d/x.sock", '--device-port', 1);
+
+($crc, $cout) = cli(@base, '--mesh', '127.0.0.1:80', '--key', '00');
+ok($crc == 1 && $cout =~ /cannot open "00"/, 'cli: a bad key, quoted, exit 1');
+
+($crc, $cout) = cli(@base, '--mesh', '127.0.0.1');
+ok($crc == 1 && $cout =~ /invalid mesh "127\.0\.0\.1"/,
+    'cli: a mesh without a port, quoted, exit 1');
+
+($crc, $cout) = cli(@base, '--mesh', '127.0.0.1:80', '--key', hex_key(),
+    '--peer', 'nokey,app');
+ok($crc == 1 && $cout =~ /invalid peer "nokey,app"/,
+    'cli: a bad peer, quoted, exit 1');
+
+($crc, $cout) = cli('--listen', "$d/x.sock");
+ok($crc == 1 && $cout =~ /are required/ && $cout =~ /^Usage:/m,
+    'cli: missing options, usage on stderr, exit 1');
 
 ###########################################################################
 # Part one: on loopback, with a fake device and a fake mesh
