@@ -44,6 +44,7 @@ $t->plan(15);
 my $KEEPALIVE = 2;
 my $PATH_TIMEOUT = 3;       # s, --path-timeout
 my $DIRECT_RETRY = 2;       # s, --direct-retry
+my $SLACK = 7;              # s, over the path timeout
 my $RATE = 2000;            # KB/s of the transfer
 my $SIZE = 40;              # MB
 
@@ -117,9 +118,11 @@ for my $side (['n1', 'n2'], ['n2', 'n1']) {
     my $seen = wait_for(sub { path_of(@$side) eq 'relay' },
         $PATH_TIMEOUT * 3 + 10);
     my $dt = time - $t0;
-    ok($seen && $dt <= $PATH_TIMEOUT + 5, "UDP blocked: $side->[0] moves "
-        . "$side->[1] to relay within the path timeout (+5 s for the "
-        . 'agent tick and load)');
+    # the agent looks once a second and its status file follows; 2 cores
+    # shared by the whole suite
+    ok($seen && $dt <= $PATH_TIMEOUT + $SLACK, "UDP blocked: $side->[0] "
+        . "moves $side->[1] to relay within the path timeout (+$SLACK s "
+        . 'for the agent tick and load)');
     diag(sprintf('%s: %s on relay %.1f s after UDP was blocked '
         . '(--path-timeout %d)', $side->[0], $side->[1], $dt, $PATH_TIMEOUT));
 }
