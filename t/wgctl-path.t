@@ -28,7 +28,7 @@ my $t = Test::Dstack->new()->has(qw(wgctl wg ping nft));
 my $net = Test::DstackNetns->new()
     or $t->skip_all($Test::DstackNetns::WHY);
 
-$t->plan(30);
+$t->plan(31);
 
 my $d = $t->testdir();
 my %ip = $net->lan('10.201.0', qw(srv a b c));
@@ -147,6 +147,15 @@ like($vpn->log('a'), qr/path: b\.dstack\.internal: relay \(no answer over direct
     'the switch is logged with its reason');
 ok($vpn->wg_dump('a')->{peers}{$pb->{public_key}},
     'the peer stays on the device');
+
+# a full check of the device (SIGHUP) leaves the path as it is
+my $mark = length $vpn->log('a');
+kill 'HUP', $vpn->agent_pid('a');
+ok(wait_for(sub { $vpn->log('a') =~ /SIGHUP/ }, 10)
+    && !wait_for(sub { substr($vpn->log('a'), $mark)
+        =~ /\d+ added, \d+ removed, [1-9]\d* changed/ }, 3),
+    'a resync does not put the map\'s endpoint back')
+    or diag(substr($vpn->log('a'), $mark));
 
 $net->unblock_udp('a');
 
