@@ -48,7 +48,7 @@ if (!$vpn->relay_supported()) {
     $t->skip_all('wgctl up has no --relay-socket yet');
 }
 
-$t->plan(34);
+$t->plan(36);
 
 my $KEEPALIVE = 2;          # the control plane's, s
 my $SWEEP = 1;              # the control plane's sweep, s
@@ -178,6 +178,7 @@ if ($ping == 0) {
 }
 
 sleep 2;
+my %gw_mark = map { $_ => -s $vpn->log_file($_) } qw(n1 n2);
 my @gw = ($t->master_pid('vpc-gateway.conf'),
     $t->worker_pids('vpc-gateway.conf'));
 kill 'KILL', @gw;
@@ -197,6 +198,11 @@ diag(sprintf('pings resumed within %.1f s of the restart', time - $t_up));
 
 kill 'INT', $ping;
 waitpid($ping, 0);
+
+my $reopened = join '', map { substr($vpn->log($_), $gw_mark{$_}) }
+    qw(n1 n2);
+like($reopened, qr/relay: .*tunnel open/,
+    'the relay tunnel between n1 and n2 was opened again');
 
 is(join(',', map { $vpn->agent_pid($_) } @three),
     join(',', map { $pid{$_} } @three), 'no agent was restarted');
@@ -271,11 +277,14 @@ my ($rec3) = grep { ($_->{name} // $_->{hostname} // '') =~ /^n3(\.|$)/ }
     @$nodes;
 ok($rec3, 'n3 in wgctl nodes list') or diag($out);
 
+my $k3 = st('n3')->{public_key};
+ok(!grep({ !($vpn->wg_dump($_) // {})->{peers}{$k3} } qw(n1 n2)),
+    'before: n3 is on the devices of n1 and n2');
+
 $t0 = time;
 $out = `'${\$vpn->wgctl()}' nodes expire $rec3->{id} --redis $redis --prefix dstack:vpc: 2>&1`;
 is($? >> 8, 0, 'wgctl nodes expire n3') or diag($out);
 
-my $k3 = st('n3')->{public_key};
 ok(wait_for(sub {
     my ($d1, $d2) = map { $vpn->wg_dump($_) } qw(n1 n2);
     $d1 && $d2 && !$d1->{peers}{$k3} && !$d2->{peers}{$k3};
