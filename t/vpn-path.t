@@ -156,7 +156,7 @@ cmp_ok($probes, '<=', 4, 'UDP still blocked: n1 probes direct with a '
 diag(sprintf('30 s on the relay with UDP blocked: %d direct probes, '
     . '%d of %d pings answered', $probes, $recv // 0, $sent // 0));
 
-# --- UDP back: direct again -------------------------------------------------------
+# --- UDP back: direct again ---------------------------------------------------
 
 $t0 = time;
 $vpn->unblock_udp('n2');

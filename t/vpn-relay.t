@@ -270,7 +270,9 @@ cmp_ok($rx1 - $rx0, '<', 200,
 # --- an expired node loses its tunnels within a sweep -----------------------
 
 my $redis = "127.0.0.1:$v->{redis}{port}";
-($rc, $out) = (0, scalar `'${\$vpn->wgctl()}' nodes list --json --redis $redis --prefix dstack:vpc: 2>&1`);
+my $wgctl = $vpn->wgctl();
+my $admin = "--redis $redis --prefix dstack:vpc:";
+$out = `'$wgctl' nodes list --json $admin 2>&1`;
 my $nodes = eval { decode_json($out) } // [];
 $nodes = $nodes->{nodes} if ref $nodes eq 'HASH';
 my ($rec3) = grep { ($_->{name} // $_->{hostname} // '') =~ /^n3(\.|$)/ }
@@ -282,7 +284,7 @@ ok(!grep({ !($vpn->wg_dump($_) // {})->{peers}{$k3} } qw(n1 n2)),
     'before: n3 is on the devices of n1 and n2');
 
 $t0 = time;
-$out = `'${\$vpn->wgctl()}' nodes expire $rec3->{id} --redis $redis --prefix dstack:vpc: 2>&1`;
+$out = `'$wgctl' nodes expire $rec3->{id} $admin 2>&1`;
 is($? >> 8, 0, 'wgctl nodes expire n3') or diag($out);
 
 ok(wait_for(sub {
@@ -301,6 +303,6 @@ ok(!pings('n3', addr('n1'), 3), 'n3 cannot reach n1 any more');
 is($code, 403, "n3's own dial to n1 is now refused") or diag($body);
 ok(pings('n1', addr('n2')), 'n1 and n2 unaffected');
 
-# --- the relay's own checks, once more: nothing but 101 or a refusal -----------
+# --- the end ------------------------------------------------------------------
 
 ok(!grep({ defined $vpn->reap($_) } qw(n1 n2)), 'n1 and n2 agents run');
