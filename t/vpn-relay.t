@@ -30,23 +30,32 @@ use Test::Dstack qw(wait_for);
 use Test::DstackNetns;
 use Test::Dstack::Vpn;
 
+# under CI a missing requirement is a failure, not a skip
+sub missing {
+    my ($why) = @_;
+    if (($ENV{CI} // '') eq 'true') {
+        plan(tests => 1);
+        fail("requirement missing: $why");
+        exit 1;
+    }
+    plan(skip_all => $why);
+    exit 0;
+}
+
+for my $prog (qw(nft wg wireguard-go curl ping sha256sum redis-server)) {
+    missing("$prog not found (scripts/deps.sh)") unless grep { -x "$_/$prog" }
+        split(/:/, $ENV{PATH}), qw(/usr/sbin /sbin);
+}
+
 my $t = Test::Dstack->new()->has(qw(auth mesh api stream sim redis wgctl wg
     curl ping nft sha256sum));
 
-my $net = Test::DstackNetns->new()
-    or $t->skip_all($Test::DstackNetns::WHY);
+my $net = Test::DstackNetns->new() or missing($Test::DstackNetns::WHY);
 
 my $vpn = Test::Dstack::Vpn->new($t, $net);
 
-if (!$vpn->relay_supported()) {
-    # under CI a missing part is a failure, not a skip
-    if ($ENV{CI}) {
-        plan(tests => 1);
-        fail('wgctl up has no --relay-socket (the relay path)');
-        exit 1;
-    }
-    $t->skip_all('wgctl up has no --relay-socket yet');
-}
+missing('wgctl up has no --relay-socket (the relay path)')
+    unless $vpn->relay_supported();
 
 $t->plan(36);
 
