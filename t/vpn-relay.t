@@ -57,7 +57,7 @@ my $vpn = Test::Dstack::Vpn->new($t, $net);
 missing('wgctl up has no --relay-socket (the relay path)')
     unless $vpn->relay_supported();
 
-$t->plan(36);
+$t->plan(39);
 
 my $KEEPALIVE = 2;          # the control plane's, s
 my $SWEEP = 1;              # the control plane's sweep, s
@@ -218,6 +218,55 @@ is(join(',', map { $vpn->agent_pid($_) } @three),
 ok(!grep({ defined $vpn->reap($_) } @three), 'and every agent still runs');
 is(peer_status('n1', 'n2')->{path} // '', 'relay', 'n1 -> n2 still relay');
 ok(pings('n2', addr('n3'), 30), 'n2 -> n3 after the restart too');
+
+# --- a stalled peer does not stall the others ---------------------------------
+#
+# n3's agent stopped (SIGSTOP: its relay engine reads nothing) while n1
+# sends UDP at n3 over the VPN (about 3 MB/s, so that n1's own device and
+# CPU are not what is saturated): the tunnel n1 -> n3 fills up through n1's
+# mesh, the gateway and n3's :443; n1's engine drops what its bounded
+# buffer cannot hold, and n1 <-> n2, through the same nginx workers, goes
+# on.
+
+my $blast = fork() // die "fork: $!";
+
+if ($blast == 0) {
+    exec('ip', 'netns', 'exec', $net->netns('n1'), $^X,
+        '-MIO::Socket::INET', '-e', <<'EOF', addr('n3')) or POSIX::_exit(127);
+my $s = IO::Socket::INET->new(PeerAddr => "$ARGV[0]:9", Proto => 'udp')
+    or die "socket: $!";
+my ($d, $end) = ('x' x 1300, time + 20);
+while (time < $end) {
+    $s->send($d) for 1 .. 24;
+    select(undef, undef, undef, 0.01);
+}
+EOF
+}
+
+my $drops0 = (peer_status('n1', 'n3') // {})->{relay}{drops} // 0;
+kill 'STOP', $pid{n3};
+# the socket and proxy buffers along the way fill up first
+sleep 8;
+
+($rc, $out) = $vpn->run('n1', 'ping', '-n', '-q', '-i', '0.2', '-c', 30,
+    '-W', 2, addr('n2'));
+my ($sent, $recv) = $out =~ /(\d+) packets transmitted, (\d+) received/;
+cmp_ok($recv // 0, '>=', 27, 'n3 stalled, n1 sending to it: n1 still '
+    . 'pings n2 over the relay') or diag($out);
+diag("n3 stalled: n1 -> n2 " . ($recv // 0) . ' of ' . ($sent // 0)
+    . ' pings answered, '
+    . (($out =~ m{= [\d.]+/([\d.]+)/}) ? "avg $1 ms" : 'no RTT'));
+
+my $drops = (peer_status('n1', 'n3') // {})->{relay}{drops} // 0;
+cmp_ok($drops, '>', $drops0, "n1's relay drops what n3 cannot take "
+    . '(bounded buffer)');
+
+kill 'CONT', $pid{n3};
+kill 'TERM', $blast;
+waitpid($blast, 0);
+
+ok(pings('n1', addr('n3'), 30), 'n3 resumed: n1 reaches it again')
+    or diag($vpn->log('n1'), $vpn->log('n3'));
 
 # --- refusals -----------------------------------------------------------------
 
