@@ -56,6 +56,8 @@ static const wgctl_command_t  wgctl_commands[] = {
       "Shows the agent's view: this node and its peers" },
     { "metrics", metrics_main,
       "Prints the agent's and the device's numbers for Prometheus" },
+    { "relay", relay_main,
+      "Runs the WireGuard relay engine alone (tests, benches)" },
 
     /* the server side, on the VPC's Redis */
     { "nodes", nodes_main,

@@ -32,6 +32,9 @@ int metrics_main(int argc, char **argv);
 /* status.c: the agent's peers joined with the device's numbers */
 struct json_t *wg_status_peers(struct json_t *st, const wg_device_t *dev);
 
+/* relay_main.c: the relay engine alone, for tests and benches */
+int relay_main(int argc, char **argv);
+
 /* admin.c: the server side, on its Redis */
 int nodes_main(int argc, char **argv);
 int preauthkeys_main(int argc, char **argv);
