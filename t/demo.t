@@ -19,7 +19,7 @@ use Test::Dstack;
 my $t = Test::Dstack->new()
     ->has(qw(auth mesh api sim wgctl root stream redis wireguard-go
              supervisord jq envsubst curl ip nft))
-    ->plan(26);
+    ->plan(27);
 
 my $d = $t->testdir . '/demo';
 my $tag = 'dt' . ($$ % 100000);

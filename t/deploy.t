@@ -15,7 +15,7 @@ use Test::Dstack;
 use Time::HiRes qw(time);
 
 my $t = Test::Dstack->new()->has(qw(auth mesh api sim jq envsubst curl))
-    ->plan(73);
+    ->plan(74);
 
 my $repo = $t->repo;
 my $d = $t->testdir;
