@@ -19,6 +19,7 @@ libhiredis-dev libmnl-dev libcurl4-openssl-dev"
 pkgs="$build $runtime libnginx-mod-stream \
 iputils-ping procps bc perl libio-socket-ssl-perl wrk clang libclang-rt-14-dev \
 git shellcheck"
+pkgs="$pkgs qemu-system-x86 busybox-static cpio kmod"  # scripts/vm: kernel WireGuard and CVM-shaped nodes under QEMU
 
 case "${1:-all}" in
     all) ;;
