@@ -25,7 +25,8 @@
 #                            outbound only, the host's loopback is 10.0.2.2;
 #                            OPTS are passed on (hostfwd=tcp:127.0.0.1:P-:443)
 #   --file SRC[:DST]         also put SRC at DST (default: same path) in the
-#                            guest (cloud kernel; repeatable)
+#                            guest's initramfs (repeatable); the generic
+#                            kernel's guest sees only what is under /vm
 #   --env NAME=VALUE         exported to the script (repeatable)
 #   --timeout SECONDS        kill QEMU after this long (default 300): exit 124
 #   --pidfile FILE           QEMU's pid, for callers that stop it
@@ -155,14 +156,15 @@ write_init() {
 /bin/busybox --install -s /bin
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root
+. /etc/vm.conf
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /run
-mount -t tmpfs tmpfs /tmp
+# the initramfs is writable already: /tmp keeps the files --file put there
+[ "$VM_FLAVOUR" = generic ] && mount -t tmpfs tmpfs /tmp
 ln -sfn /run /var/run
-. /etc/vm.conf
 
 while read -r m; do
     insmod "$m" || echo "vm: insmod $m failed" >/dev/console
