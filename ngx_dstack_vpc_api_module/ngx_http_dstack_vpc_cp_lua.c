@@ -15,7 +15,8 @@
  * sequence number (INCR <prefix>vpn:evseq), so that a map stream can
  * tell the changes that its full map already holds from later ones:
  *     <seq> up <id> <key> <name> <ip> <endpoints> <online> <last_seen>
- *              <key_expiry> <stable_id> <hostname> <user>  ("-": empty)
+ *              <key_expiry> <stable_id> <hostname> <user> <app_id>
+ *              <instance_id>  ("-": empty)
  *     <seq> rm <id>
  *     <seq> on <id> <0|1> <last_seen>
  *     <seq> ep <id> <endpoints, comma-separated, or "-">
@@ -29,7 +30,8 @@
     "local p = ARGV[1]\n"                                                     \
     "local K = p .. 'vpn:'\n"                                                 \
     "local NF = {'id', 'key', 'name', 'ip', 'endpoints', 'online',\n"         \
-    "  'last_seen', 'key_expiry', 'stable_id', 'hostname', 'user'}\n"         \
+    "  'last_seen', 'key_expiry', 'stable_id', 'hostname', 'user',\n"         \
+    "  'app_id', 'instance_id'}\n"                                            \
     "local function clock()\n"                                                \
     "  return tonumber(redis.call('TIME')[1])\n"                              \
     "end\n"                                                                   \

@@ -48,6 +48,7 @@
 #define NGX_HTTP_DSTACK_VPC_CP_LABEL_MAX      63
 #define NGX_HTTP_DSTACK_VPC_CP_HOSTNAME_MAX   255
 #define NGX_HTTP_DSTACK_VPC_CP_ID_MAX         128
+#define NGX_HTTP_DSTACK_VPC_CP_APP_ID_LEN     40
 #define NGX_HTTP_DSTACK_VPC_CP_TYPE_MAX       32
 #define NGX_HTTP_DSTACK_VPC_CP_ENDPOINTS_MAX  16
 #define NGX_HTTP_DSTACK_VPC_CP_ENDPOINT_MAX   47   /* [v6%scope]:port */
@@ -59,6 +60,11 @@
 #define NGX_HTTP_DSTACK_VPC_CP_DOMAIN         "dstack.internal"
 
 #define NGX_HTTP_DSTACK_VPC_CP_ZERO_TIME      "0001-01-01T00:00:00Z"
+
+/* dstack_vpc_control_wg_path: the nodes' WireGuard packet path */
+#define NGX_HTTP_DSTACK_VPC_CP_WG_AUTO        0
+#define NGX_HTTP_DSTACK_VPC_CP_WG_DIRECT      1
+#define NGX_HTTP_DSTACK_VPC_CP_WG_RELAY       2
 
 
 
@@ -84,6 +90,7 @@ typedef struct {
     time_t                      inactivity;
     ngx_msec_t                  sweep_interval;
     size_t                      stream_buffer;
+    ngx_uint_t                  wg_path;
     uint32_t                    base;         /* the prefix, host order */
     uint32_t                    size;         /* addresses in it */
     ngx_str_t                   pool;         /* the prefix as written */
@@ -304,6 +311,14 @@ static char *ngx_http_dstack_vpc_cp_prefix(ngx_conf_t *cf,
 static ngx_int_t ngx_http_dstack_vpc_cp_init(ngx_conf_t *cf);
 
 
+static ngx_conf_enum_t  ngx_http_dstack_vpc_cp_wg_path[] = {
+    { ngx_string("auto"), NGX_HTTP_DSTACK_VPC_CP_WG_AUTO },
+    { ngx_string("direct"), NGX_HTTP_DSTACK_VPC_CP_WG_DIRECT },
+    { ngx_string("relay"), NGX_HTTP_DSTACK_VPC_CP_WG_RELAY },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_command_t  ngx_http_dstack_vpc_cp_commands[] = {
 
     /* VPC-wide: in any context, they set the http block's values */
@@ -335,6 +350,13 @@ static ngx_command_t  ngx_http_dstack_vpc_cp_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_dstack_vpc_cp_main_conf_t, stream_buffer),
       NULL },
+
+    { ngx_string("dstack_vpc_control_wg_path"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_dstack_vpc_cp_main_conf_t, wg_path),
+      &ngx_http_dstack_vpc_cp_wg_path },
 
     { ngx_string("dstack_vpc_control_prefix"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -1439,7 +1461,7 @@ ngx_http_dstack_vpc_cp_render_map(ngx_http_request_t *r,
     ngx_http_dstack_vpc_cp_out_t *out)
 {
     u_char                         now[NGX_TIME_T_LEN];
-    ngx_str_t                      t;
+    ngx_str_t                      t, *path;
     ngx_uint_t                     i, j, n, self, peers;
     ngx_http_dstack_vpc_cp_node_t  node;
 
@@ -1543,7 +1565,7 @@ ngx_http_dstack_vpc_cp_render_map(ngx_http_request_t *r,
     t.data = now;
     t.len = ngx_sprintf(now, "%T", ngx_time()) - now;
 
-    if (ngx_http_dstack_vpc_cp_out_reserve(out, 256) != NGX_OK) {
+    if (ngx_http_dstack_vpc_cp_out_reserve(out, 320) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -1551,12 +1573,18 @@ ngx_http_dstack_vpc_cp_render_map(ngx_http_request_t *r,
                     "],\"DNSConfig\":{\"Domains\":[\""
                     NGX_HTTP_DSTACK_VPC_CP_DOMAIN "\"],\"Routes\":{}},"
                     "\"Domain\":\"" NGX_HTTP_DSTACK_VPC_CP_DOMAIN "\","
-                    "\"CollectServices\":false,\"ControlTime\":\"",
+                    "\"CollectServices\":false,\"WGPath\":\"",
                     sizeof("],\"DNSConfig\":{\"Domains\":[\""
                            NGX_HTTP_DSTACK_VPC_CP_DOMAIN "\"],\"Routes\":{}},"
                            "\"Domain\":\"" NGX_HTTP_DSTACK_VPC_CP_DOMAIN "\","
-                           "\"CollectServices\":false,\"ControlTime\":\"")
+                           "\"CollectServices\":false,\"WGPath\":\"")
                     - 1);
+
+    /* the enum's entries are in the order of their values */
+    path = &ngx_http_dstack_vpc_cp_wg_path[ctx->cmcf->wg_path].name;
+    out->last = ngx_cpymem(out->last, path->data, path->len);
+    out->last = ngx_cpymem(out->last, "\",\"ControlTime\":\"",
+                           sizeof("\",\"ControlTime\":\"") - 1);
     out->last = ngx_http_dstack_vpc_cp_time(out->last, &t);
 
     if (ctx->req.stream) {
@@ -2803,7 +2831,21 @@ ngx_http_dstack_vpc_cp_node_valid(ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
         || (f[NGX_HTTP_DSTACK_VPC_CP_F_STABLE_ID].len
             && ngx_http_dstack_vpc_cp_hex(
                    &f[NGX_HTTP_DSTACK_VPC_CP_F_STABLE_ID],
+                   NGX_HTTP_DSTACK_VPC_CP_ID_MAX) != NGX_OK)
+        || (f[NGX_HTTP_DSTACK_VPC_CP_F_INSTANCE_ID].len
+            && ngx_http_dstack_vpc_cp_hex(
+                   &f[NGX_HTTP_DSTACK_VPC_CP_F_INSTANCE_ID],
                    NGX_HTTP_DSTACK_VPC_CP_ID_MAX) != NGX_OK))
+    {
+        return NGX_ERROR;
+    }
+
+    /* peers' relays admit a tunnel by it (docs/wg-relay.md) */
+    if (f[NGX_HTTP_DSTACK_VPC_CP_F_APP_ID].len
+        != NGX_HTTP_DSTACK_VPC_CP_APP_ID_LEN
+        || ngx_http_dstack_vpc_cp_hex(&f[NGX_HTTP_DSTACK_VPC_CP_F_APP_ID],
+                                      NGX_HTTP_DSTACK_VPC_CP_APP_ID_LEN)
+           != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -2926,12 +2968,15 @@ ngx_http_dstack_vpc_cp_node_json(ngx_http_dstack_vpc_cp_out_t *out,
     p = ngx_cpymem(p, "\",\"KeyExpiry\":\"", sizeof("\",\"KeyExpiry\":\"") - 1);
     p = ngx_http_dstack_vpc_cp_time(p,
                                     &f[NGX_HTTP_DSTACK_VPC_CP_F_KEY_EXPIRY]);
-    p = ngx_sprintf(p, "\",\"Hostinfo\":{\"Hostname\":\"%V\"},\"User\":%V}",
+    p = ngx_sprintf(p, "\",\"Hostinfo\":{\"Hostname\":\"%V\"},\"User\":%V,"
+                    "\"AppID\":\"%V\",\"InstanceID\":\"%V\"}",
                     f[NGX_HTTP_DSTACK_VPC_CP_F_HOSTNAME].len
                     ? &f[NGX_HTTP_DSTACK_VPC_CP_F_HOSTNAME]
                     : &f[NGX_HTTP_DSTACK_VPC_CP_F_NAME],
                     f[NGX_HTTP_DSTACK_VPC_CP_F_USER].len
-                    ? &f[NGX_HTTP_DSTACK_VPC_CP_F_USER] : &zero);
+                    ? &f[NGX_HTTP_DSTACK_VPC_CP_F_USER] : &zero,
+                    &f[NGX_HTTP_DSTACK_VPC_CP_F_APP_ID],
+                    &f[NGX_HTTP_DSTACK_VPC_CP_F_INSTANCE_ID]);
 
     out->last = p;
 
@@ -3604,6 +3649,7 @@ ngx_http_dstack_vpc_cp_create_main_conf(ngx_conf_t *cf)
     cmcf->inactivity = NGX_CONF_UNSET;
     cmcf->sweep_interval = NGX_CONF_UNSET_MSEC;
     cmcf->stream_buffer = NGX_CONF_UNSET_SIZE;
+    cmcf->wg_path = NGX_CONF_UNSET_UINT;
 
     ngx_queue_init(&cmcf->streams);
 
@@ -3621,6 +3667,7 @@ ngx_http_dstack_vpc_cp_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(cmcf->keepalive, 30000);
     ngx_conf_init_value(cmcf->inactivity, 180);
     ngx_conf_init_size_value(cmcf->stream_buffer, 8 * 1024 * 1024);
+    ngx_conf_init_uint_value(cmcf->wg_path, NGX_HTTP_DSTACK_VPC_CP_WG_AUTO);
 
     if (cmcf->sweep_interval == NGX_CONF_UNSET_MSEC) {
         cmcf->sweep_interval = ngx_max(ngx_min(cmcf->inactivity * 250, 30000),

@@ -6,10 +6,15 @@
 #     scripts/demo.sh --check   the same, then tear down; exit 1 when a step
 #                               failed (t/demo.t; also DEMO_EXIT_AFTER_STEPS=1)
 #     scripts/demo.sh --down    remove what a previous run left (make demo-down)
+#     scripts/demo.sh --udp     let UDP through between the CVMs (also
+#                               DEMO_UDP=1): WireGuard goes direct
 #
 # Each CVM is a network namespace with its own guest-agent simulator socket
 # (one shared KMS root), its own folders, and scripts/entrypoint.sh as its
-# init, exactly as in the image:
+# init, exactly as in the image.  As in dstack, a CVM reaches nothing but
+# the gateway's TCP ports, and only the gateway reaches its :443 (nftables
+# in each CVM): no UDP between CVMs, so the VPN's WireGuard packets take
+# the relay path through the gateway (docs/wg-relay.md) unless --udp.
 #
 #   <tag>-gw    gateway emulator: nginx stream + ssl_preread maps the SNI
 #               <id>-443s.<domain> to that CVM's :443; /prpc/Info on :9202
@@ -23,7 +28,7 @@
 # Environment: DEMO_DIR (default /tmp/dstack-vpc-demo), DEMO_TAG (default
 # dvpc, at most 8 characters), DSTACK_BUILD (default ./build),
 # DEMO_TIMEOUT (seconds to wait for the VPC, default 120), DEMO_KEEP=1
-# keeps DEMO_DIR after the end.
+# keeps DEMO_DIR after the end, DEMO_UDP=1 as --udp.
 
 set -eu
 
@@ -36,6 +41,7 @@ repo=$(dirname "$(dirname "$self")")
 : "${DEMO_TIMEOUT:=120}"
 : "${DEMO_KEEP:=}"
 : "${DEMO_EXIT_AFTER_STEPS:=}"
+: "${DEMO_UDP:=}"
 
 domain=demo.dstack
 net=10.77.0
@@ -44,13 +50,21 @@ stream_so=/usr/lib/nginx/modules/ngx_stream_module.so
 cvms="srv n1 n2"
 mode=run
 
-case "${1:-}" in
-    --check) mode=check ;;
-    --down) mode=down ;;
-    --preflight) mode=preflight ;;
-    '') [ -n "$DEMO_EXIT_AFTER_STEPS" ] && mode=check ;;
-    -h|--help) sed -n '2,27p' "$self" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: $0 [--check | --down]" >&2; exit 1 ;;
+[ -n "$DEMO_EXIT_AFTER_STEPS" ] && mode=check
+for arg in "$@"; do
+    case "$arg" in
+        --check) mode=check ;;
+        --down) mode=down ;;
+        --preflight) mode=preflight ;;
+        --udp) DEMO_UDP=1 ;;
+        -h|--help) sed -n '2,33p' "$self" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "usage: $0 [--check | --down] [--udp]" >&2; exit 1 ;;
+    esac
+done
+case "$DEMO_UDP" in
+    ''|0) DEMO_UDP= ; want_path=relay ;;
+    1) want_path=direct ;;
+    *) echo "DEMO_UDP=\"$DEMO_UDP\": use 1 or leave it unset" >&2; exit 1 ;;
 esac
 
 say() { printf '%s\n' "$*"; }
@@ -129,7 +143,7 @@ for f in "$DSTACK_BUILD/bin/dstack-sim" "$DSTACK_BUILD/bin/wgctl" \
 do
     [ -e "$f" ] || fail_early "$f is missing: run make first (make demo does)"
 done
-for prog in ip nginx redis-server supervisord wireguard-go curl jq openssl; do
+for prog in ip nft nginx redis-server supervisord wireguard-go curl jq openssl; do
     command -v "$prog" >/dev/null \
         || fail_early "$prog not found: run make deps (make demo does)"
 done
@@ -184,6 +198,37 @@ for n in $cvms; do
     ip -n "$(ns gw)" link set "v$n" master br0 up
     ip -n "$(ns "$n")" addr add "${IP[$n]}/24" dev eth0
     ip -n "$(ns "$n")" link set eth0 up
+done
+
+# dstack's reality: a CVM reaches only the gateway's TCP ports (its :443
+# and the RPC), and only the gateway reaches the CVM's :443; no UDP
+# between CVMs unless --udp.  Loopback and the WireGuard device are free.
+if [ -n "$DEMO_UDP" ]; then
+    udp_rule='meta l4proto udp accept'
+else
+    udp_rule='meta l4proto udp counter drop'
+fi
+for n in $cvms; do
+    in_ns "$n" nft -f - <<EOF
+table inet dstack_demo {
+    chain output {
+        type filter hook output priority 0; policy accept;
+        oifname != "eth0" accept
+        ct state established,related accept
+        ip daddr $gw_ip tcp dport { 443, 9202 } accept
+        $udp_rule
+        counter drop
+    }
+    chain input {
+        type filter hook input priority 0; policy accept;
+        iifname != "eth0" accept
+        ct state established,related accept
+        ip saddr $gw_ip tcp dport 443 accept
+        $udp_rule
+        counter drop
+    }
+}
+EOF
 done
 
 # --- guest agents: one simulator per CVM, one KMS root ------------------------
@@ -323,7 +368,6 @@ start_cvm n2 VPC_NODE_NAME=node2 VPC_NODE_TYPE=db \
 
 nstep=0
 failed=0
-skipped=0
 
 step() {
     nstep=$((nstep + 1))
@@ -332,7 +376,6 @@ step() {
 }
 
 ok() { say "    [ok] $*"; }
-skip() { skipped=$((skipped + 1)); say "    [skipped] $*"; }
 bad() { failed=$((failed + 1)); say "    [FAILED] $*"; }
 
 # a local app's request on a CVM: curl in that namespace
@@ -354,12 +397,12 @@ wait_until() {
 
 mesh_up() { in_ns "$1" curl -fsS --max-time 2 -o /dev/null http://127.0.0.1/gateway 2>/dev/null; }
 registered() { grep -q 'dstack-vpc: registered as' "$DEMO_DIR/$1/entrypoint.log"; }
-has_vpn_ip() { [ -s "$DEMO_DIR/$1/run/vpc/vpn_ip" ]; }
-# an address, or a reason why none will come (the server has no control
-# plane: 404 to /machine/register)
+# vpc.json is the agent's last file: vpn_ip and name are there too
+has_vpn_ip() { [ -s "$DEMO_DIR/$1/run/vpc/vpc.json" ]; }
+# an address, or a reason why none will come
 agent_done() {
     has_vpn_ip "$1" \
-        || grep -q 'wgctl up exited\|wgctl up has no VPN address\|register: refused with 404' \
+        || grep -q 'wgctl up exited\|wgctl up has no VPN address' \
             "$DEMO_DIR/$1/entrypoint.log"
 }
 
@@ -369,6 +412,11 @@ for n in $cvms; do
     detail "$(ns "$n"): app_id ${APP[$n]}  ${IP[$n]}"
 done
 detail "$(ns gw): gateway emulator $gw_ip:443 (SNI <id>-443s.$domain), RPC :9202"
+if [ -n "$DEMO_UDP" ]; then
+    detail "UDP between the CVMs: allowed (--udp); WireGuard can go direct"
+else
+    detail "UDP between the CVMs: blocked (nftables), as in dstack; --udp lets it through"
+fi
 
 step "start: entry script per CVM (certificates, gateway domain, nginx -t, supervisord)"
 all_up=1
@@ -436,27 +484,72 @@ if [ -n "$vpn" ] && [ "$ip1" != "$ip2" ]; then
 elif [ -n "$vpn" ]; then
     bad "both nodes got $ip1"
 else
-    skip "the VPN is unavailable: the server's control plane (/machine/register, /machine/map) did not give an address; mesh steps go on"
+    bad "no VPN address: the control plane (/machine/register, /machine/map) did not give one"
 fi
 
-step "wgctl status on node1"
+# node2's line in wgctl status names the path, "direct <endpoint>" or
+# "relay", between fields separated by two spaces, then the bytes of each
+# path: the path is taken and has carried node2's packets (a direct
+# probe shows "direct" before anything came back); the output is kept
+if [ "$want_path" = relay ]; then
+    path_re='  relay  .*  relay rx [1-9]'
+else
+    path_re='  direct [0-9.]+:[0-9]+  .*  direct rx [1-9]'
+fi
+on_path() {
+    status_out=$(in_ns n1 "$DSTACK_BUILD/bin/wgctl" status \
+        --state-dir "$DEMO_DIR/n1/data/wgctl" 2>&1 || true)
+    grep -F "$ip2" <<<"$status_out" | grep -qE "$path_re"
+}
+
+# a few echo requests, at least one answered
+ping_node2() {
+    ping_out=$(in_ns n1 ping -c 3 -i 0.3 -W 2 "$ip2" 2>&1)
+}
+
+step "wgctl status on node1: node2 over the $want_path path, ping over WireGuard"
 if [ -n "$vpn" ]; then
-    out=$(in_ns n1 "$DSTACK_BUILD/bin/wgctl" status --state-dir "$DEMO_DIR/n1/data/wgctl" 2>&1 || true)
-    printf '%s\n' "$out" | sed 's/^/      /'
-    if grep -q "$ip2" <<<"$out"; then
-        ok "node1 knows node2 as a peer"
+    # traffic starts the peer's path choice (auto: direct first, the
+    # relay when no handshake completes within wgctl's --path-timeout)
+    ping_out=
+    pinged=
+    wait_until 60 ping_node2 && pinged=1
+    status_out=
+    path_ok=
+    wait_until 60 on_path && path_ok=1
+    printf '%s\n' "$status_out" | sed 's/^/      /'
+    if [ -n "$path_ok" ]; then
+        ok "node1 has node2 as a peer on the $want_path path"
     else
-        bad "node2 is not among node1's peers"
+        bad "node2 is not node1's peer on the $want_path path"
     fi
-    if wait_until 20 in_ns n1 ping -c 1 -W 1 "$ip2" >/dev/null 2>&1; then
-        detail "node1$ ping $ip2 (node2 over WireGuard): reply"
+    if [ -n "$pinged" ]; then
+        detail "node1$ ping -c 3 $ip2 (node2 over WireGuard):" \
+            "$(grep -o '[0-9]* received.*' <<<"$ping_out" | head -1)"
+        detail "$(grep -o 'rtt .*' <<<"$ping_out")"
         detail "node1 hosts: $(grep 'node2' "$DEMO_DIR/n1/hosts" | head -1)"
         ok "node1 reaches node2 over the VPN"
     else
         bad "no ping reply from node2 over the VPN"
     fi
+    # the firewall itself: a datagram from node1 to node2's WireGuard port
+    if in_ns n1 bash -c "echo probe >/dev/udp/${IP[n2]}/41641" 2>/dev/null
+    then
+        udp=sent
+    else
+        udp=refused
+    fi
+    if [ -z "$DEMO_UDP" ]; then
+        drops=$(in_ns n1 nft list chain inet dstack_demo output 2>/dev/null \
+            | grep -o 'udp counter packets [0-9]*' | grep -o '[0-9]*$' || true)
+        detail "node1 -> ${IP[n2]}:41641 over UDP: $udp; UDP datagrams node1's nftables dropped: ${drops:-0}"
+        [ "$udp" = refused ] || bad "UDP between the CVMs is not blocked"
+    else
+        detail "node1 -> ${IP[n2]}:41641 over UDP: $udp"
+        [ "$udp" = sent ] || bad "UDP between the CVMs is blocked despite --udp"
+    fi
 else
-    skip "no VPN (see the previous step)"
+    bad "no VPN (see the previous step)"
 fi
 
 step "mesh call: node1's app -> node2's backend (x-dstack-target-app)"
@@ -481,7 +574,7 @@ if [ -n "$vpn" ]; then
         bad "node2 not discovered"
     fi
 else
-    skip "nodes report their type after the VPN gives them an address (nodes/update); no VPN here"
+    bad "nodes report their type after the VPN gives them an address (nodes/update); no VPN here"
 fi
 
 step "guest-agent fallback: no x-dstack-target-app goes to dstack.sock"
@@ -497,7 +590,7 @@ else
 fi
 
 say ""
-say "demo: $nstep steps, $failed failed, $skipped skipped"
+say "demo: $nstep steps, $failed failed"
 
 if [ "$mode" = check ]; then
     [ "$failed" = 0 ]

@@ -20,6 +20,7 @@ pkgs="$build $runtime libnginx-mod-stream \
 iputils-ping procps bc perl libio-socket-ssl-perl wrk clang libclang-rt-14-dev \
 git shellcheck"
 pkgs="$pkgs qemu-system-x86 busybox-static cpio kmod"  # scripts/vm: kernel WireGuard and CVM-shaped nodes under QEMU
+pkgs="$pkgs nftables iperf3"  # VPN relay tests (UDP blocked) and bench/vpn/relay
 
 case "${1:-all}" in
     all) ;;

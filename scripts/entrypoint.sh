@@ -52,6 +52,8 @@ share=$(dirname "$(dirname "$self")")
 : "${WG_LISTEN_PORT:=41641}"
 : "${WG_ENDPOINT:=}"
 : "${WG_HOSTS_FILE:=/etc/hosts}"
+: "${VPC_WG_PATH:=}"
+: "${WG_RELAY_TUNNELS:=256}"
 : "${DSTACK_VPC_NGINX:=/usr/sbin/nginx}"
 
 if [ -z "${DSTACK_VPC_MODULES:-}" ]; then
@@ -128,6 +130,11 @@ check_env() {
 
     check_app_list MESH_ALLOWED_APPS "$MESH_ALLOWED_APPS"
 
+    case "$VPC_WG_PATH" in
+        ''|auto|direct|relay) ;;
+        *) die "VPC_WG_PATH=\"$VPC_WG_PATH\": use auto, direct or relay" ;;
+    esac
+
     if is_server; then
         # as the seed's entry: no allowlist, no server
         [ -n "$VPC_ALLOWED_APPS" ] \
@@ -177,6 +184,14 @@ check_env() {
         esac
         [ "${#WG_INTERFACE}" -le 15 ] \
             || die "WG_INTERFACE=\"$WG_INTERFACE\": longer than 15 characters"
+
+        case "$WG_RELAY_TUNNELS" in
+            ''|0*|*[!0-9]*)
+                die "WG_RELAY_TUNNELS=\"$WG_RELAY_TUNNELS\": a positive" \
+                    "number of tunnels per app" ;;
+        esac
+        [ "${#WG_RELAY_TUNNELS}" -le 6 ] \
+            || die "WG_RELAY_TUNNELS=\"$WG_RELAY_TUNNELS\": too large"
     fi
 
     for v in DSTACK_SOCKET DSTACK_VPC_CONF_DIR DSTACK_VPC_TLS_DIR \
@@ -398,6 +413,8 @@ render_all() {
     MESH_ALLOW=$(tr ',' ' ' <<<"$MESH_ALLOWED_APPS")
     NGINX_SERVER_INCLUDES=
     BACKEND_INCLUDES=
+    # the VPC-wide default; a node's own VPC_WG_PATH overrides it there
+    VPC_WG_PATH_CONTROL=${VPC_WG_PATH:-auto}
 
     if is_server; then
         NGINX_LOAD_MODULES="${NGINX_LOAD_MODULES}load_module $DSTACK_VPC_MODULES/ngx_http_dstack_vpc_api_module.so;
@@ -412,10 +429,14 @@ render_all() {
         fi
     fi
 
+    # a node's relay end: peers' tunnels arrive at :443 (docs/wg-relay.md);
+    # elsewhere the path answers 404
+    BACKEND_INCLUDES="$BACKEND_INCLUDES include $conf/wg-relay.conf;"
+
     export DSTACK_GATEWAY DSTACK_GATEWAY_DOMAIN DSTACK_RESOLVER MESH_BACKEND \
         MESH_ALLOW NGINX_LOAD_MODULES NGINX_SERVER_INCLUDES BACKEND_INCLUDES \
         VPC_ALLOWED_APPS DSTACK_VPC_USER APP_ID \
-        DSTACK_VPC_ROLE
+        DSTACK_VPC_ROLE VPC_WG_PATH_CONTROL WG_RELAY_TUNNELS
     DSTACK_VPC_ROLE=$(role)
 
     # shellcheck disable=SC2016 # the names envsubst replaces, not expansions
@@ -423,7 +444,8 @@ render_all() {
         ${MESH_BACKEND} ${MESH_ALLOW} ${NGINX_LOAD_MODULES}
         ${NGINX_SERVER_INCLUDES} ${BACKEND_INCLUDES} ${VPC_ALLOWED_APPS}
         ${DSTACK_VPC_USER} ${DSTACK_VPC_ROLE}
-        ${APP_ID} ${VPC_SERVER_APP_ID}'
+        ${APP_ID} ${VPC_SERVER_APP_ID}
+        ${VPC_WG_PATH_CONTROL} ${WG_RELAY_TUNNELS}'
 
     render "$templates/nginx.conf.template" "$conf/nginx.conf"
     render "$templates/node-mesh.conf" "$conf/node-mesh.conf"
@@ -447,6 +469,9 @@ render_all() {
     if is_node; then
         render "$templates/supervisord-node.conf.template" \
             "$conf/supervisord.d/node.conf"
+        render "$templates/wg-relay.conf.template" "$conf/wg-relay.conf"
+    else
+        render "$templates/wg-relay-off.conf" "$conf/wg-relay.conf"
     fi
 
     as_root chown "$DSTACK_VPC_USER" "$DSTACK_VPC_RUN_DIR"
@@ -565,9 +590,12 @@ node_agent() {
         --auth-key-file "$node_dir/pre_auth_key" \
         --hostname "$VPC_NODE_NAME" --interface "$WG_INTERFACE" \
         --listen-port "$WG_LISTEN_PORT" --state-dir "$wg_state" \
-        --hosts-file "$WG_HOSTS_FILE" --instance-id "$INSTANCE_ID"
+        --hosts-file "$WG_HOSTS_FILE" --instance-id "$INSTANCE_ID" \
+        --relay-socket "$DSTACK_VPC_RUN_DIR/wg-relay.sock" \
+        --relay-group "$(id -gn "$DSTACK_VPC_USER")"
     [ -n "$VPC_NODE_TYPE" ] && set -- "$@" --node-type "$VPC_NODE_TYPE"
     [ -n "$WG_ENDPOINT" ] && set -- "$@" --endpoint "$WG_ENDPOINT"
+    [ -n "$VPC_WG_PATH" ] && set -- "$@" --path "$VPC_WG_PATH"
 
     "$WGCTL" "$@" &
     WGCTL_PID=$!
@@ -650,7 +678,8 @@ print_env() {
              DSTACK_SOCKET DSTACK_SYS_CONFIG DSTACK_VPC_CONF_DIR \
              DSTACK_VPC_TLS_DIR DSTACK_VPC_RUN_DIR DSTACK_VPC_DATA_DIR \
              DSTACK_VPC_USER DSTACK_VPC_MODULES WGCTL WG_INTERFACE \
-             WG_LISTEN_PORT WG_ENDPOINT WG_HOSTS_FILE
+             WG_LISTEN_PORT WG_ENDPOINT WG_HOSTS_FILE VPC_WG_PATH \
+             WG_RELAY_TUNNELS
     do
         eval "printf '%s=%s\n' \"\$v\" \"\${$v}\""
     done

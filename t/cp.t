@@ -4,7 +4,9 @@
 # against real Redis: register and its refusals, the caller's app id bound
 # to the node key, the full map's shape, plain and streamed maps, deltas
 # on an open stream (a new node, endpoints, logout), keepalives, bad
-# input, and clients that go away mid-stream.
+# input, and clients that go away mid-stream; what the relay path needs
+# (docs/wg-relay.md): each node's AppID and InstanceID, and WGPath from
+# dstack_vpc_control_wg_path.
 
 use strict;
 use warnings;
@@ -18,7 +20,7 @@ use Test::Dstack qw(wait_for);
 use Test::Dstack::Api;
 use Test::Dstack::Control;
 
-my $t = Test::Dstack->new()->has(qw(auth api sim redis curl))->plan(90);
+my $t = Test::Dstack->new()->has(qw(auth api sim redis curl))->plan(102);
 
 my $api = Test::Dstack::Api->new($t);
 my $r = $t->run_redis();
@@ -40,8 +42,8 @@ sub key_id { ($_[0] =~ /^hskey-auth-([^-]+)-/)[0] }
 
 sub err { $_[0]{json} ? $_[0]{json}{Error} // '' : "(no JSON: $_[0]{body})" }
 
-my $NODE_KEYS = 'Addresses,AllowedIPs,Endpoints,Hostinfo,ID,Key,KeyExpiry,'
-    . 'LastSeen,Name,Online,StableID,User';
+my $NODE_KEYS = 'Addresses,AllowedIPs,AppID,Endpoints,Hostinfo,ID,'
+    . 'InstanceID,Key,KeyExpiry,LastSeen,Name,Online,StableID,User';
 
 ###############################################################################
 # register: refusals
@@ -177,7 +179,10 @@ is($res->{status}, 200, 'Stream:false: 200');
 is($res->{headers}{'content-type'}, 'application/json', 'plain JSON');
 $j = $res->{json};
 is(join(',', sort keys %$j), 'CollectServices,ControlTime,DNSConfig,Domain,'
-    . 'Node,Peers', 'map keys');
+    . 'Node,Peers,WGPath', 'map keys');
+is($j->{WGPath}, 'auto', 'WGPath: auto by default');
+is($j->{Node}{AppID}, $A, 'AppID: the app that registered the key');
+is($j->{Node}{InstanceID}, $i1, 'InstanceID: from the register request');
 is(join(',', sort keys %{$j->{Node}}), $NODE_KEYS, 'node keys');
 is($j->{Node}{ID}, $id1, 'Node is this node');
 is($j->{Node}{Name}, 'n1-web.dstack.internal.', 'FQDN');
@@ -212,7 +217,8 @@ like($s->headers->{'transfer-encoding'} // '', qr/chunked/, 'chunked');
 is($s->first->{Node}{ID}, $id1, 'first frame: the full map');
 
 my $t0 = time;
-my ($k2, $res2) = $cp->join_node('c', hostname => 'n2');
+my $i2 = Test::Dstack::Control::instance_id();
+my ($k2, $res2) = $cp->join_node('c', hostname => 'n2', instance => $i2);
 is($res2->{status}, 200, 'a second node registers');
 my $id2 = $res2->{json}{NodeID};
 my $f = $s->wait(sub { $_[0]{PeersChanged} }, 5);
@@ -222,6 +228,9 @@ diag(sprintf 'PeersChanged %.0f ms after register', (time - $t0) * 1000);
 is(join(',', sort keys %{$f->{PeersChanged}[0] || {}}), $NODE_KEYS,
     'PeersChanged carries whole nodes');
 is(scalar(keys %$f), 1, 'only the delta');
+is($f && $f->{PeersChanged}[0]{AppID}, $C, 'PeersChanged: AppID of app c');
+is($f && $f->{PeersChanged}[0]{InstanceID}, $i2,
+    'PeersChanged: its InstanceID');
 
 $cp->poll('c', $k2, endpoints => ['10.2.0.1:41641']);
 $f = $s->wait(sub { $_[0]{PeersChangedPatch}
@@ -235,6 +244,9 @@ ok($f, 'KeepAlive frames');
 my $s2 = $cp->stream('c', $k2);
 is(scalar(@{$s2->first->{Peers}}), 1, 'the second node sees the first');
 is($s2->first->{Peers}[0]{Key}, $k1, 'with its key');
+is($s2->first->{Peers}[0]{AppID}, $A, 'and its AppID');
+is($s2->first->{Node}{AppID}, $C, 'its own AppID');
+is($s2->first->{WGPath}, 'auto', 'a full map in a stream has WGPath');
 
 my $s3 = $cp->stream('a', $k2);
 is($s3->status, 403, "a stream of another app's node: 403");
@@ -312,3 +324,30 @@ ok(@frames >= 3 && $frames[0]{Node} && (grep { $_->{PeersChanged} } @frames)
 my $out = `curl -sk --http2 --cert $c->{chain} --key $c->{key} -m 5 \\
     -d '{"NodeKey":"$k4"}' https://127.0.0.1:$port/machine/map`;
 like($out, qr/"Peers":\[\{/, 'a plain map over HTTP/2');
+
+###############################################################################
+# a node registered without InstanceID; dstack_vpc_control_wg_path
+
+# as a key made by wgctl preauthkeys create: bound to no instance
+my $k5 = $cp->node_key();
+my $free = $cp->auth_key('a');
+rcli('HSET', 'test:vpc:preauthkey:' . key_id($free), 'instance_id', '');
+$res = $cp->register('a', $k5, auth => $free, hostname => 'noinst');
+is($res->{status}, 200, 'register without InstanceID');
+$res = $cp->poll('a', $k5);
+is($res->{json} && $res->{json}{Node}{InstanceID}, '',
+    'no InstanceID: ""');
+
+my $conf = $t->read_file('nginx.conf');
+my $ka = 'dstack_vpc_control_keepalive';
+$t->write_file('bad.conf',
+    $conf =~ s/($ka)/dstack_vpc_control_wg_path udp;\n    $1/r);
+my ($ok, $msg) = $t->test_config('bad.conf');
+ok(!$ok && $msg =~ /invalid value "udp"/, 'nginx -t: bad wg_path refused');
+
+$t->write_file('nginx.conf',
+    $conf =~ s/($ka)/dstack_vpc_control_wg_path relay;\n    $1/r);
+$t->reload();
+$res = $cp->poll('a', $k5);
+is($res->{json} && $res->{json}{WGPath}, 'relay',
+    'dstack_vpc_control_wg_path relay: WGPath relay');

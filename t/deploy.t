@@ -15,7 +15,7 @@ use Test::Dstack;
 use Time::HiRes qw(time);
 
 my $t = Test::Dstack->new()->has(qw(entrypoint auth mesh api sim jq envsubst curl))
-    ->plan(57);
+    ->plan(74);
 
 my $repo = $t->repo;
 my $d = $t->testdir;
@@ -112,6 +112,11 @@ like(conf($dir, 'control-plane.conf'), qr{location /machine/},
 like(conf($dir, 'supervisord.d/server.conf'), qr/program:redis/,
     'server: supervises redis');
 ok(!-e "$dir/conf/supervisord.d/node.conf", 'server: no node agent');
+like(conf($dir, 'wg-relay.conf'), qr{location[ ]=[ ]/\.dstack/wg-relay[ ]\{
+    \s+default_type\s+application/json;\s+return\s404\s}sx,
+    'server without a node: the relay path answers 404');
+like(conf($dir, 'control-plane.conf'), qr/dstack_vpc_control_wg_path\s+auto;/,
+    'server: WGPath auto without VPC_WG_PATH');
 like(conf($dir, 'redis.conf'), qr{^dir $dir/data/redis$}m,
     'server: redis data dir moved');
 
@@ -146,6 +151,20 @@ like(conf($dir, 'node-mesh.conf'), qr{alias\s+$dir/run/vpc/;},
     'node: /vpc/0/ from the run dir');
 like(conf($dir, 'supervisord.d/node.conf'), qr/entrypoint\.sh node-agent/,
     'node: supervises the node agent');
+like(conf($dir, 'backend.conf'), qr{^\s*include $dir/conf/wg-relay\.conf;}m,
+    'node: the relay location in the :443 server');
+like(conf($dir, 'backend.conf'),
+    qr/limit_conn_zone \$dstack_app_id zone=dstack_wg_relay:1m;/,
+    'node: tunnels counted per calling app');
+my $relay = conf($dir, 'wg-relay.conf');
+like($relay, qr{location = /\.dstack/wg-relay \{}, 'node: relay location');
+like($relay, qr/dstack_auth\s+on;/, 'relay: verified callers only');
+like($relay, qr/limit_conn\s+dstack_wg_relay 256;/,
+    'relay: 256 tunnels per app by default');
+like($relay, qr{proxy_pass\s+http://unix:$dir/run/wg-relay\.sock;},
+    'relay: to wgctl\'s socket in this instance\'s run dir');
+like($relay, qr/proxy_set_header\s+Connection upgrade;/, 'relay: Upgrade');
+like($relay, qr/proxy_read_timeout\s+75s;/, 'relay: idle timeout above 30 s');
 
 ($rc, $out, $dir) = render(VPC_NODE_NAME => 'n1', VPC_SERVER_APP_ID => 'self');
 is($rc, 0, 'node with VPC_SERVER_APP_ID=self') or diag($out);
@@ -166,9 +185,26 @@ like(conf($dir, 'vpc-api.conf'), qr/dstack_vpc_api_allow\s+"$SELF,$OTHER";/,
 like(conf($dir, 'backend.conf'), qr/dstack_auth_allow\s+$OTHER;/,
     'MESH_ALLOWED_APPS');
 
+like(conf($dir, 'backend.conf'),
+    qr/include \S+control-plane\.conf; include \S+wg-relay\.conf;/,
+    'server+node: control plane and relay location');
+
+($rc, $out, $dir) = render(VPC_SERVER_ENABLED => 'true',
+    VPC_ALLOWED_APPS => 'any', VPC_NODE_NAME => 'srv',
+    VPC_SERVER_APP_ID => 'self', VPC_WG_PATH => 'relay',
+    WG_RELAY_TUNNELS => 8);
+is($rc, 0, 'VPC_WG_PATH=relay, WG_RELAY_TUNNELS=8: nginx -t passes')
+    or diag($out);
+like(conf($dir, 'control-plane.conf'), qr/dstack_vpc_control_wg_path\s+relay;/,
+    'VPC_WG_PATH sets the server\'s WGPath');
+like(conf($dir, 'wg-relay.conf'), qr/limit_conn\s+dstack_wg_relay 8;/,
+    'WG_RELAY_TUNNELS');
+
 ($rc, $out, $dir) = render();
 is($rc, 0, 'no role variables: mesh only') or diag($out);
 like($out, qr/role: mesh\b/, 'mesh: role');
+unlike(conf($dir, 'wg-relay.conf'), qr/proxy_pass/,
+    'mesh: no relay to wgctl');
 
 # --- gateway domain from the host's sys-config (as the seed)
 
@@ -220,6 +256,14 @@ like($out, qr/VPC_NODE_NAME="bad name"/, 'bad VPC_NODE_NAME');
 
 ($rc, $out) = render(VPC_NODE_NAME => 'n', VPC_SERVER_APP_ID => 'xyz');
 like($out, qr/VPC_SERVER_APP_ID="xyz"/, 'bad VPC_SERVER_APP_ID');
+
+($rc, $out) = render(VPC_WG_PATH => 'udp');
+like($out, qr/VPC_WG_PATH="udp": use auto, direct or relay/,
+    'bad VPC_WG_PATH');
+
+($rc, $out) = render(VPC_NODE_NAME => 'n', VPC_SERVER_APP_ID => 'self',
+    WG_RELAY_TUNNELS => '0');
+like($out, qr/WG_RELAY_TUNNELS="0"/, 'bad WG_RELAY_TUNNELS');
 
 ($rc, $out) = render(VPC_SERVER_ENABLED => 'yes please');
 like($out, qr/VPC_SERVER_ENABLED="yes please"/, 'bad VPC_SERVER_ENABLED');

@@ -140,7 +140,7 @@ ok($rc == 0 && $js->{running} && $js->{state} eq 'connected'
 
 ($rc, $out) = $vpn->wgctl_run('a', 'status', '--state-dir',
     $vpn->state_dir('a'));
-like($out, qr/a\.dstack\.internal \(this node\).*connected since.*b\.dstack\.internal\s+online\s+endpoint \Q$ip{b}\E:41641\s+handshake \d+ s ago/s,
+like($out, qr/a\.dstack\.internal \(this node\).*connected since.*b\.dstack\.internal\s+online\s+direct \Q$ip{b}\E:41641\s+handshake \d+ s ago/s,
     'status: text');
 
 # SIGHUP: the agent repairs what was changed behind its back

@@ -1,11 +1,12 @@
 # wgctl: the WireGuard helper, and its unit tests (TAP).  "wgctl verify"
 # (wgctl/verify.c) links the attestation library of ratls/build.mk.
 
-WGCTL_LIBS      := -lmnl -lcrypto -ljansson -lcurl -lhiredis
+WGCTL_LIBS      := -lmnl -lcrypto -ljansson -lcurl -lhiredis -lpthread
 WGCTL_OBJDIR    := $(BUILD)/obj/wgctl
-WGCTL_CORE      := wgdev keys wgdiff config uapi genl rtnl hosts peermap
+WGCTL_CORE      := wgdev keys wgdiff config uapi genl rtnl hosts peermap \
+                   path relay
 WGCTL_CMDS      := show setconf link genkey hostsconf verify up ctrl \
-                   state status admin cp_lua
+                   state status admin cp_lua relay_main
 WGCTL_HDRS      := $(wildcard wgctl/*.h)
 WGCTL_CORE_OBJS := $(WGCTL_CORE:%=$(WGCTL_OBJDIR)/%.o)
 WGCTL_CMD_OBJS  := $(WGCTL_CMDS:%=$(WGCTL_OBJDIR)/%.o) \

@@ -340,6 +340,42 @@ wg_map_key_parse(uint8_t *key, const char *text)
 }
 
 
+int
+wg_map_path_parse(const char *text, wg_map_path_e *path)
+{
+    if (strcmp(text, "auto") == 0) {
+        *path = WG_MAP_PATH_AUTO;
+
+    } else if (strcmp(text, "direct") == 0) {
+        *path = WG_MAP_PATH_DIRECT;
+
+    } else if (strcmp(text, "relay") == 0) {
+        *path = WG_MAP_PATH_RELAY;
+
+    } else {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+const char *
+wg_map_path_name(wg_map_path_e path)
+{
+    switch (path) {
+    case WG_MAP_PATH_AUTO:
+        return "auto";
+    case WG_MAP_PATH_DIRECT:
+        return "direct";
+    case WG_MAP_PATH_RELAY:
+        return "relay";
+    default:
+        return "none";
+    }
+}
+
+
 void
 wg_map_key_format(char *out, const uint8_t *key)
 {
@@ -523,6 +559,46 @@ wg_map_node_parse(const wg_peermap_t *pm, json_t *obj, wg_map_node_t *node,
         return -1;
     }
 
+    /*
+     * AppID and InstanceID address the peer's relay through the gateway
+     * (docs/wg-relay.md): AppID is 40 hex digits or absent (such a peer is
+     * reached directly only), InstanceID hex or empty
+     */
+    v = json_object_get(obj, "AppID");
+
+    if (v != NULL && !json_is_null(v)) {
+        s = json_string_value(v);
+
+        if (s == NULL
+            || (s[0] != '\0'
+                && (strlen(s) != WG_MAP_APP_LEN
+                    || strspn(s, "0123456789abcdefABCDEF")
+                       != WG_MAP_APP_LEN)))
+        {
+            wg_map_quote(q, sizeof(q), s ? s : "(not a string)");
+            snprintf(why, whylen, "invalid AppID \"%s\"", q);
+            return -1;
+        }
+
+        memcpy(node->app, s, strlen(s) + 1);
+    }
+
+    v = json_object_get(obj, "InstanceID");
+
+    if (v != NULL && !json_is_null(v)) {
+        s = json_string_value(v);
+
+        if (s == NULL || strlen(s) > WG_MAP_INSTANCE_MAX
+            || strspn(s, "0123456789abcdefABCDEF") != strlen(s))
+        {
+            wg_map_quote(q, sizeof(q), s ? s : "(not a string)");
+            snprintf(why, whylen, "invalid InstanceID \"%s\"", q);
+            return -1;
+        }
+
+        memcpy(node->instance, s, strlen(s) + 1);
+    }
+
     v = json_object_get(obj, "Online");
     node->online = json_is_boolean(v) ? json_is_true(v) : 1;
 
@@ -541,6 +617,8 @@ wg_map_node_equal(const wg_map_node_t *a, const wg_map_node_t *b)
     return memcmp(a->key, b->key, WG_KEY_SIZE) == 0
            && strcmp(a->name, b->name) == 0
            && strcmp(a->last_seen, b->last_seen) == 0
+           && strcmp(a->app, b->app) == 0
+           && strcmp(a->instance, b->instance) == 0
            && a->online == b->online
            && a->naddrs == b->naddrs
            && a->nallowedips == b->nallowedips
@@ -1004,6 +1082,7 @@ wg_peermap_apply(wg_peermap_t *pm, const char *json, size_t len,
     json_t        *root, *v;
     json_error_t   jerr;
     wg_map_node_t  self;
+    wg_map_path_e  path;
 
     memset(res, 0, sizeof(wg_map_result_t));
 
@@ -1088,6 +1167,28 @@ wg_peermap_apply(wg_peermap_t *pm, const char *json, size_t len,
             pm->self = self;
             pm->has_self = 1;
         }
+    }
+
+    /* an invalid WGPath is logged and leaves the path as it was */
+    v = json_object_get(root, "WGPath");
+
+    if (v != NULL && !json_is_null(v)) {
+        if (json_is_string(v)
+            && wg_map_path_parse(json_string_value(v), &path) == 0)
+        {
+            pm->wg_path = path;
+
+        } else {
+            wg_map_quote(q, sizeof(q), json_is_string(v)
+                                       ? json_string_value(v)
+                                       : "(not a string)");
+            wg_map_log(pm, "ignored WGPath \"%s\" (auto, direct or relay)",
+                       q);
+        }
+
+    } else if (json_is_array(json_object_get(root, "Peers"))) {
+        /* a full map without it: the server leaves the choice to us */
+        pm->wg_path = WG_MAP_PATH_NONE;
     }
 
     v = json_object_get(root, "Peers");

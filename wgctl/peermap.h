@@ -33,6 +33,17 @@
 #define WG_MAP_NAME_MAX        63
 #define WG_MAP_KEEPALIVE       25
 #define WG_MAP_KEY_PREFIX      "nodekey:"
+#define WG_MAP_APP_LEN         40
+#define WG_MAP_INSTANCE_MAX    128
+
+
+/* the map's "WGPath": how peers are reached (docs/wgctl.md) */
+typedef enum {
+    WG_MAP_PATH_NONE = 0,           /* the map did not say */
+    WG_MAP_PATH_AUTO,
+    WG_MAP_PATH_DIRECT,
+    WG_MAP_PATH_RELAY
+} wg_map_path_e;
 
 
 typedef void (*wg_map_log_pt)(void *data, const char *fmt, ...)
@@ -46,6 +57,8 @@ typedef struct {
     char                    name[WG_MAP_NAME_MAX + 1];
     char                    address[INET6_ADDRSTRLEN];
     char                    last_seen[40];
+    char                    app[WG_MAP_APP_LEN + 1];        /* or "" */
+    char                    instance[WG_MAP_INSTANCE_MAX + 1];
     wg_allowedip_t          addrs[WG_MAP_MAX_ADDRS];
     wg_allowedip_t          allowedips[WG_MAP_MAX_ALLOWEDIPS];
     wg_endpoint_t           endpoints[WG_MAP_MAX_ENDPOINTS];
@@ -65,6 +78,7 @@ typedef struct {
     size_t                  npeers;
     size_t                  cap;
     uint64_t                seq;
+    wg_map_path_e           wg_path;        /* of the last full map */
     wg_map_log_pt           log;
     void                   *log_data;
     unsigned                has_self_key:1;
@@ -130,6 +144,8 @@ int wg_map_prefix_contains(const wg_allowedip_t *prefix,
     const wg_allowedip_t *aip);
 int wg_map_name_parse(char *out, size_t size, const char *name);
 int wg_map_key_parse(uint8_t *key, const char *text);
+int wg_map_path_parse(const char *text, wg_map_path_e *path);
+const char *wg_map_path_name(wg_map_path_e path);
 void wg_map_key_format(char *out, const uint8_t *key);
 
 

@@ -101,4 +101,77 @@ int wg_relay_stats(wg_relay_t *relay, const uint8_t key[32],
     wg_relay_stats_t *st);
 
 
+/*
+ * The wire, exposed for the unit tests (wgctl/test_relay.c) and for
+ * anyone who speaks it; pure functions, no state.  Added by the engine
+ * (relay.c); the API above is unchanged.
+ */
+
+#define WG_RELAY_HEADERS_MAX    8192        /* request/response headers */
+
+typedef struct {
+    unsigned             get:1;         /* method GET */
+    unsigned             path:1;        /* path is WG_RELAY_PATH */
+    unsigned             upgrade:1;     /* Upgrade: dstack-wg-relay */
+    unsigned             has_from:1;    /* WG-Relay-From, valid hex key */
+    unsigned             has_to:1;      /* WG-Relay-To, valid hex key */
+    unsigned             has_app:1;     /* X-Dstack-App-Id, bounded */
+    unsigned             bad:1;         /* a header repeated or invalid */
+    uint8_t              from[32];
+    uint8_t              to[32];
+    char                 app[WG_RELAY_APP_MAX + 1];
+} wg_relay_request_t;
+
+/* the headers' length when complete, 0: need more, -1: malformed */
+long wg_relay_parse_request(const char *buf, size_t len,
+    wg_relay_request_t *rq);
+/*
+ * 101 to accept, else 400/403/404 with *why set; peer_app is the app the
+ * map has for rq->from, NULL when the key is not in the map
+ */
+int wg_relay_request_verdict(const wg_relay_request_t *rq,
+    const uint8_t self_key[32], const char *peer_app, const char **why);
+/* the headers' length when complete, 0: need more, -1: malformed;
+   *content_length is -1 without the header */
+long wg_relay_parse_response(const char *buf, size_t len, int *status,
+    long *content_length);
+/* the "error" of a JSON body (else the body's start), printable, bounded */
+size_t wg_relay_error_text(const char *body, size_t len, char *out,
+    size_t size);
+
+/* frames: 2-byte big-endian length, then the datagram; 0 is a keepalive */
+#define WG_RELAY_FRAME_HDR      2
+
+static inline void
+wg_relay_frame_header(uint8_t *hdr, size_t len)
+{
+    hdr[0] = (uint8_t) (len >> 8);
+    hdr[1] = (uint8_t) len;
+}
+
+/* 1 and *dlen when buf holds a whole frame, 0: need more */
+static inline int
+wg_relay_frame_parse(const uint8_t *buf, size_t len, size_t *dlen)
+{
+    size_t  n;
+
+    if (len < WG_RELAY_FRAME_HDR) {
+        return 0;
+    }
+
+    n = (size_t) buf[0] << 8 | buf[1];
+
+    if (len < WG_RELAY_FRAME_HDR + n) {
+        return 0;
+    }
+
+    *dlen = n;
+
+    return 1;
+}
+
+/* a WireGuard message: type 1..4, three zero bytes, long enough */
+int wg_relay_datagram_valid(const uint8_t *d, size_t len);
+
+
 #endif /* _WGCTL_RELAY_H_INCLUDED_ */

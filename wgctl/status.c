@@ -22,6 +22,7 @@ static void status_usage(FILE *out);
 static const char *status_str(json_t *obj, const char *key, const char *def);
 static void status_ago(char *buf, size_t size, time_t seconds);
 static void status_bytes(char *buf, size_t size, uint64_t bytes);
+static void status_path(json_t *o, json_t *p, const wg_peer_t *wp);
 static json_t *status_peers(json_t *st, const wg_device_t *dev);
 static void status_text(json_t *st, json_t *peers, int running, long pid,
     const wg_device_t *dev);
@@ -120,6 +121,68 @@ wg_state_status(const char *dir, json_t **out)
 
 /* the agent's peers with the device's numbers for each, by public key */
 
+/*
+ * The path from the device's endpoint as it is now (the relay endpoint
+ * the agent recorded, or another address: direct), and the bytes on each
+ * path: the relay's from the agent (at most a few seconds old), direct
+ * ones the device's totals less those
+ */
+
+static void
+status_path(json_t *o, json_t *p, const wg_peer_t *wp)
+{
+    char         text[INET6_ADDRSTRLEN + 16];
+    json_t      *relay;
+    uint64_t     rrx, rtx, rx, tx;
+    const char  *path, *rep;
+
+    relay = json_object_get(p, "relay");
+    rep = status_str(p, "relay_endpoint", NULL);
+
+    if (wp == NULL) {
+        path = status_str(p, "path", NULL);
+
+    } else if (wp->endpoint.sa.sa_family == AF_UNSPEC
+               || wg_endpoint_format(text, sizeof(text), &wp->endpoint) != 0)
+    {
+        path = NULL;
+
+    } else {
+        path = (rep != NULL && strcmp(rep, text) == 0) ? "relay" : "direct";
+    }
+
+    json_object_set_new(o, "path", path ? json_string(path) : json_null());
+
+    rrx = (uint64_t) json_integer_value(json_object_get(relay, "rx_bytes"));
+    rtx = (uint64_t) json_integer_value(json_object_get(relay, "tx_bytes"));
+    rx = wp ? wp->rx_bytes : 0;
+    tx = wp ? wp->tx_bytes : 0;
+
+    json_object_set_new(o, "direct_rx_bytes",
+                        json_integer((json_int_t) (rx > rrx ? rx - rrx : 0)));
+    json_object_set_new(o, "direct_tx_bytes",
+                        json_integer((json_int_t) (tx > rtx ? tx - rtx : 0)));
+    json_object_set_new(o, "relay_rx_bytes", json_integer((json_int_t) rrx));
+    json_object_set_new(o, "relay_tx_bytes", json_integer((json_int_t) rtx));
+
+    json_object_set_new(o, "relay_endpoint",
+                        rep ? json_string(rep) : json_null());
+    json_object_set(o, "relay", relay ? relay : json_null());
+    json_object_set(o, "path_since", json_object_get(p, "path_since")
+                                     ? json_object_get(p, "path_since")
+                                     : json_null());
+    json_object_set_new(o, "path_switches",
+                        json_integer(json_integer_value(
+                            json_object_get(p, "path_switches"))));
+    json_object_set(o, "app_id", json_object_get(p, "app_id")
+                                 ? json_object_get(p, "app_id")
+                                 : json_null());
+    json_object_set(o, "instance_id", json_object_get(p, "instance_id")
+                                      ? json_object_get(p, "instance_id")
+                                      : json_null());
+}
+
+
 static json_t *
 status_peers(json_t *st, const wg_device_t *dev)
 {
@@ -127,9 +190,11 @@ status_peers(json_t *st, const wg_device_t *dev)
     size_t            i;
     json_t           *peers, *p, *out;
     uint8_t           key[WG_KEY_SIZE];
+    time_t            now;
     const char       *b64;
     const wg_peer_t  *wp;
 
+    now = time(NULL);
     out = json_array();
     if (out == NULL) {
         return NULL;
@@ -176,10 +241,18 @@ status_peers(json_t *st, const wg_device_t *dev)
 
         json_object_set_new(o, "latest_handshake",
                             json_integer(wp ? wp->last_handshake.tv_sec : 0));
+        json_object_set_new(o, "handshake_age",
+                            wp && wp->last_handshake.tv_sec > 0
+                            ? json_integer(now > wp->last_handshake.tv_sec
+                                           ? now - wp->last_handshake.tv_sec
+                                           : 0)
+                            : json_null());
         json_object_set_new(o, "rx_bytes",
                             json_integer(wp ? (json_int_t) wp->rx_bytes : 0));
         json_object_set_new(o, "tx_bytes",
                             json_integer(wp ? (json_int_t) wp->tx_bytes : 0));
+
+        status_path(o, p, wp);
 
         json_array_append_new(out, o);
     }
@@ -192,7 +265,8 @@ static void
 status_text(json_t *st, json_t *peers, int running, long pid,
     const wg_device_t *dev)
 {
-    char         ago[64], rx[32], tx[32];
+    char         ago[64], rx[32], tx[32], rrx[32], rtx[32], path[80];
+    json_t      *relay;
     size_t       i;
     json_t      *p;
     time_t       now, hs;
@@ -231,6 +305,20 @@ status_text(json_t *st, json_t *peers, int running, long pid,
         printf("  last error: %s\n", status_str(st, "last_error", ""));
     }
 
+    relay = json_object_get(st, "relay");
+
+    if (json_is_object(relay)) {
+        printf("  paths: %s; relay %s%s%s\n",
+               status_str(st, "path_mode", "auto"),
+               json_is_true(json_object_get(relay, "running"))
+               ? "tunnels in on " : "off",
+               json_is_true(json_object_get(relay, "running"))
+               ? status_str(relay, "socket", "-")
+               : json_is_string(json_object_get(relay, "error")) ? ": " : "",
+               json_is_true(json_object_get(relay, "running"))
+               ? "" : status_str(relay, "error", ""));
+    }
+
     if (json_array_size(peers) == 0) {
         printf("\nno peers\n");
         return;
@@ -250,17 +338,42 @@ status_text(json_t *st, json_t *peers, int running, long pid,
         }
 
         status_bytes(rx, sizeof(rx), (uint64_t) json_integer_value(
-                                         json_object_get(p, "rx_bytes")));
+                                 json_object_get(p, "direct_rx_bytes")));
         status_bytes(tx, sizeof(tx), (uint64_t) json_integer_value(
-                                         json_object_get(p, "tx_bytes")));
+                                 json_object_get(p, "direct_tx_bytes")));
+        status_bytes(rrx, sizeof(rrx), (uint64_t) json_integer_value(
+                                   json_object_get(p, "relay_rx_bytes")));
+        status_bytes(rtx, sizeof(rtx), (uint64_t) json_integer_value(
+                                   json_object_get(p, "relay_tx_bytes")));
 
-        printf("%-15s %s  %s%s  endpoint %s  handshake %s  rx %s  tx %s\n",
+        if (strcmp(status_str(p, "path", ""), "relay") == 0) {
+            snprintf(path, sizeof(path), "relay");
+
+        } else if (strcmp(status_str(p, "path", ""), "direct") == 0) {
+            snprintf(path, sizeof(path), "direct %s",
+                     status_str(p, "endpoint", "-"));
+
+        } else {
+            snprintf(path, sizeof(path), "no endpoint");
+        }
+
+        printf("%-15s %s  %s%s  %s  handshake %s  direct rx %s tx %s",
                status_str(p, "address", "-"), status_str(p, "name", "-"),
                json_is_true(json_object_get(p, "online")) ? "online"
                                                           : "offline",
                json_is_true(json_object_get(p, "on_device"))
                ? "" : " (not on the device)",
-               status_str(p, "endpoint", "-"), ago, rx, tx);
+               path, ago, rx, tx);
+
+        relay = json_object_get(p, "relay");
+
+        if (json_is_object(relay)) {
+            printf("  relay rx %s tx %s (%s, %" JSON_INTEGER_FORMAT
+                   " drops)", rrx, rtx, status_str(relay, "state", "?"),
+                   json_integer_value(json_object_get(relay, "drops")));
+        }
+
+        printf("\n");
     }
 }
 
@@ -339,7 +452,7 @@ status_main(int argc, char **argv)
 
     /* this node's fields at the top, where scripts look for them */
     out = json_pack("{s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:b,s:o,s:s,"
-                    "s:O?,s:O?}",
+                    "s:O?,s:O?,s:O?,s:O?}",
                     "name", json_object_get(st, "name"),
                     "address", json_object_get(st, "address"),
                     "public_key", json_object_get(st, "public_key"),
@@ -353,7 +466,9 @@ status_main(int argc, char **argv)
                                      : "stopped",
                     "connected_since",
                     running ? json_object_get(st, "connected_since") : NULL,
-                    "last_error", json_object_get(st, "last_error"));
+                    "last_error", json_object_get(st, "last_error"),
+                    "path_mode", json_object_get(st, "path_mode"),
+                    "relay", json_object_get(st, "relay"));
 
     if (out == NULL) {
         json_decref(peers);

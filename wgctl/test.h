@@ -25,6 +25,8 @@ void test_hosts(void);
 void test_genl(void);
 void test_uapi(void);
 void test_peermap(void);
+void test_path(void);
+void test_relay(void);
 
 
 #endif /* _WG_TEST_H_INCLUDED_ */

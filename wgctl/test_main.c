@@ -77,6 +77,8 @@ main(void)
     test_uapi();
     test_genl();
     test_peermap();
+    test_path();
+    test_relay();
 
     printf("1..%u\n", test_count);
 

@@ -46,6 +46,7 @@ static void test_map_deltas(void);
 static void test_map_bad(void);
 static void test_map_conflicts(void);
 static void test_map_large(void);
+static void test_map_relay(void);
 
 
 static char      test_logbuf[8192];
@@ -868,6 +869,109 @@ test_map_large(void)
 }
 
 
+/* AppID, InstanceID per node and the map's WGPath (docs/wg-relay.md) */
+
+static void
+test_map_relay(void)
+{
+    char              hex[WG_KEY_HEX_LEN + 1];
+    uint8_t           k[WG_KEY_SIZE];
+    test_buf_t        b;
+    wg_peermap_t      pm;
+    wg_allowedip_t    prefix;
+    wg_map_result_t   res;
+    wg_map_path_e     path;
+
+    static const char  *app = "5bb4ff9a38375bb4ff9a38375bb4ff9a38375bb4";
+
+    memset(&b, 0, sizeof(b));
+    wg_allowedip_parse(&prefix, "100.128.0.0/10");
+    wg_peermap_init(&pm, &prefix, test_self_pub, test_log, NULL);
+    test_logbuf[0] = '\0';
+
+#define TEST_RELAY_NODE(id, extra)                                            \
+    test_key(k, id);                                                          \
+    wg_key_to_hex(hex, k);                                                    \
+    test_buf_add(&b, "{\"ID\":%d,\"Name\":\"n%d.dstack.internal\","          \
+                 "\"Key\":\"nodekey:%s\",\"Addresses\":"                     \
+                 "[\"100.128.0.%d/32\"]%s}", id, id, hex, id, extra)
+
+    test_buf_add(&b, "{\"WGPath\":\"relay\",\"Peers\":[");
+    TEST_RELAY_NODE(1, ",\"AppID\":\"5bb4ff9a38375bb4ff9a38375bb4ff9a38375bb4\","
+                    "\"InstanceID\":\"c0ffee\"");
+    test_buf_add(&b, ",");
+    TEST_RELAY_NODE(2, ",\"AppID\":\"\",\"InstanceID\":null");
+    test_buf_add(&b, ",");
+    TEST_RELAY_NODE(3, ",\"AppID\":\"5bb4ff9a3837\"");
+    test_buf_add(&b, ",");
+    TEST_RELAY_NODE(4, ",\"AppID\":\"zzb4ff9a38375bb4ff9a38375bb4ff9a38375bb4\"");
+    test_buf_add(&b, ",");
+    TEST_RELAY_NODE(5, ",\"AppID\":7");
+    test_buf_add(&b, ",");
+    TEST_RELAY_NODE(6, ",\"InstanceID\":\"c0ffee-1\"");
+    test_buf_add(&b, ",");
+    TEST_RELAY_NODE(7, "");
+    test_buf_add(&b, "]}");
+
+    ok(test_apply(&pm, &b, &res) == 0 && res.full && pm.npeers == 3
+       && res.skipped == 4, "relay map: bad AppID/InstanceID skip the node");
+
+    ok(pm.npeers == 3 && pm.peers[0]->id == 1
+       && strcmp(pm.peers[0]->app, app) == 0
+       && strcmp(pm.peers[0]->instance, "c0ffee") == 0,
+       "relay map: AppID and InstanceID kept");
+
+    ok(pm.npeers == 3 && pm.peers[1]->app[0] == '\0'
+       && pm.peers[1]->instance[0] == '\0' && pm.peers[2]->id == 7
+       && pm.peers[2]->app[0] == '\0',
+       "relay map: empty, null and absent are none");
+
+    ok(strstr(test_logbuf, "skipped peer 3: invalid AppID \"5bb4ff9a3837\"")
+       != NULL
+       && strstr(test_logbuf, "skipped peer 6: invalid InstanceID "
+                 "\"c0ffee-1\"") != NULL,
+       "relay map: the skip is logged with the value");
+
+    ok(pm.wg_path == WG_MAP_PATH_RELAY, "relay map: WGPath relay");
+
+    /* a delta changing the AppID is a change */
+    test_buf_add(&b, "{\"PeersChanged\":[");
+    TEST_RELAY_NODE(7, ",\"AppID\":\"5bb4ff9a38375bb4ff9a38375bb4ff9a38375bb4\"");
+    test_buf_add(&b, "]}");
+
+    ok(test_apply(&pm, &b, &res) == 0 && res.changed == 1
+       && strcmp(pm.peers[2]->app, app) == 0
+       && pm.wg_path == WG_MAP_PATH_RELAY,
+       "relay map: a delta sets the AppID; WGPath stays");
+
+    /* an invalid WGPath: logged, the last one stays */
+    test_logbuf[0] = '\0';
+    test_buf_add(&b, "{\"WGPath\":\"udp\",\"Peers\":[]}");
+
+    ok(test_apply(&pm, &b, &res) == 0 && pm.wg_path == WG_MAP_PATH_RELAY
+       && strstr(test_logbuf, "ignored WGPath \"udp\"") != NULL,
+       "relay map: an invalid WGPath is logged and ignored");
+
+    test_buf_add(&b, "{\"WGPath\":\"direct\",\"Peers\":[]}");
+    ok(test_apply(&pm, &b, &res) == 0 && pm.wg_path == WG_MAP_PATH_DIRECT,
+       "relay map: WGPath direct");
+
+    test_buf_add(&b, "{\"Peers\":[]}");
+    ok(test_apply(&pm, &b, &res) == 0 && pm.wg_path == WG_MAP_PATH_NONE,
+       "relay map: a full map without WGPath leaves the choice to the node");
+
+    ok(wg_map_path_parse("auto", &path) == 0 && path == WG_MAP_PATH_AUTO
+       && wg_map_path_parse("Relay", &path) != 0
+       && strcmp(wg_map_path_name(WG_MAP_PATH_DIRECT), "direct") == 0,
+       "relay map: path names");
+
+#undef TEST_RELAY_NODE
+
+    free(b.text);
+    wg_peermap_free(&pm);
+}
+
+
 void
 test_peermap(void)
 {
@@ -910,4 +1014,5 @@ test_peermap(void)
     test_map_bad();
     test_map_conflicts();
     test_map_large();
+    test_map_relay();
 }

@@ -11,7 +11,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <getopt.h>
+#include <grp.h>
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <poll.h>
@@ -30,7 +32,9 @@
 #include "wgctl.h"
 #include "ctrl.h"
 #include "hosts.h"
+#include "path.h"
 #include "peermap.h"
+#include "relay.h"
 #include "rtnl.h"
 #include "state.h"
 
@@ -51,6 +55,10 @@
 #define WG_UP_LOGOUT_TIMEOUT    5000        /* ms */
 #define WG_UP_AUTH_KEY_MAX      512
 #define WG_UP_ID_MAX            128
+#define WG_UP_RELAY_SOCKET      "/run/dstack-vpc/wg-relay.sock"
+#define WG_UP_RELAY_TARGET      443         /* peers' nginx :443 */
+#define WG_UP_PATH_TICK         1000        /* ms between looks at peers */
+#define WG_UP_STATUS_EVERY      2000        /* ms, counters in status.json */
 
 
 typedef enum {
@@ -60,6 +68,21 @@ typedef enum {
     WG_UP_REFUSED,
     WG_UP_STOPPED
 } wg_up_state_e;
+
+
+/* a peer's path and relay, kept across map changes, sorted by key */
+typedef struct {
+    uint8_t                  key[WG_KEY_SIZE];
+    int64_t                  id;
+    size_t                   node;          /* in the map, while updating */
+    char                     name[WG_MAP_NAME_MAX + 1];
+    wg_endpoint_t            direct;        /* first advertised endpoint */
+    struct sockaddr_in       relay_ep;
+    wg_relay_stats_t         relay;         /* as last read */
+    wg_path_t                path;
+    unsigned                 has_direct:1;
+    unsigned                 has_relay:1;
+} wg_up_peer_t;
 
 
 typedef struct {
@@ -82,6 +105,29 @@ typedef struct {
     uint16_t                 listen_port;
     unsigned                 ephemeral:1;
     unsigned                 down_on_exit:1;
+    unsigned                 has_path_mode:1;
+
+    /* the relay engine and each peer's path (docs/wgctl.md, "Paths") */
+    wg_relay_t              *relay;
+    const char              *relay_socket;
+    int                      relay_gid;
+    long                     relay_keepalive;   /* ms */
+    const char              *mesh;
+    char                     mesh_host[INET_ADDRSTRLEN];
+    uint16_t                 mesh_port;
+    char                     relay_error[160];
+    wg_relay_peer_t         *relay_peers;       /* as last given */
+    size_t                   nrelay_peers;
+    wg_path_mode_e           path_mode;
+    wg_path_conf_t           path_conf;
+    wg_up_peer_t            *peers;             /* by key */
+    size_t                   npeers;
+    long long                next_path;
+    long long                next_relay;
+    long long                next_status;
+    uint64_t                 if_tx;             /* packets into the device */
+    uint64_t                 direct_tx;         /* peers' bytes, not relayed */
+    unsigned                 counters_dirty:1;
 
     /* the node */
     uint8_t                  private_key[WG_KEY_SIZE];
@@ -128,17 +174,38 @@ static long long up_now(void);
 static void up_signal(int signo);
 static int up_signals(void);
 static void up_drain(void);
-static int up_wait(long ms);
+static int up_wait(wg_up_t *up, long ms);
 static int up_token_valid(const char *s, size_t max, const char *extra);
 static int up_options(wg_up_t *up, int argc, char **argv);
+static int up_mesh_parse(wg_up_t *up);
 static int up_read_secret(const char *path, char *buf, size_t size);
 static int up_key(wg_up_t *up);
 static void up_endpoints(wg_up_t *up, json_t *array);
+static void up_status_path(json_t *peer, const wg_up_peer_t *rec,
+    long long now, time_t wall);
 static int up_status_write(wg_up_t *up);
 static int up_link(wg_up_t *up, int force);
 static void up_forget_device(wg_up_t *up);
 static int up_device(wg_up_t *up, int read);
 static void up_sync(wg_up_t *up, int force);
+static int up_relay_start(wg_up_t *up);
+static wg_path_mode_e up_path_mode(wg_up_t *up);
+static int up_peer_cmp(const void *a, const void *b);
+static int up_dev_peer_cmp(const void *a, const void *b);
+static wg_up_peer_t *up_peer_find(wg_up_t *up, const uint8_t *key);
+static const wg_peer_t *up_dev_find(const wg_peer_t **sorted, size_t n,
+    const uint8_t *key);
+static const wg_peer_t **up_dev_index(const wg_device_t *dev);
+static int up_on_relay(const wg_up_peer_t *rec, const wg_endpoint_t *ep);
+static int up_endpoint_usable(const wg_up_peer_t *rec,
+    const wg_endpoint_t *ep);
+static int up_paths_update(wg_up_t *up);
+static int up_paths_desired(wg_up_t *up, const wg_device_t *actual,
+    wg_device_t *desired);
+static int up_unsent(wg_up_t *up, const wg_device_t *dev,
+    const wg_peer_t **sorted);
+static void up_paths_tick(wg_up_t *up);
+static void up_background(wg_up_t *up);
 static int up_tick(void *data);
 static int up_frame(void *data, const char *frame, size_t len);
 static json_t *up_answer(const wg_ctrl_response_t *resp, char *err,
@@ -193,10 +260,26 @@ up_usage(FILE *out)
         "                          2x without a frame: reconnect\n"
         "  --max-backoff <s>       cap of the reconnect delay (default %d)\n"
         "  --cacert <file> --cert <file> --key <file>   for https:// "
-        "servers\n",
+        "servers\n"
+        "\n"
+        "  --path auto|direct|relay   how peers are reached (default: the "
+        "map's\n"
+        "                          WGPath, else auto)\n"
+        "  --path-timeout <s>      direct unanswered this long: relay "
+        "(default %d)\n"
+        "  --direct-retry <s>      on the relay, try direct again after "
+        "(default %d,\n"
+        "                          doubling to 8x while it fails)\n"
+        "  --relay-socket <path>   inbound tunnels from nginx :443 (default "
+        "%s)\n"
+        "  --relay-group <group>   the socket's group (nginx's)\n"
+        "  --relay-keepalive <s>   tunnel keepalive (default %d)\n"
+        "  --mesh <ip:port>        outbound tunnels go through it (default: "
+        "--server's)\n",
         wgctl_prog, WG_UP_IFNAME, WG_UP_PORT, WG_UP_MTU_MIN, WG_UP_MTU_MAX,
         WG_UP_MTU, WG_UP_PREFIX, WG_STATE_DIR, WG_UP_KEEPALIVE,
-        WG_UP_BACKOFF_MAX / 1000);
+        WG_UP_BACKOFF_MAX / 1000, WG_PATH_TIMEOUT / 1000,
+        WG_PATH_RETRY / 1000, WG_UP_RELAY_SOCKET, WG_RELAY_KEEPALIVE / 1000);
 }
 
 
@@ -346,25 +429,34 @@ up_drain(void)
 /* sleeps, unless a signal comes: 0 after the delay, -ECANCELED */
 
 static int
-up_wait(long ms)
+up_wait(wg_up_t *up, long ms)
 {
-    long long      deadline, now;
+    long long      deadline, now, until;
     struct pollfd  pfd;
 
     deadline = up_now() + ms;
 
     while (!up_stop) {
+        /* the paths are watched while the server is away, too */
+        up_background(up);
+
         now = up_now();
 
         if (now >= deadline) {
             return 0;
         }
 
+        until = deadline < up->next_path ? deadline : up->next_path;
+
+        if (until < now + 10) {
+            until = now + 10;
+        }
+
         pfd.fd = up_wake[0];
         pfd.events = POLLIN;
         pfd.revents = 0;
 
-        (void) poll(&pfd, 1, (int) (deadline - now));
+        (void) poll(&pfd, 1, (int) (until - now));
         up_drain();
     }
 
@@ -468,6 +560,13 @@ up_options(wg_up_t *up, int argc, char **argv)
         { "cacert", required_argument, NULL, 'C' },
         { "cert", required_argument, NULL, 'c' },
         { "key", required_argument, NULL, 'K' },
+        { "path", required_argument, NULL, 'P' },
+        { "path-timeout", required_argument, NULL, 'o' },
+        { "direct-retry", required_argument, NULL, 'y' },
+        { "relay-socket", required_argument, NULL, 'S' },
+        { "relay-group", required_argument, NULL, 'g' },
+        { "relay-keepalive", required_argument, NULL, 'R' },
+        { "mesh", required_argument, NULL, 'M' },
         { NULL, 0, NULL, 0 }
     };
 
@@ -547,6 +646,74 @@ up_options(wg_up_t *up, int argc, char **argv)
             } else {
                 up->backoff_max = n * 1000;
             }
+            break;
+
+        case 'o':
+        case 'y':
+        case 'R':
+            n = strtol(optarg, &end, 10);
+
+            if (optarg[0] < '0' || optarg[0] > '9' || *end != '\0'
+                || n < 1 || n > 3600)
+            {
+                fprintf(stderr, "%s: invalid %s \"%s\" (1..3600 seconds)\n",
+                        wgctl_prog,
+                        c == 'o' ? "path timeout"
+                        : c == 'y' ? "direct retry" : "relay keepalive",
+                        optarg);
+                return -1;
+            }
+
+            if (c == 'o') {
+                up->path_conf.timeout = n * 1000;
+
+            } else if (c == 'y') {
+                up->path_conf.retry = n * 1000;
+
+            } else {
+                up->relay_keepalive = n * 1000;
+            }
+            break;
+
+        case 'P':
+            if (wg_path_parse(optarg, &up->path_mode) != 0) {
+                fprintf(stderr, "%s: invalid path \"%s\" (auto, direct or "
+                        "relay)\n", wgctl_prog, optarg);
+                return -1;
+            }
+
+            up->has_path_mode = 1;
+            break;
+
+        case 'S':
+            if (optarg[0] != '/' || strlen(optarg) >= 108) {
+                fprintf(stderr, "%s: invalid relay socket \"%s\" (an "
+                        "absolute path, under 108 bytes)\n", wgctl_prog,
+                        optarg);
+                return -1;
+            }
+
+            up->relay_socket = optarg;
+            break;
+
+        case 'g':
+            {
+                struct group  *gr;
+
+                gr = getgrnam(optarg);
+
+                if (gr == NULL) {
+                    fprintf(stderr, "%s: unknown relay group \"%s\"\n",
+                            wgctl_prog, optarg);
+                    return -1;
+                }
+
+                up->relay_gid = (int) gr->gr_gid;
+            }
+            break;
+
+        case 'M':
+            up->mesh = optarg;
             break;
 
         case 'e':
@@ -718,6 +885,77 @@ up_options(wg_up_t *up, int argc, char **argv)
         return -1;
     }
 
+    return up_mesh_parse(up);
+}
+
+
+/*
+ * --mesh <ipv4>:<port>, or the host and port of --server (the local mesh
+ * in production).  A server named by a host name leaves the relay off
+ * unless --mesh says where the mesh is.
+ */
+
+static int
+up_mesh_parse(wg_up_t *up)
+{
+    char           host[256], *end;
+    long           port;
+    size_t         len;
+    const char    *p, *colon, *slash;
+    struct in_addr  in;
+
+    if (up->mesh != NULL) {
+        p = up->mesh;
+
+    } else {
+        p = up->server + (strncmp(up->server, "https://", 8) == 0 ? 8 : 7);
+    }
+
+    slash = strchr(p, '/');
+    len = slash ? (size_t) (slash - p) : strlen(p);
+    colon = memchr(p, ':', len);
+
+    port = (up->mesh == NULL && strncmp(up->server, "https://", 8) == 0)
+           ? 443 : 80;
+
+    if (colon != NULL) {
+        port = strtol(colon + 1, &end, 10);
+
+        if (colon[1] < '0' || colon[1] > '9' || end != p + len
+            || port < 1 || port > 65535)
+        {
+            port = 0;
+        }
+
+        len = (size_t) (colon - p);
+    }
+
+    if (len == 0 || len >= sizeof(host) || port == 0
+        || (up->mesh != NULL && (colon == NULL || slash != NULL)))
+    {
+        fprintf(stderr, "%s: invalid mesh \"%s\" (<ipv4>:<port>)\n",
+                wgctl_prog, up->mesh ? up->mesh : up->server);
+        return -1;
+    }
+
+    memcpy(host, p, len);
+    host[len] = '\0';
+
+    if (inet_pton(AF_INET, host, &in) != 1) {
+        if (up->mesh != NULL) {
+            fprintf(stderr, "%s: invalid mesh \"%s\" (<ipv4>:<port>)\n",
+                    wgctl_prog, up->mesh);
+            return -1;
+        }
+
+        up->mesh_host[0] = '\0';
+        return 0;
+    }
+
+    /* a dotted quad: shorter than INET_ADDRSTRLEN */
+    memcpy(up->mesh_host, host, len + 1);
+    up->mesh_port = (uint16_t) port;
+
     return 0;
 }
 
@@ -873,6 +1111,72 @@ up_endpoints(wg_up_t *up, json_t *array)
 /* --- the status file --------------------------------------------------- */
 
 
+/*
+ * A peer's path as the agent last saw it, and its relay's counters, which
+ * only the agent can read ("wgctl status" joins them with the device's)
+ */
+
+static void
+up_status_path(json_t *peer, const wg_up_peer_t *rec, long long now,
+    time_t wall)
+{
+    char        text[INET6_ADDRSTRLEN + 16];
+    time_t      t;
+    struct tm   tm;
+    const char  *state;
+
+    if (rec == NULL || rec->path.path == WG_PATH_AUTO) {
+        json_object_set_new(peer, "path", json_null());
+        json_object_set_new(peer, "path_since", json_null());
+
+    } else {
+        json_object_set_new(peer, "path",
+                            json_string(wg_path_name(rec->path.path)));
+
+        t = wall - (time_t) ((now - rec->path.since) / 1000);
+        gmtime_r(&t, &tm);
+        strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        json_object_set_new(peer, "path_since", json_string(text));
+    }
+
+    json_object_set_new(peer, "path_switches",
+                        json_integer(rec ? rec->path.switches : 0));
+    json_object_set_new(peer, "direct_retry",
+                        json_integer(rec && rec->path.retry
+                                     ? rec->path.retry / 1000 : 0));
+
+    if (rec == NULL || !rec->has_relay) {
+        json_object_set_new(peer, "relay_endpoint", json_null());
+        json_object_set_new(peer, "relay", json_null());
+        return;
+    }
+
+    if (inet_ntop(AF_INET, &rec->relay_ep.sin_addr, text, sizeof(text))
+        != NULL)
+    {
+        snprintf(text + strlen(text), sizeof(text) - strlen(text), ":%u",
+                 (unsigned) ntohs(rec->relay_ep.sin_port));
+        json_object_set_new(peer, "relay_endpoint", json_string(text));
+    }
+
+    state = rec->relay.tunnels > 0 ? "up"
+            : rec->relay.dialing ? "dialing" : "idle";
+
+    json_object_set_new(peer, "relay",
+        json_pack("{s:s,s:i,s:I,s:I,s:I,s:I,s:I,s:s?}",
+                  "state", state,
+                  "tunnels", (int) rec->relay.tunnels,
+                  "rx_bytes", (json_int_t) rec->relay.rx_bytes,
+                  "tx_bytes", (json_int_t) rec->relay.tx_bytes,
+                  "rx_packets", (json_int_t) rec->relay.rx_packets,
+                  "tx_packets", (json_int_t) rec->relay.tx_packets,
+                  "drops", (json_int_t) rec->relay.drops,
+                  "last_error", rec->relay.last_error[0]
+                                ? rec->relay.last_error : NULL));
+}
+
+
+
 static int
 up_status_write(wg_up_t *up)
 {
@@ -881,7 +1185,9 @@ up_status_write(wg_up_t *up)
     char                 *dump;
     size_t                i, j;
     json_t               *root, *peers, *peer, *eps;
+    time_t                wall;
     struct tm             tm;
+    long long             now;
     const wg_map_node_t  *node;
 
     root = json_object();
@@ -947,6 +1253,18 @@ up_status_write(wg_up_t *up)
                                             ? json_string(up->last_error)
                                             : json_null());
 
+    json_object_set_new(root, "path_mode",
+                        json_string(wg_path_name(up_path_mode(up))));
+    json_object_set_new(root, "relay",
+        json_pack("{s:s?,s:b,s:s?,s:s?}",
+                  "socket", up->relay_socket,
+                  "running", up->relay != NULL,
+                  "mesh", up->mesh_host[0] ? up->mesh_host : NULL,
+                  "error", up->relay_error[0] ? up->relay_error : NULL));
+
+    now = up_now();
+    wall = time(NULL);
+
     for (i = 0; i < up->map.npeers; i++) {
         node = up->map.peers[i];
         peer = json_object();
@@ -979,6 +1297,15 @@ up_status_write(wg_up_t *up)
         }
 
         json_object_set_new(peer, "endpoints", eps);
+        json_object_set_new(peer, "app_id", node->app[0]
+                                            ? json_string(node->app)
+                                            : json_null());
+        json_object_set_new(peer, "instance_id", node->instance[0]
+                                                 ? json_string(node->instance)
+                                                 : json_null());
+
+        up_status_path(peer, up_peer_find(up, node->key), now, wall);
+
         json_array_append_new(peers, peer);
     }
 
@@ -994,6 +1321,9 @@ up_status_write(wg_up_t *up)
     rc = wg_state_write(up->state_dir, WG_STATE_STATUS, dump, strlen(dump),
                         0644, 0);
     free(dump);
+
+    up->counters_dirty = 0;
+    up->next_status = now + WG_UP_STATUS_EVERY;
 
     if (rc != 0) {
         up_log("unable to write %s/%s: %s", up->state_dir, WG_STATE_STATUS,
@@ -1217,6 +1547,17 @@ up_device(wg_up_t *up, int read)
 
     up->log_conflicts = 0;
 
+    /* each peer's endpoint is its path's, and a roamed one is left alone */
+    rc = up_paths_update(up);
+
+    if (rc == 0) {
+        rc = up_paths_desired(up, actual, desired);
+    }
+
+    if (rc != 0) {
+        goto done;
+    }
+
     rc = wg_diff(actual, desired, &changes, &ds);
     if (rc != 0) {
         goto done;
@@ -1301,6 +1642,675 @@ up_sync(wg_up_t *up, int force)
 }
 
 
+/* --- the paths: direct UDP or the relay -------------------------------- */
+
+
+static int
+up_relay_start(wg_up_t *up)
+{
+    int              rc;
+    wg_relay_conf_t  conf;
+
+    if (up->mesh_host[0] == '\0') {
+        if (up->relay_error[0] == '\0') {
+            up_log("relay: off: the server \"%s\" is not an IPv4 address; "
+                   "--mesh says where the mesh is", up->server);
+            snprintf(up->relay_error, sizeof(up->relay_error),
+                     "no mesh address (--mesh)");
+        }
+
+        up->next_relay = LLONG_MAX;
+        return -EINVAL;
+    }
+
+    memset(&conf, 0, sizeof(wg_relay_conf_t));
+    conf.mesh_host = up->mesh_host;
+    conf.mesh_port = up->mesh_port;
+    conf.target_port = WG_UP_RELAY_TARGET;
+    conf.listen_path = up->relay_socket;
+    conf.listen_gid = up->relay_gid;
+    memcpy(conf.self_key, up->public_key, WG_KEY_SIZE);
+    conf.device_port = up->listen_port;
+    conf.keepalive = up->relay_keepalive;
+    conf.buffer_max = WG_RELAY_BUFFER;
+    conf.log = up_log;
+
+    rc = wg_relay_start(&up->relay, &conf);
+
+    if (rc != 0) {
+        up->relay = NULL;
+        up->next_relay = up_now() + WG_UP_RESYNC;
+        snprintf(up->relay_error, sizeof(up->relay_error), "%s: %s",
+                 up->relay_socket, wg_strerror(rc));
+        up_log("relay: unable to start on \"%s\": %s; direct paths only, "
+               "trying again in %d s", up->relay_socket, wg_strerror(rc),
+               WG_UP_RESYNC / 1000);
+        up->status_dirty = 1;
+        return rc;
+    }
+
+    up_log("relay: tunnels in on %s, out through %s:%u", up->relay_socket,
+           up->mesh_host, (unsigned) up->mesh_port);
+
+    up->relay_error[0] = '\0';
+    up->status_dirty = 1;
+
+    /* the engine gets its peers with the next sync */
+    free(up->relay_peers);
+    up->relay_peers = NULL;
+    up->nrelay_peers = 0;
+    up->dirty = 1;
+    up->next_sync = 0;
+
+    return 0;
+}
+
+
+/* --path, else the map's WGPath, else auto */
+
+static wg_path_mode_e
+up_path_mode(wg_up_t *up)
+{
+    if (up->has_path_mode) {
+        return up->path_mode;
+    }
+
+    switch (up->map.wg_path) {
+    case WG_MAP_PATH_DIRECT:
+        return WG_PATH_DIRECT;
+    case WG_MAP_PATH_RELAY:
+        return WG_PATH_RELAY;
+    default:
+        return WG_PATH_AUTO;
+    }
+}
+
+
+static int
+up_peer_cmp(const void *a, const void *b)
+{
+    int                  rc;
+    const wg_up_peer_t  *pa, *pb;
+
+    pa = a;
+    pb = b;
+
+    rc = memcmp(pa->key, pb->key, WG_KEY_SIZE);
+
+    if (rc != 0) {
+        return rc;
+    }
+
+    return (pa->id > pb->id) - (pa->id < pb->id);
+}
+
+
+static int
+up_dev_peer_cmp(const void *a, const void *b)
+{
+    const wg_peer_t  *pa, *pb;
+
+    pa = *(const wg_peer_t * const *) a;
+    pb = *(const wg_peer_t * const *) b;
+
+    return memcmp(pa->public_key, pb->public_key, WG_KEY_SIZE);
+}
+
+
+static wg_up_peer_t *
+up_peer_find(wg_up_t *up, const uint8_t *key)
+{
+    size_t  lo, hi, mid;
+    int     rc;
+
+    lo = 0;
+    hi = up->npeers;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+        rc = memcmp(up->peers[mid].key, key, WG_KEY_SIZE);
+
+        if (rc == 0) {
+            return &up->peers[mid];
+        }
+
+        if (rc < 0) {
+            lo = mid + 1;
+
+        } else {
+            hi = mid;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* the device's peers sorted by key, for lookups; NULL when none or ENOMEM */
+
+static const wg_peer_t **
+up_dev_index(const wg_device_t *dev)
+{
+    size_t            i;
+    const wg_peer_t **sorted;
+
+    if (dev == NULL || dev->npeers == 0) {
+        return NULL;
+    }
+
+    sorted = malloc(dev->npeers * sizeof(wg_peer_t *));
+    if (sorted == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < dev->npeers; i++) {
+        sorted[i] = &dev->peers[i];
+    }
+
+    qsort(sorted, dev->npeers, sizeof(wg_peer_t *), up_dev_peer_cmp);
+
+    return sorted;
+}
+
+
+static const wg_peer_t *
+up_dev_find(const wg_peer_t **sorted, size_t n, const uint8_t *key)
+{
+    size_t  lo, hi, mid;
+    int     rc;
+
+    lo = 0;
+    hi = (sorted != NULL) ? n : 0;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+        rc = memcmp(sorted[mid]->public_key, key, WG_KEY_SIZE);
+
+        if (rc == 0) {
+            return sorted[mid];
+        }
+
+        if (rc < 0) {
+            lo = mid + 1;
+
+        } else {
+            hi = mid;
+        }
+    }
+
+    return NULL;
+}
+
+
+static int
+up_on_relay(const wg_up_peer_t *rec, const wg_endpoint_t *ep)
+{
+    return rec->has_relay && ep->sa.sa_family == AF_INET
+           && ep->sin.sin_port == rec->relay_ep.sin_port
+           && ep->sin.sin_addr.s_addr == rec->relay_ep.sin_addr.s_addr;
+}
+
+
+/*
+ * An endpoint the device may keep: any but a loopback address that is
+ * neither this peer's relay endpoint nor what it advertises (the relay
+ * endpoint of an agent that ran before, which nothing listens on now).
+ */
+
+static int
+up_endpoint_usable(const wg_up_peer_t *rec, const wg_endpoint_t *ep)
+{
+    if (ep->sa.sa_family == AF_UNSPEC) {
+        return 0;
+    }
+
+    if (ep->sa.sa_family == AF_INET
+        && (ntohl(ep->sin.sin_addr.s_addr) >> 24) == 127
+        && !up_on_relay(rec, ep)
+        && !(rec->has_direct && wg_endpoint_equal(ep, &rec->direct)))
+    {
+        return 0;
+    }
+
+    return 1;
+}
+
+
+/*
+ * After a map change: the peer records follow the map (a record, with its
+ * path, survives as long as its key stays), and the relay engine gets the
+ * peers it may tunnel to: those with an AppID, one per key (the lowest id,
+ * as on the device).
+ */
+
+static int
+up_paths_update(wg_up_t *up)
+{
+    int                   rc;
+    size_t                i, n, nr;
+    wg_up_peer_t         *recs, *old;
+    wg_relay_peer_t      *rps;
+    const wg_map_node_t  *node;
+
+    n = up->map.npeers;
+
+    recs = calloc(n + 1, sizeof(wg_up_peer_t));
+    rps = calloc(n + 1, sizeof(wg_relay_peer_t));
+
+    if (recs == NULL || rps == NULL) {
+        free(recs);
+        free(rps);
+        return -ENOMEM;
+    }
+
+    for (i = 0; i < n; i++) {
+        node = up->map.peers[i];
+
+        old = up_peer_find(up, node->key);
+
+        if (old != NULL) {
+            recs[i] = *old;
+        }
+
+        memcpy(recs[i].key, node->key, WG_KEY_SIZE);
+        recs[i].id = node->id;
+        recs[i].node = i;
+        snprintf(recs[i].name, sizeof(recs[i].name), "%s", node->name);
+
+        recs[i].has_direct = (node->nendpoints > 0);
+
+        if (node->nendpoints > 0) {
+            recs[i].direct = node->endpoints[0];
+        }
+
+        /* an AppID is what the relay needs to reach it */
+        recs[i].has_relay = (node->app[0] != '\0');
+    }
+
+    qsort(recs, n, sizeof(wg_up_peer_t), up_peer_cmp);
+
+    /* one record per key, the lowest id */
+    for (i = 0, nr = 0; i < n; i++) {
+        if (nr > 0
+            && memcmp(recs[nr - 1].key, recs[i].key, WG_KEY_SIZE) == 0)
+        {
+            continue;
+        }
+
+        recs[nr++] = recs[i];
+    }
+
+    free(up->peers);
+    up->peers = recs;
+    up->npeers = nr;
+
+    /* the relay's table, in the same order */
+    for (i = 0, n = 0; i < nr; i++) {
+        if (!recs[i].has_relay) {
+            continue;
+        }
+
+        node = up->map.peers[recs[i].node];
+
+        memcpy(rps[n].key, node->key, WG_KEY_SIZE);
+        snprintf(rps[n].app, sizeof(rps[n].app), "%s", node->app);
+        snprintf(rps[n].instance, sizeof(rps[n].instance), "%s",
+                 node->instance);
+        n++;
+    }
+
+    if (up->relay != NULL
+        && (n != up->nrelay_peers
+            || (n > 0
+                && memcmp(rps, up->relay_peers, n * sizeof(wg_relay_peer_t))
+                   != 0)))
+    {
+        rc = wg_relay_set_peers(up->relay, rps, n);
+
+        if (rc != 0) {
+            up_log("relay: unable to set %zu peers: %s", n, wg_strerror(rc));
+            free(rps);
+            rps = NULL;
+            n = 0;
+        }
+
+        free(up->relay_peers);
+        up->relay_peers = rps;
+        up->nrelay_peers = n;
+        rps = NULL;
+    }
+
+    free(rps);
+
+    for (i = 0; i < nr; i++) {
+        if (!recs[i].has_relay || up->relay == NULL
+            || wg_relay_endpoint(up->relay, recs[i].key, &recs[i].relay_ep)
+               != 0)
+        {
+            recs[i].has_relay = 0;
+            memset(&recs[i].relay_ep, 0, sizeof(struct sockaddr_in));
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * The endpoint each desired peer gets.  A usable endpoint on the device is
+ * never replaced here — it is the path the device took, roaming included;
+ * only up_paths_tick() changes paths.  A peer without one gets its
+ * path's: the relay endpoint when forced there or when it advertises
+ * nothing, else its first advertised endpoint.  Peers the relay cannot
+ * reach keep the map's choice (wg_peermap_desired()).
+ */
+
+static int
+up_paths_desired(wg_up_t *up, const wg_device_t *actual,
+    wg_device_t *desired)
+{
+    size_t               i;
+    wg_peer_t           *peer;
+    wg_up_peer_t        *rec;
+    wg_path_mode_e       mode;
+    const wg_peer_t     *wp, **sorted;
+
+    mode = up_path_mode(up);
+    sorted = up_dev_index(actual);
+
+    if (sorted == NULL && actual != NULL && actual->npeers > 0) {
+        return -ENOMEM;
+    }
+
+    for (i = 0; i < desired->npeers; i++) {
+        peer = &desired->peers[i];
+        rec = up_peer_find(up, peer->public_key);
+
+        if (rec == NULL || !rec->has_relay) {
+            continue;
+        }
+
+        wp = up_dev_find(sorted, actual ? actual->npeers : 0,
+                         peer->public_key);
+
+        if (wp != NULL && up_endpoint_usable(rec, &wp->endpoint)) {
+            memset(&peer->endpoint, 0, sizeof(wg_endpoint_t));
+            continue;
+        }
+
+        if (mode == WG_PATH_RELAY || (!rec->has_direct
+                                      && mode != WG_PATH_DIRECT))
+        {
+            memset(&peer->endpoint, 0, sizeof(wg_endpoint_t));
+            peer->endpoint.sin = rec->relay_ep;
+
+        } else if (rec->has_direct) {
+            peer->endpoint = rec->direct;
+
+        } else {
+            memset(&peer->endpoint, 0, sizeof(wg_endpoint_t));
+        }
+    }
+
+    free(sorted);
+
+    return 0;
+}
+
+
+/*
+ * Whether the device took packets (the interface's tx counter) while no
+ * direct peer's counter shows bytes sent: WireGuard's sends fail, as they
+ * do when a firewall on this host drops them, and it counts nothing.
+ */
+
+static int
+up_unsent(wg_up_t *up, const wg_device_t *dev, const wg_peer_t **sorted)
+{
+    int                  unsent;
+    char                 path[128], buf[32];
+    size_t               i;
+    FILE                *f;
+    uint64_t             if_tx, tx;
+    const wg_peer_t     *wp;
+    const wg_up_peer_t  *rec;
+
+    snprintf(path, sizeof(path), "/sys/class/net/%s/statistics/tx_packets",
+             up->ifname);
+
+    f = fopen(path, "re");
+    if (f == NULL) {
+        return 0;
+    }
+
+    if_tx = (fgets(buf, sizeof(buf), f) != NULL)
+            ? strtoull(buf, NULL, 10) : 0;
+    fclose(f);
+
+    tx = 0;
+
+    for (i = 0; i < up->npeers; i++) {
+        rec = &up->peers[i];
+        wp = up_dev_find(sorted, dev->npeers, rec->key);
+
+        if (wp != NULL && !up_on_relay(rec, &wp->endpoint)) {
+            tx += wp->tx_bytes;
+        }
+    }
+
+    unsent = (up->if_tx != 0 && if_tx > up->if_tx && tx == up->direct_tx);
+
+    up->if_tx = if_tx;
+    up->direct_tx = tx;
+
+    return unsent;
+}
+
+
+/*
+ * Once a second: each peer's endpoint and counters from the device, its
+ * relay counters, one step of its path machine (path.c) and what that
+ * asks for.  A path change also sets the keepalive to 0 and back, which
+ * makes WireGuard send one at once on the new path: the peer's device
+ * roams to it without waiting for traffic.
+ */
+
+static void
+up_paths_tick(wg_up_t *up)
+{
+    int                rc, unsent;
+    char               text[INET6_ADDRSTRLEN + 16];
+    size_t             i, nch;
+    wg_peer_t         *ch;
+    wg_device_t       *dev, *changes, *kicks;
+    wg_up_peer_t      *rec;
+    wg_backend_e       backend;
+    wg_io_stats_t      io;
+    wg_path_obs_t      obs;
+    wg_path_mode_e     mode, before;
+    wg_path_action_e   a;
+    const wg_peer_t   *wp, **sorted;
+    wg_relay_stats_t   st;
+
+    if (!up->map.has_full || up->dirty || up->npeers == 0) {
+        return;
+    }
+
+    backend = wgctl_backend;
+    if (backend == WG_BACKEND_AUTO) {
+        backend = wg_backend_pick(up->ifname);
+    }
+
+    rc = wg_device_get(up->ifname, backend, &dev);
+    if (rc != 0) {
+        return;
+    }
+
+    /* a fresh read is a better shadow than the old one */
+    up_forget_device(up);
+    up->shadow = dev;
+
+    sorted = up_dev_index(dev);
+    changes = wg_device_new(up->ifname);
+    kicks = wg_device_new(up->ifname);
+
+    if ((sorted == NULL && dev->npeers > 0) || changes == NULL
+        || kicks == NULL)
+    {
+        goto done;
+    }
+
+    mode = up_path_mode(up);
+    unsent = up_unsent(up, dev, sorted);
+    nch = 0;
+
+    for (i = 0; i < up->npeers; i++) {
+        rec = &up->peers[i];
+        wp = up_dev_find(sorted, dev->npeers, rec->key);
+
+        if (wp == NULL) {
+            continue;
+        }
+
+        memset(&st, 0, sizeof(wg_relay_stats_t));
+
+        if (rec->has_relay && up->relay != NULL
+            && wg_relay_stats(up->relay, rec->key, &st) == 0)
+        {
+            if (memcmp(&st, &rec->relay, sizeof(st)) != 0) {
+                up->counters_dirty = 1;
+            }
+
+            rec->relay = st;
+        }
+
+        memset(&obs, 0, sizeof(wg_path_obs_t));
+        obs.now = up_now();
+        obs.rx_bytes = wp->rx_bytes;
+        obs.tx_bytes = wp->tx_bytes;
+        obs.relay_rx = st.rx_bytes;
+        obs.relay_tx = st.tx_bytes;
+        obs.has_direct = rec->has_direct;
+        obs.has_relay = rec->has_relay;
+        obs.on_relay = up_on_relay(rec, &wp->endpoint);
+        obs.has_endpoint = up_endpoint_usable(rec, &wp->endpoint);
+        obs.unsent = unsent;
+
+        if (obs.rx_bytes != rec->path.direct_rx + st.rx_bytes
+            || obs.tx_bytes != rec->path.direct_tx + st.tx_bytes)
+        {
+            up->counters_dirty = 1;
+        }
+
+        before = rec->path.path;
+        a = wg_path_step(&rec->path, &up->path_conf, mode, &obs);
+
+        if (a != WG_PATH_KEEP) {
+            ch = wg_device_add_peer(changes, rec->key);
+
+            if (ch == NULL || wg_device_add_peer(kicks, rec->key) == NULL) {
+                goto done;
+            }
+
+            if (a == WG_PATH_SET_RELAY) {
+                ch->endpoint.sin = rec->relay_ep;
+
+            } else {
+                ch->endpoint = rec->direct;
+            }
+
+            ch->flags = WG_PEER_HAS_KEEPALIVE;
+            ch->keepalive = 0;
+
+            ch = &kicks->peers[kicks->npeers - 1];
+            ch->flags = WG_PEER_HAS_KEEPALIVE;
+            ch->keepalive = WG_MAP_KEEPALIVE;
+            nch++;
+        }
+
+        if (rec->path.event != NULL) {
+            if (a == WG_PATH_SET_RELAY) {
+                wg_endpoint_format(text, sizeof(text),
+                                   &changes->peers[changes->npeers - 1]
+                                    .endpoint);
+
+            } else if (a == WG_PATH_SET_DIRECT || !obs.on_relay) {
+                wg_endpoint_format(text, sizeof(text),
+                                   a == WG_PATH_SET_DIRECT ? &rec->direct
+                                                           : &wp->endpoint);
+            } else {
+                text[0] = '\0';
+            }
+
+            up_log("path: %s.%s: %s%s%s", rec->name, WG_HOSTS_DOMAIN,
+                   rec->path.event, text[0] ? " " : "", text);
+        }
+
+        if (rec->path.path != before || rec->path.event != NULL) {
+            up->status_dirty = 1;
+        }
+    }
+
+    if (nch == 0) {
+        goto done;
+    }
+
+    memset(&io, 0, sizeof(io));
+    rc = wg_device_set(changes, backend, &io);
+
+    if (rc == 0) {
+        rc = wg_device_set(kicks, backend, &io);
+    }
+
+    if (rc != 0) {
+        up_log("path: unable to set %zu endpoint%s on \"%s\": %s", nch,
+               nch == 1 ? "" : "s", up->ifname, wg_strerror(rc));
+        up_forget_device(up);
+        goto done;
+    }
+
+    if (wg_device_apply(up->shadow, changes) != 0
+        || wg_device_apply(up->shadow, kicks) != 0)
+    {
+        up_forget_device(up);
+    }
+
+done:
+
+    free(sorted);
+    wg_device_free(changes);
+    wg_device_free(kicks);
+}
+
+
+/* what runs whether or not a request is in flight */
+
+static void
+up_background(wg_up_t *up)
+{
+    long long  now;
+
+    now = up_now();
+
+    if (up->relay == NULL && up->relay_socket != NULL
+        && now >= up->next_relay)
+    {
+        up_relay_start(up);
+    }
+
+    if (now >= up->next_path) {
+        up->next_path = now + WG_UP_PATH_TICK;
+        up_paths_tick(up);
+    }
+
+    if (up->status_dirty
+        || (up->counters_dirty && now >= up->next_status))
+    {
+        up_status_write(up);
+    }
+}
+
+
 /* --- the control plane ------------------------------------------------- */
 
 
@@ -1339,10 +2349,9 @@ up_tick(void *data)
 
     if (now >= up->next_sync) {
         up_sync(up, !up->dirty);
-
-    } else if (up->status_dirty) {
-        up_status_write(up);
     }
+
+    up_background(up);
 
     return 0;
 }
@@ -1803,6 +2812,17 @@ up_cleanup(wg_up_t *up)
     }
 
     wg_memzero(up->private_key, sizeof(up->private_key));
+
+    if (up->relay != NULL) {
+        wg_relay_stop(up->relay);
+        up->relay = NULL;
+    }
+
+    free(up->relay_peers);
+    up->relay_peers = NULL;
+    free(up->peers);
+    up->peers = NULL;
+
     wg_peermap_free(&up->map);
     up_forget_device(up);
 
@@ -1844,6 +2864,11 @@ up_main(int argc, char **argv)
     up.backoff_max = WG_UP_BACKOFF_MAX;
     up.ctrl.connect_timeout = WG_UP_CONNECT_TIMEOUT;
     up.pid_fd = -1;
+    up.relay_socket = WG_UP_RELAY_SOCKET;
+    up.relay_gid = -1;
+    up.relay_keepalive = WG_RELAY_KEEPALIVE;
+    up.path_conf.timeout = WG_PATH_TIMEOUT;
+    up.path_conf.retry = WG_PATH_RETRY;
     wg_allowedip_parse(&up.prefix, WG_UP_PREFIX);
 
     if (up_options(&up, argc, argv) != 0) {
@@ -1895,6 +2920,7 @@ up_main(int argc, char **argv)
            up.node_key);
 
     up_sync(&up, 1);
+    up_relay_start(&up);
     up_status_write(&up);
 
     while (!up_stop) {
@@ -1921,7 +2947,7 @@ up_main(int argc, char **argv)
                 up_status_write(&up);
                 delay = up_backoff(&up);
                 up_log("register: again in %ld ms", delay);
-                up_wait(delay);
+                up_wait(&up, delay);
                 continue;
             }
 
@@ -1948,7 +2974,7 @@ up_main(int argc, char **argv)
 
         delay = up_backoff(&up);
         up_log("map: reconnecting in %ld ms", delay);
-        up_wait(delay);
+        up_wait(&up, delay);
     }
 
     up_log("stopping (signal %d)", (int) up_stop);

@@ -54,6 +54,8 @@ static const wgctl_command_t  wgctl_commands[] = {
       "Runs the node agent: joins the VPC and keeps the device in step" },
     { "status", status_main,
       "Shows the agent's view: this node and its peers" },
+    { "relay", relay_main,
+      "Runs the WireGuard relay engine alone (tests, benches)" },
 
     /* the server side, on the VPC's Redis */
     { "nodes", nodes_main,

@@ -28,6 +28,9 @@ int pubkey_main(int argc, char **argv);
 int up_main(int argc, char **argv);
 int status_main(int argc, char **argv);
 
+/* relay_main.c: the relay engine alone, for tests and benches */
+int relay_main(int argc, char **argv);
+
 /* admin.c: the server side, on its Redis */
 int nodes_main(int argc, char **argv);
 int preauthkeys_main(int argc, char **argv);

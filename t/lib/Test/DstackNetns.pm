@@ -13,6 +13,9 @@ package Test::DstackNetns;
 #   my $pid = $net->wireguard_go('a', $ifname);  # foreground, tracked
 #   my %ip = $net->lan('10.201.0', qw(srv a b)); # one bridge, 10.201.0.1..
 #   my $hosts = $net->hosts_file('a');           # /etc/hosts inside 'a'
+#   $net->firewall('a', tcp_out => ['10.201.0.2:443'], udp => 0,
+#       only => 1);                              # nftables on a's lan0
+#   $net->block_udp('a'); $net->unblock_udp('a'); $net->udp_dropped('a');
 
 use strict;
 use warnings;
@@ -193,6 +196,97 @@ sub run {
 
     return ($? >> 8, $out);
 }
+
+# nftables in a namespace, on its "lan0" only (loopback and VPN devices
+# are never filtered); the namespace's own table, replaced at each call:
+#   udp     => 0|1        drop UDP both ways, established flows included;
+#                         or let it through (with only)
+#   only    => 1          drop everything else but what is listed here and
+#                         the replies of allowed connections
+#   tcp_out => ['<ip>:<port>', ...]   connections it may open (with only)
+#   tcp_in  => ['<ip>:<port>', ...]   from <ip> to its own <port>
+# Needs nft (Debian's nftables); dies when the rules do not load.
+sub firewall {
+    my ($self, $name, %o) = @_;
+
+    my $fw = $self->{fw}{$name} = { %{$self->{fw}{$name} || {}}, %o };
+    my $ns = $self->netns($name);
+    my (@in, @out);
+
+    push @in, 'iifname != "lan0" accept';
+    push @out, 'oifname != "lan0" accept';
+
+    if (defined $fw->{udp} && !$fw->{udp}) {
+        push @in, 'meta l4proto udp counter name udp_dropped drop';
+        push @out, 'meta l4proto udp counter name udp_dropped drop';
+    }
+
+    if ($fw->{only}) {
+        push @in, 'ct state established,related accept';
+        push @out, 'ct state established,related accept';
+
+        for (@{$fw->{tcp_out} || []}) {
+            my ($ip, $port) = /^([\d.]+):(\d+)$/ or die "tcp_out: $_\n";
+            push @out, "ip daddr $ip tcp dport $port accept";
+        }
+
+        for (@{$fw->{tcp_in} || []}) {
+            my ($ip, $port) = /^([\d.]+):(\d+)$/ or die "tcp_in: $_\n";
+            push @in, "ip saddr $ip tcp dport $port accept";
+        }
+
+        if ($fw->{udp}) {
+            push @in, 'meta l4proto udp accept';
+            push @out, 'meta l4proto udp accept';
+        }
+
+        push @in, 'counter name other_dropped drop';
+        push @out, 'counter name other_dropped drop';
+    }
+
+    my $rules = "table inet dstack_fw\ndelete table inet dstack_fw\n"
+        . "table inet dstack_fw {\n"
+        . "    counter udp_dropped {\n    }\n"
+        . "    counter other_dropped {\n    }\n"
+        . "    chain in {\n"
+        . "        type filter hook input priority 0; policy accept;\n"
+        . join('', map { "        $_\n" } @in) . "    }\n"
+        . "    chain out {\n"
+        . "        type filter hook output priority 0; policy accept;\n"
+        . join('', map { "        $_\n" } @out) . "    }\n"
+        . "}\n";
+
+    my $pid = open(my $fh, '|-') // die "fork: $!";
+
+    if ($pid == 0) {
+        open STDOUT, '>', '/dev/null';
+        exec('ip', 'netns', 'exec', $ns, 'nft', '-f', '-')
+            or POSIX::_exit(127);
+    }
+
+    print $fh $rules;
+    close $fh or die "nft in $ns failed ($?):\n$rules";
+
+    return $self;
+}
+
+sub block_udp { $_[0]->firewall($_[1], udp => 0) }
+sub unblock_udp { $_[0]->firewall($_[1], udp => 1) }
+
+# packets the firewall dropped: ('udp' or 'other'), or undef without one
+sub dropped {
+    my ($self, $name, $what) = @_;
+
+    return undef unless $self->{fw}{$name};
+
+    my ($rc, $out) = $self->run($name, 'nft', 'list', 'counter', 'inet',
+        'dstack_fw', ($what // 'udp') . '_dropped');
+    my ($n) = $out =~ /packets (\d+)/;
+
+    return $rc == 0 ? $n : undef;
+}
+
+sub udp_dropped { $_[0]->dropped($_[1], 'udp') }
 
 # wireguard-go in the foreground, in the background; killed at the end
 sub wireguard_go {

@@ -24,6 +24,13 @@ package Test::Dstack::FakeControl;
 #   close                        end every stream
 #   forget  {name}               drop a node (PeersRemoved to the others):
 #                                its next map answers 401
+#   set     {name, app, instance, endpoints}
+#                                a node's AppID, InstanceID, Endpoints
+#                                (PeersChanged to the others)
+#   wgpath  {path}               "WGPath" of the next full maps (null: none)
+#
+# Nodes get AppID from --app-id (none without it, or "app" given to add/
+# set) and InstanceID from their RegisterRequest.
 
 use strict;
 use warnings;
@@ -58,6 +65,7 @@ sub command {
 
 my (%nodes, %keys, @requests, %conns);
 my ($next_id, $keepalive, $sel) = (1, 30, undef);
+my ($app_id, $wg_path);
 
 sub main {
     my @args = @ARGV;
@@ -65,7 +73,8 @@ sub main {
 
     GetOptionsFromArray(\@args, 'listen=s' => \$listen,
         'control=s' => \$control, 'key=s' => \@keys,
-        'keepalive=f' => \$keepalive) or die "usage\n";
+        'keepalive=f' => \$keepalive, 'app-id=s' => \$app_id,
+        'wg-path=s' => \$wg_path) or die "usage\n";
 
     for (@keys) {
         my ($k, $flag) = split /:/;
@@ -176,7 +185,10 @@ sub answer {
 
 sub node_json {
     my ($n) = @_;
+    my $app = exists $n->{app} ? $n->{app} : $app_id;
     return {
+        (defined $app ? (AppID => $app) : ()),
+        InstanceID => $n->{instance} // '',
         ID => $n->{id}, StableID => "s$n->{id}",
         Name => "$n->{name}.dstack.internal.", Key => $n->{key},
         Addresses => ["$n->{ip}/32"], AllowedIPs => ["$n->{ip}/32"],
@@ -220,7 +232,8 @@ sub register {
 
         my $id = $next_id++;
         $n = $nodes{$id} = { id => $id, key => $key, name => $name,
-            ip => '100.128.0.' . (10 + $id), ephemeral => $req->{Ephemeral} };
+            ip => '100.128.0.' . (10 + $id), ephemeral => $req->{Ephemeral},
+            instance => $req->{InstanceID} };
         broadcast({ PeersChanged => [node_json($n)] }, $n);
     }
 
@@ -273,6 +286,7 @@ sub map_request {
         DNSConfig => { Domains => ['dstack.internal'], Routes => {} },
         Domain => 'dstack.internal', CollectServices => JSON::PP::false,
         ControlTime => '2026-11-26T12:00:00Z',
+        (defined $wg_path ? (WGPath => $wg_path) : ()),
     });
 
     broadcast({ PeersChanged => [node_json($n)] }, $n);
@@ -352,6 +366,21 @@ sub control {
             syswrite($n->{stream}, "0\r\n\r\n");
             close_conn($n->{stream});
         }
+        return { ok => 1 };
+    }
+
+    if ($c eq 'set') {
+        my ($n) = grep { $_->{name} eq ($cmd->{name} // '') } values %nodes;
+        return { error => "no node $cmd->{name}" } unless $n;
+        for my $f (qw(app instance endpoints)) {
+            $n->{$f} = $cmd->{$f} if exists $cmd->{$f};
+        }
+        broadcast({ PeersChanged => [node_json($n)] }, $n);
+        return { ok => 1 };
+    }
+
+    if ($c eq 'wgpath') {
+        $wg_path = $cmd->{path};
         return { ok => 1 };
     }
 

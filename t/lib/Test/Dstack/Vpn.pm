@@ -304,6 +304,11 @@ sub perl_daemon {
 #   $vpn->vpc(nodes => [qw(n1 n2 n3)], server_conf => '...');
 #   my $key = $vpn->preauth_key('n1');         # REST, through n1's mesh
 #   $vpn->join_vpc('n1', auth_key => $key);    # wgctl up through the mesh
+#
+# vpc(udp => 0) drops UDP between the nodes and all but the gateway's TCP
+# (nftables, isolate()); block_udp()/unblock_udp() toggle UDP for one node.
+# Each node's :443 is conf/backend.conf.template rendered, with its relay
+# location proxying to relay_socket(), which join_vpc() hands to wgctl.
 
 our $SERVER_APP = '5e77e75e77e75e77e75e77e75e77e75e77e75e77';
 
@@ -324,6 +329,11 @@ sub vpc {
         nodes => \@nodes,
         n => {},
         keepalive => $o{keepalive},
+        allow => $o{allow},
+        node_allow => $o{node_allow},
+        relay_tunnels => $o{relay_tunnels},
+        udp => $o{udp} // 1,
+        relay => $o{relay},
     };
 
     my %ip = $net->lan($v->{net}, 'srv', 'gw', @nodes);
@@ -355,7 +365,43 @@ sub vpc {
         $self->nginx($name, "vpc-$name.conf");
     }
 
+    # the dstack reality: a CVM reaches the gateway (and the server) over
+    # TCP, only the gateway reaches into it, no UDP between CVMs
+    if (!$v->{udp}) {
+        $self->isolate($_) for @nodes;
+    }
+
     return $v;
+}
+
+# nftables in a node: only TCP to the gateway's and the server's :443 out,
+# from the gateway to its :443 in; UDP blocked ('udp_dropped' counts it)
+sub isolate {
+    my ($self, $name) = @_;
+
+    my $ip = $self->{vpc}{ip};
+
+    $self->{net}->firewall($name, only => 1, udp => 0,
+        tcp_out => ["$ip->{gw}:443", "$ip->{srv}:443"],
+        tcp_in => ["$ip->{gw}:443"]);
+
+    return $self;
+}
+
+sub block_udp { $_[0]{net}->block_udp($_[1]); $_[0] }
+sub unblock_udp { $_[0]{net}->unblock_udp($_[1]); $_[0] }
+sub udp_dropped { $_[0]{net}->udp_dropped($_[1]) }
+
+# whether this wgctl has the relay path ("wgctl up --relay-socket")
+sub relay_supported {
+    my ($self) = @_;
+
+    my $wgctl = $self->wgctl();
+
+    $self->{relay_supported} //=
+        (`'$wgctl' up --help 2>&1` =~ /--relay-socket/ ? 1 : 0);
+
+    return $self->{relay_supported};
 }
 
 sub vpc_info { $_[0]{vpc} }
@@ -433,6 +479,70 @@ $map        default 127.0.0.1:1;
 EOF
 }
 
+# the node's :443 as the image renders it: conf/backend.conf.template with
+# conf/wg-relay.conf.template included, so the relay location
+# (/.dstack/wg-relay) and everything else in front of the backend cannot
+# drift from what ships; its backend is 127.0.0.1:8081
+sub _backend_conf {
+    my ($self, $name) = @_;
+
+    my $t = $self->{t};
+    my $d = $t->testdir();
+    my $v = $self->{vpc};
+    my $c = $v->{n}{$name}{cert};
+    my $sock = $self->relay_socket($name);
+
+    my $b = $t->read_file($t->repo() . '/conf/backend.conf.template');
+    die "conf/backend.conf.template not found\n" unless length $b;
+
+    # a node's relay end, included in :443 as the entry script does
+    my $relay = $t->read_file($t->repo() . '/conf/wg-relay.conf.template');
+
+    my %var = (
+        MESH_BACKEND => '127.0.0.1:8081',
+        MESH_ALLOW => $v->{node_allow} // 'any',
+        VPC_ALLOWED_APPS => $v->{allow} // 'any',
+        WG_RELAY_TUNNELS => $v->{relay_tunnels} // 256,
+        WG_RELAY_SOCKET => $sock,
+    );
+
+    # comments go first: they name the placeholders too
+    $relay =~ s/^\s*#.*\n//mg;
+    $b =~ s/^\s*#.*\n//mg;
+
+    $relay =~ s/\$\{(\w+)\}/exists $var{$1} ? $var{$1} : "\${$1}"/ge;
+    $var{BACKEND_INCLUDES} = $relay;
+
+    $b =~ s/\$\{(\w+)\}/exists $var{$1} ? $var{$1} : "\${$1}"/ge;
+    $b =~ s{/etc/dstack/mesh/cert\.pem}{$c->{chain}}g;
+    $b =~ s{/etc/dstack/mesh/key\.pem}{$c->{key}}g;
+    $b =~ s{/etc/dstack/mesh/ca\.pem}{$c->{root}}g;
+    # the relay's Unix socket, wherever the image puts it
+    $b =~ s{unix:/[^\s:;]*relay[^\s:;]*}{unix:$sock}g;
+    $b =~ s{^(\s*listen\s+)443\b}{$1$v->{ip}{$name}:443}m
+        or die "conf/backend.conf.template: no \"listen 443\"\n";
+
+    die "conf/backend.conf.template: unknown placeholder $1\n"
+        if $b =~ /(\$\{\w+\})/;
+
+    return $b;
+}
+
+sub relay_socket {
+    my ($self, $name) = @_;
+    return $self->{t}->testdir() . "/relay-$name.sock";
+}
+
+# the files a node's :8080 serves under /data/ (over the VPN)
+sub data_dir {
+    my ($self, $name) = @_;
+
+    my $dir = $self->{t}->testdir() . "/www-$name";
+    mkdir $dir;
+
+    return $dir;
+}
+
 sub _node_conf {
     my ($self, $name) = @_;
 
@@ -445,6 +555,7 @@ sub _node_conf {
     die "conf/node-mesh.conf not found\n" unless length $mesh;
 
     mkdir "$d/vpc-files-$name";
+    my $data = $self->data_dir($name);
 
     $mesh =~ s/\$\{DSTACK_GATEWAY\}/$v->{domain}:443 address=$v->{ip}{gw}:443/g;
     $mesh =~ s/\$\{DSTACK_RESOLVER\}/127.0.0.1:53/g;
@@ -454,26 +565,26 @@ sub _node_conf {
     $mesh =~ s{/var/run/dstack\.sock}{$d/dstack-$name.sock}g;
     $mesh =~ s{/run/dstack-vpc/vpc/}{$d/vpc-files-$name/}g;
 
+    my $backend = $self->_backend_conf($name);
+
     return $self->globals("vpc-$name") . "events {\n}\n\nhttp {\n"
         . $self->_http_globals("vpc-$name") . <<"EOF";
 
 $mesh
 
-    # a peer's mesh arrives here: its app id from its certificate
+# a peer's mesh arrives at :443 (conf/backend.conf.template)
+$backend
+
+    # the app behind :443: its caller's app id from the certificate
     server {
-        listen $v->{ip}{$name}:443 ssl;
-
-        ssl_certificate $c->{chain};
-        ssl_certificate_key $c->{key};
-        ssl_client_certificate $c->{root};
-        ssl_verify_client on;
-        ssl_verify_depth 3;
-
-        dstack_auth on;
-        dstack_auth_allow any;
+        listen 127.0.0.1:8081;
 
         location / {
-            return 200 "$name via mesh from \$dstack_app_id\\n";
+            return 200 "$name via mesh from \$http_x_dstack_app_id\\n";
+        }
+
+        location /data/ {
+            alias $data/;
         }
     }
 
@@ -483,6 +594,10 @@ $mesh
 
         location / {
             return 200 "$name\\n";
+        }
+
+        location /data/ {
+            alias $data/;
         }
     }
 }
@@ -508,6 +623,79 @@ sub mesh {
     return ($code // 0, $body // $out);
 }
 
+# A relay dial by hand, from a node through its mesh to a peer's relay
+# location (docs/wg-relay.md), as wgctl's engine would: the Upgrade
+# request, then at once "frames" WireGuard-shaped datagrams (type 4,
+# 64 bytes) behind it, and the same again after a 101.  Returns (status, what followed the headers or
+# the error body).
+#   app, instance   the target (x-dstack-target-*)
+#   from, to        WG-Relay-From/-To, 64 hex (undef: header left out)
+#   frames          how many datagrams to push (default 16)
+sub relay_request {
+    my ($self, $name, %o) = @_;
+
+    my @h = ('GET /.dstack/wg-relay HTTP/1.1', 'Host: 127.0.0.1',
+        'Connection: Upgrade', 'Upgrade: dstack-wg-relay',
+        "x-dstack-target-app: $o{app}", 'x-dstack-target-port: 443');
+    push @h, "x-dstack-target-instance: $o{instance}" if $o{instance};
+    push @h, "WG-Relay-From: $o{from}" if defined $o{from};
+    push @h, "WG-Relay-To: $o{to}" if defined $o{to};
+
+    my $frame = pack('n', 64) . "\x04\0\0\0" . ("\xee" x 60);
+    my $frames = $frame x ($o{frames} // 16);
+    my $req = join("\r\n", @h) . "\r\n\r\n";
+
+    # the frames go right behind the request (a refused dial must not
+    # deliver them) and, after a 101, once more
+    my $code = <<'EOF';
+use IO::Socket::INET; use IO::Select;
+my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:80', Timeout => 10)
+    or die "connect: $!\n";
+binmode $s; binmode STDIN;
+my $n = <STDIN>; local $/; my $in = <STDIN>;
+my $frames = substr($in, -$n); my $req = substr($in, 0, -$n) . $frames;
+syswrite($s, $req) == length $req or die "write: $!\n";
+my ($buf, $sel, $end) = ('', IO::Select->new($s), time + 15);
+while (time < $end && $sel->can_read($end - time)) {
+    last unless sysread($s, $buf, 65536, length $buf);
+    last if $buf =~ /^HTTP\/1\.1 101/ && $buf =~ /\r\n\r\n/;
+}
+if ($buf =~ /^HTTP\/1\.1 101/) {
+    syswrite($s, $frames);
+    sleep 1;
+}
+print $buf;
+EOF
+
+    $req = length($frames) . "\n" . $req . $frames;
+
+    my $ns = $self->{net}->netns($name);
+    my $tmp = $self->{t}->testdir() . "/relay-request-$$.bin";
+    open my $fh, '>', $tmp or die "$tmp: $!";
+    binmode $fh;
+    print $fh $req;
+    close $fh;
+
+    my $pid = open(my $rd, '-|') // die "fork: $!";
+
+    if ($pid == 0) {
+        open STDIN, '<', $tmp or POSIX::_exit(126);
+        open STDERR, '>&', \*STDOUT;
+        exec('ip', 'netns', 'exec', $ns, $^X, '-e', $code)
+            or POSIX::_exit(127);
+    }
+
+    binmode $rd;
+    my $out = do { local $/; <$rd> } // '';
+    close $rd;
+    unlink $tmp;
+
+    my ($status) = $out =~ m{^HTTP/1\.[01] (\d{3})};
+    my ($rest) = $out =~ /\r\n\r\n(.*)$/s;
+
+    return ($status // 0, $rest // $out);
+}
+
 # a pre-auth key from the VPC API (seed-compatible REST) through the mesh
 sub preauth_key {
     my ($self, $name, %o) = @_;
@@ -520,18 +708,33 @@ sub preauth_key {
     return $code == 200 ? $j->{pre_auth_key} : undef;
 }
 
-# wgctl up in a node, through its mesh, to the VPC server
+# wgctl up in a node, through its mesh, to the VPC server; with the relay
+# path when wgctl has it (relay => 0: without), and its options
+# relay_keepalive, path (auto|direct|relay), path_timeout, direct_retry
 sub join_vpc {
     my ($self, $name, %o) = @_;
 
     my $n = $self->{vpc}{n}{$name};
+
+    my @relay;
+
+    if ($o{relay} // $self->{vpc}{relay} // $self->relay_supported()) {
+        @relay = ('--relay-socket', $self->relay_socket($name));
+        push @relay, '--relay-keepalive', $o{relay_keepalive}
+            if $o{relay_keepalive};
+        push @relay, '--path', $o{path} if $o{path};
+        push @relay, '--path-timeout', $o{path_timeout}
+            if $o{path_timeout};
+        push @relay, '--direct-retry', $o{direct_retry}
+            if $o{direct_retry};
+    }
 
     return $self->agent($name, server => 'http://127.0.0.1:80',
         target_app => $SERVER_APP, auth_key => $o{auth_key},
         keepalive => $o{keepalive} // $self->{vpc}{keepalive} // 30,
         max_backoff => $o{max_backoff},
         state_dir => $o{state_dir},
-        args => ['--instance-id', $o{instance} // $n->{instance},
+        args => ['--instance-id', $o{instance} // $n->{instance}, @relay,
             @{$o{args} || []}]);
 }
 
