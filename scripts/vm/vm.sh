@@ -162,8 +162,6 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /run
-# the initramfs is writable already: /tmp keeps the files --file put there
-[ "$VM_FLAVOUR" = generic ] && mount -t tmpfs tmpfs /tmp
 ln -sfn /run /var/run
 
 while read -r m; do
@@ -185,7 +183,9 @@ if [ "$VM_FLAVOUR" = generic ]; then
         mount -t overlay overlay \
             -o lowerdir=/mnt/host,upperdir=/mnt/rw/upper,workdir=/mnt/rw/work \
             /mnt/root
-        for d in proc sys dev run tmp; do
+        # /tmp is the host's, under the overlay: test directories there
+        # are seen as they were at boot, writes stay in the guest
+        for d in proc sys dev run; do
             mkdir -p /mnt/root/$d && mount --move /$d /mnt/root/$d
         done
         mkdir -p /mnt/root/vm && cp -a /vm/. /mnt/root/vm/

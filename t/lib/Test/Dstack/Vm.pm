@@ -218,7 +218,10 @@ sub start {
         setpgrp(0, 0);
         open STDOUT, '>', "$self->{dir}/$name.vmsh" or die;
         open STDERR, '>&', \*STDOUT or die;
-        exec $VM_SH, 'run', @args or die "exec $VM_SH: $!";
+        # QEMU's user-mode NAT lives where QEMU runs: in a namespace, the
+        # guest's 10.0.2.2 is that namespace's loopback
+        my @ns = $opt{netns} ? ('ip', 'netns', 'exec', $opt{netns}) : ();
+        exec @ns, $VM_SH, 'run', @args or die "exec $VM_SH: $!";
     }
 
     my $g = { vm => $self, name => $name, pid => $pid, t0 => time };
