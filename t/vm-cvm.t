@@ -197,8 +197,9 @@ for my $name (@nodes) {
 my $took = time - $t0;
 my %s = map { $_ => Test::Dstack::Vm::sections($vm->output($g{$_})) } @nodes;
 
-diag(sprintf('two CVM-shaped guests: prepare %.1f s, run %.1f s',
-    $vm->prepare_seconds(), $took));
+diag(sprintf('two CVM-shaped guests: prepare %.1f s (the kit, cached when '
+    . '~0), boot to the script %s s, whole run %.1f s', $vm->prepare_seconds(),
+    join(' / ', map { $s{$_}{_uptime} // '?' } @nodes), $took));
 
 for my $name (@nodes) {
     my ($other) = grep { $_ ne $name } @nodes;

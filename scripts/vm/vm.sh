@@ -90,6 +90,14 @@ kernel_pkg() {
     pkg=$(apt-cache depends "$meta" 2>/dev/null \
           | sed -n 's/^ *Depends: \(linux-image-[0-9].*\)$/\1/p' | head -1)
 
+    # a clean image may have no package lists yet
+    if [ -z "$pkg" ] && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq >&2 || true
+        pkg=$(apt-cache depends "$meta" 2>/dev/null \
+              | sed -n 's/^ *Depends: \(linux-image-[0-9].*\)$/\1/p' \
+              | head -1)
+    fi
+
     [ -n "$pkg" ] || die "apt-cache knows no $meta (run apt-get update)"
     echo "$pkg"
 }
@@ -284,9 +292,14 @@ file_static() {
 
 prepare() {
     flavour=${1:-cloud}
-    need "$QEMU"
-    kernel_fetch "$flavour"
-    initramfs_build "$flavour"
+    need "$QEMU" flock
+    mkdir -p "$VMDIR"
+    # tests run in parallel (prove -j): one builder at a time
+    (
+        flock 9
+        kernel_fetch "$flavour"
+        initramfs_build "$flavour"
+    ) 9>"$VMDIR/.lock"
 }
 
 run() {
