@@ -134,6 +134,10 @@ my $midconf = write_file('mid.conf', conf($priv, 51820, 0x1234, @quiet[0 .. 199]
     =~ s/^Endpoint = .*\n//mgr);
 my $smallconf = write_file('small.conf',
     conf($priv, 51820, 0x1234, @big[0 .. 2]));
+my @many = map { sprintf('10.%d.%d.%d/32', 100 + int($_ / 65536),
+    int($_ / 256) % 256, $_ % 256) } 0 .. 2999;
+my $bigpeer = write_file('bigpeer.conf', conf(key(), 51830, 0,
+    { key => key(), ep => '192.0.2.99:5555', aips => \@many }));
 
 # a second device on the same port: the kernel refuses it (EADDRINUSE)
 my $clash = write_file('clash.conf', conf(key(), 51820, 0));
@@ -246,6 +250,13 @@ wgctl create wg1 >/dev/null 2>&1 && ip link set wg1 up
 step in_use timeout -s KILL 60 wgctl setconf wg1 /tmp/clash.conf
 step bad_key wgctl setconf wg1 /tmp/badkey.conf
 step dump_two dumps
+# one peer whose allowed IPs fill several messages: split on the way in,
+# merged back from the kernel's split dump on the way out
+wgctl create wgb
+timed bigpeer wgctl -v setconf wgb /tmp/bigpeer.conf
+step bigpeer_dump dumps
+step bigpeer_ips sh -c 'wg show wgb allowed-ips | tr "\\t " "\\n\\n" | grep / | sort | md5sum'
+ip link del wgb
 
 # the device deleted while wgctl applies: an error, never a hang
 gone() {
@@ -343,7 +354,7 @@ EOF
 my $t0 = time;
 my $r = $vm->run($script, net => 'user', timeout => 600,
     files => { '/tmp/big.conf' => $big, '/tmp/quiet.conf' => $quiet,
-               '/tmp/mid.conf' => $midconf, '/tmp/small.conf' => $smallconf, '/tmp/next.conf' => $next,
+               '/tmp/mid.conf' => $midconf, '/tmp/bigpeer.conf' => $bigpeer, '/tmp/small.conf' => $smallconf, '/tmp/next.conf' => $next,
                '/tmp/clash.conf' => $clash, '/tmp/badkey.conf' => $badkey,
                '/tmp/node.key' => $node_key });
 my $s = $r->{sections};
@@ -428,6 +439,15 @@ sec_ok('in_use', qr/unable to modify interface "wg1": Address (already )?in use/
     'a listen port in use: the kernel\'s EADDRINUSE, clearly', 1);
 sec_ok('bad_key', qr/line \d+: .*PublicKey/i, 'a bad key: its line', 1);
 sec_ok('dump_two', qr/^SAME$/m, 'two devices: wgctl dump equals wg dump');
+
+my ($nbig) = ($s->{bigpeer}{out} // '') =~ /sent (\d+) requests/;
+sec_ok('bigpeer', qr/1 added, 0 removed.*sent \d+ requests/,
+    'setconf: one peer with 3000 allowed IPs');
+ok(($nbig // 0) > 1, "its allowed IPs split across messages ($nbig)");
+$md5 = md5_of(join '', map { "$_\n" } sort @many);
+sec_ok('bigpeer_ips', qr/^\Q$md5\E/, 'the kernel holds all 3000');
+sec_ok('bigpeer_dump', qr/^SAME$/m,
+    'wgctl merges the kernel\'s split dump of that peer: dump equal');
 
 my @gone = ($s->{gone}{out} // '') =~ /^attempt \d+ rc (\d+) ?(.*)$/mg;
 my ($mid, $bad) = (0, 0);
