@@ -28,7 +28,7 @@ my $t = Test::Dstack->new()->has(qw(wgctl wg ping nft));
 my $net = Test::DstackNetns->new()
     or $t->skip_all($Test::DstackNetns::WHY);
 
-$t->plan(29);
+$t->plan(31);
 
 my $d = $t->testdir();
 my %ip = $net->lan('10.201.0', qw(srv a b c));
@@ -148,6 +148,15 @@ like($vpn->log('a'), qr/path: b\.dstack\.internal: relay \(no answer over direct
 ok($vpn->wg_dump('a')->{peers}{$pb->{public_key}},
     'the peer stays on the device');
 
+# a full check of the device (SIGHUP) leaves the path as it is
+my $mark = length $vpn->log('a');
+kill 'HUP', $vpn->agent_pid('a');
+ok(wait_for(sub { $vpn->log('a') =~ /SIGHUP/ }, 10)
+    && !wait_for(sub { substr($vpn->log('a'), $mark)
+        =~ /\d+ added, \d+ removed, [1-9]\d* changed/ }, 3),
+    'a resync does not put the map\'s endpoint back')
+    or diag(substr($vpn->log('a'), $mark));
+
 $net->unblock_udp('a');
 
 ok(wait_for(sub { (peer('a', 'b')->{path} // '') eq 'direct' }, 60),
@@ -169,9 +178,19 @@ control(cmd => 'add', node => { name => 'noapp', key => 'nodekey:'
     . sprintf('%064x', 902), ip => '100.128.7.2', app => undef,
     endpoints => ['10.201.0.99:41641'] });
 
+control(cmd => 'add', node => { name => 'mine', key => 'nodekey:'
+    . sprintf('%064x', 903), ip => '100.128.7.3',
+    endpoints => ["$ip{a}:41641"] });
+
 ok(wait_for(sub { (peer('a', 'noep')->{path} // '') eq 'relay' }, 15)
     && endpoint('a', 'noep') eq peer('a', 'noep')->{relay_endpoint},
     'a peer that advertises no endpoint is relayed');
+ok(wait_for(sub { (peer('a', 'mine')->{path} // '') eq 'relay' }, 15)
+    && endpoint('a', 'mine') eq peer('a', 'mine')->{relay_endpoint}
+    && peer('a', 'mine')->{path_switches} == 0
+    && $vpn->log('a') !~ /path: mine\.dstack\.internal: direct/,
+    'one that advertises only this host\'s own address too, from the start '
+    . '(user-mode NAT)');
 ok(wait_for(sub { endpoint('a', 'noapp') eq '10.201.0.99:41641' }, 15)
     && !defined peer('a', 'noapp')->{relay},
     'a peer without AppID has no relay: direct only');

@@ -29,6 +29,7 @@ use IO::Select;
 use IO::Socket::INET;
 use IO::Socket::UNIX;
 use JSON::PP;
+use MIME::Base64 ();
 use POSIX qw(:sys_wait_h);
 use Socket qw(inet_ntoa unpack_sockaddr_in);
 use Test::More;
@@ -36,20 +37,36 @@ use Time::HiRes qw(time sleep);
 use Test::Dstack qw(wait_for);
 use Test::DstackNetns;
 
-my $t = Test::Dstack->new()->has(qw(wgctl wg ping nft root));
-
-my $net = Test::DstackNetns->new();
-
-if (!$net) {
+# under CI a missing requirement is a failure, not a skip
+sub missing {
+    my ($why) = @_;
     if (($ENV{CI} // '') eq 'true') {
         plan(tests => 1);
-        fail("network namespaces: $Test::DstackNetns::WHY");
+        fail("requirement missing: $why");
         exit 1;
     }
-    $t->skip_all($Test::DstackNetns::WHY);
+    plan(skip_all => $why);
 }
 
-$t->plan(53);
+for my $prog (qw(wg ping nft ip ss wireguard-go)) {
+    missing("$prog not found") unless grep { -x "$_/$prog" }
+        split(/:/, $ENV{PATH}), qw(/usr/sbin /sbin);
+}
+
+missing('needs root') unless $> == 0;
+missing("no nginx at $Test::Dstack::NGINX") unless -x $Test::Dstack::NGINX;
+missing('no www-data group (nginx workers)')
+    unless defined getgrnam('www-data');
+
+my $t = Test::Dstack->new();
+
+missing('wgctl not built (' . $t->bin('wgctl') . ')')
+    unless -x $t->bin('wgctl');
+
+my $net = Test::DstackNetns->new()
+    or missing("network namespaces: $Test::DstackNetns::WHY");
+
+$t->plan(60);
 
 my $d = $t->testdir();
 my $wgctl = $t->bin('wgctl');
@@ -126,8 +143,7 @@ sub logged {
     return wait_for(sub { slurp("$d/$name.log") =~ $re }, $timeout // 10);
 }
 
-sub b64 { my $k = pack 'H*', $_[0]; require MIME::Base64;
-          return MIME::Base64::encode_base64($k, '') }
+sub b64 { MIME::Base64::encode_base64(pack('H*', $_[0]), '') }
 
 sub wg_datagram { "\x04\0\0\0" . join '', map { chr(int(rand(256))) } 1 .. 60 }
 sub frame { pack('n', length $_[0]) . $_[0] }
@@ -169,6 +185,34 @@ sub udp_recv {
     return ($buf, $port);
 }
 
+# the command line
+
+sub cli {
+    my $out = `$wgctl relay @_ 2>&1`;
+    return ($? >> 8, $out);
+}
+
+my ($crc, $cout) = cli('--help');
+ok($crc == 0 && $cout =~ /^Usage: \S+ relay --listen/, 'cli: --help, exit 0');
+
+my @base = ('--listen', "$d/x.sock", '--device-port', 1);
+
+($crc, $cout) = cli(@base, '--mesh', '127.0.0.1:80', '--key', '00');
+ok($crc == 1 && $cout =~ /cannot open "00"/, 'cli: a bad key, quoted, exit 1');
+
+($crc, $cout) = cli(@base, '--mesh', '127.0.0.1');
+ok($crc == 1 && $cout =~ /invalid mesh "127\.0\.0\.1"/,
+    'cli: a mesh without a port, quoted, exit 1');
+
+($crc, $cout) = cli(@base, '--mesh', '127.0.0.1:80', '--key', hex_key(),
+    '--peer', 'nokey,app');
+ok($crc == 1 && $cout =~ /invalid peer "nokey,app"/,
+    'cli: a bad peer, quoted, exit 1');
+
+($crc, $cout) = cli('--listen', "$d/x.sock");
+ok($crc == 1 && $cout =~ /are required/ && $cout =~ /^Usage:/m,
+    'cli: missing options, usage on stderr, exit 1');
+
 ###########################################################################
 # Part one: on loopback, with a fake device and a fake mesh
 
@@ -182,7 +226,7 @@ my $device = IO::Socket::INET->new(Proto => 'udp', LocalAddr => '127.0.0.1',
     LocalPort => 0) or die "udp: $!";
 my $mesh = IO::Socket::INET->new(Listen => 128, LocalAddr => '127.0.0.1',
     LocalPort => 0, ReuseAddr => 1) or die "tcp: $!";
-my $gid = getgrnam('www-data') // 0;
+my $gid = getgrnam('www-data');
 
 my $ep = start_relay(undef, 'c', '--listen', "$d/c.sock", '--gid', $gid,
     '--mesh', '127.0.0.1:' . $mesh->sockport(), '--target-port', 8443,
@@ -201,6 +245,14 @@ my $to_relay = pack_sockaddr_in_lo($cport);
 sub pack_sockaddr_in_lo {
     return Socket::pack_sockaddr_in($_[0], Socket::inet_aton('127.0.0.1'));
 }
+
+# a datagram from another port than the device's dials nothing
+
+my $stranger = IO::Socket::INET->new(Proto => 'udp', LocalAddr => '127.0.0.1',
+    LocalPort => 0) or die;
+send($stranger, wg_datagram(), 0, $to_relay);
+ok(!IO::Select->new($mesh)->can_read(1),
+    'dial: a datagram from another port dials nothing');
 
 # outbound: the first datagram dials the mesh
 
@@ -292,8 +344,6 @@ sub read_until {
 
 # from elsewhere than the device's port: not carried
 
-my $stranger = IO::Socket::INET->new(Proto => 'udp', LocalAddr => '127.0.0.1',
-    LocalPort => 0) or die;
 my $odd = wg_datagram();
 send($stranger, $odd, 0, $to_relay);
 sleep 0.2;
@@ -359,12 +409,13 @@ ok(read_until($in, frame($dg)), 'inbound: the device sends on it');
 
 my ($in2, $status2) = inbound();
 is($status2, 101, 'inbound: a second tunnel for the same peer');
-ok(eof_soon($in), 'inbound: the newer tunnel replaces the older');
+# (within 1.5 s: the idle close, 3 s, must not be what closes it)
+ok(eof_soon($in, 1.5), 'inbound: the newer tunnel replaces the older');
 
 sub eof_soon {
-    my ($sock) = @_;
+    my ($sock, $timeout) = @_;
     my $sel = IO::Select->new($sock);
-    my $deadline = time() + 5;
+    my $deadline = time() + ($timeout // 5);
     while (time() < $deadline) {
         return 0 unless $sel->can_read($deadline - time());
         my $n = sysread($sock, my $buf, 65536);
@@ -405,13 +456,41 @@ for my $r (@refusals) {
 ($back) = udp_recv($device, 1);
 ok(!defined $back, 'refused: nothing reached the device');
 
+# a flood of refusals: at most 20 lines a second, then a count
+
+sleep 1.1;
+my $before = () = slurp("$d/c.log") =~ /refused inbound tunnel/g;
+
+# all written before any answer is read: the flood takes well under 1 s
+my @flood = map { IO::Socket::UNIX->new(Peer => "$d/c.sock") } 1 .. 40;
+
+for my $sock (@flood) {
+    syswrite($sock, "GET /.dstack/wg-relay HTTP/1.1\r\n"
+        . "Upgrade: dstack-wg-relay\r\nWG-Relay-From: $key_a\r\n"
+        . "WG-Relay-To: " . hex_key() . "\r\n\r\n");
+}
+
+read_all($_, 5) for @flood;
+close $_ for @flood;
+
+sleep 1.1;
+close((inbound(to => hex_key()))[0]);
+logged('c', qr/\d+ more inbound tunnels refused, not logged/);
+my $after = () = slurp("$d/c.log") =~ /refused inbound tunnel from/g;
+my ($quiet) = slurp("$d/c.log") =~ /(\d+) more inbound tunnels refused/;
+ok($after - $before <= 21 && $after - $before >= 20 && ($quiet // 0) >= 19
+    && $after - $before + $quiet == 41,
+    sprintf('refused: a flood logs %d lines and a count of %d',
+        $after - $before, $quiet // 0));
+
 # connections that never send their request: capped at 64
 
+# (within 2 s: the 5 s request timeout must not be what closes it)
 my @idle = map { IO::Socket::UNIX->new(Peer => "$d/c.sock") } 1 .. 64;
 sleep 0.5;
 my $extra = IO::Socket::UNIX->new(Peer => "$d/c.sock");
-ok(eof_soon($extra), 'pending: the 65th connection awaiting its request '
-    . 'is closed');
+ok(eof_soon($extra, 2), 'pending: the 65th connection awaiting its request '
+    . 'is closed at once');
 ok(logged('c', qr/64 inbound connections awaiting their request/),
     'pending: logged');
 close $_ for @idle;

@@ -28,7 +28,6 @@ wg_path_enter(wg_path_t *p, wg_path_mode_e path, long long now,
     p->path = path;
     p->stall = 0;
     p->probe = 0;
-    p->probe_tx = 0;
     p->event = event;
 }
 
@@ -67,6 +66,7 @@ wg_path_step(wg_path_t *p, const wg_path_conf_t *conf, wg_path_mode_e mode,
 
     if (drx > 0) {
         p->direct_seen = now;
+        p->grace = 0;
     }
 
     /* forced relay, or a peer that can only be reached through it */
@@ -173,28 +173,25 @@ wg_path_step(wg_path_t *p, const wg_path_conf_t *conf, wg_path_mode_e mode,
         if (p->probe) {
             if (drx > 0) {
                 p->probe = 0;
-                p->probe_tx = 0;
                 p->stall = 0;
                 p->retry = conf->retry;
                 p->event = "direct works";
 
-                if (!obs->on_relay) {
-                    return WG_PATH_KEEP;
-                }
+                return obs->on_relay ? WG_PATH_SET_DIRECT : WG_PATH_KEEP;
             }
 
-            if (dtx > WG_PATH_KEEPALIVE_BYTES) {
-                p->probe_tx = 1;
-            }
+            /*
+             * Nothing came back directly within a round trip of the
+             * probe's keepalive: back to the relay.  A probe is short on
+             * purpose: what the device sends meanwhile goes into a path
+             * that may be dead, and TCP takes each such loss as a reason
+             * to back off further.
+             */
+            if (now - p->probe >= WG_PATH_PROBE_WAIT) {
+                p->retry *= 2;
 
-            if (p->probe && now - p->probe >= conf->timeout) {
-                /* an idle peer proves nothing: no longer interval then */
-                if (p->probe_tx) {
-                    p->retry *= 2;
-
-                    if (p->retry > conf->retry * WG_PATH_RETRY_FACTOR) {
-                        p->retry = conf->retry * WG_PATH_RETRY_FACTOR;
-                    }
+                if (p->retry > conf->retry * WG_PATH_RETRY_FACTOR) {
+                    p->retry = conf->retry * WG_PATH_RETRY_FACTOR;
                 }
 
                 wg_path_enter(p, WG_PATH_RELAY, now,
@@ -202,18 +199,6 @@ wg_path_step(wg_path_t *p, const wg_path_conf_t *conf, wg_path_mode_e mode,
                 p->next_probe = now + p->retry;
 
                 return obs->on_relay ? WG_PATH_KEEP : WG_PATH_SET_RELAY;
-            }
-
-            if (obs->on_relay) {
-                /*
-                 * the peer's relayed packets took the device back before
-                 * it answered directly: while probing, insist
-                 */
-                if (p->event == NULL) {
-                    p->event = "direct (probing)";
-                }
-
-                return WG_PATH_SET_DIRECT;
             }
 
             return WG_PATH_KEEP;

@@ -22,6 +22,7 @@
 #define WG_PATH_TIMEOUT         5000        /* ms, default */
 #define WG_PATH_RETRY           30000       /* ms, default */
 #define WG_PATH_RETRY_FACTOR    8           /* the retry doubles up to 8x */
+#define WG_PATH_PROBE_WAIT      500         /* ms a probe waits for an answer */
 
 /*
  * a new peer's first handshake may reach a peer that does not know it
@@ -93,7 +94,6 @@ typedef struct {
     const char          *event;         /* what this step did, for the
                                            log; NULL: nothing */
     unsigned             seen:1;
-    unsigned             probe_tx:1;    /* data went out during the probe */
 } wg_path_t;
 
 

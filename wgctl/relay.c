@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +52,7 @@
 #define WG_RELAY_HEAD_MAX         1024      /* our request or our 101 */
 #define WG_RELAY_READS            8         /* reads per event, fairness */
 #define WG_RELAY_SOCKBUF          (1024 * 1024)
+#define WG_RELAY_REFUSED_LOGS     20        /* a second */
 
 
 typedef enum {
@@ -152,6 +154,9 @@ struct wg_relay_s {
     long long            next_timer;
     unsigned             seed;
     int                  pending_full_logged;
+    long long            refused_second;    /* refusal logs: at most */
+    unsigned             refused_logged;    /* WG_RELAY_REFUSED_LOGS */
+    unsigned             refused_quiet;     /* a second, then a count */
 
     /* the loop's receive and send batches */
     uint8_t             *slots;
@@ -186,6 +191,8 @@ static wg_relay_tunnel_t *wg_relay_tunnel_new(wg_relay_t *r, int fd,
     int outbound);
 static void wg_relay_tunnel_close(wg_relay_t *r, wg_relay_tunnel_t *t,
     int failed, long long now);
+static void wg_relay_tunnel_discard(wg_relay_tunnel_t *t,
+    wg_relay_peer_ent_t *pe);
 static void wg_relay_tunnel_events(wg_relay_t *r, wg_relay_tunnel_t *t);
 static void wg_relay_tunnel_event(wg_relay_t *r, wg_relay_tunnel_t *t,
     uint32_t events, long long now);
@@ -653,6 +660,7 @@ int
 wg_relay_start(wg_relay_t **relay, const wg_relay_conf_t *conf)
 {
     int                  rc;
+    sigset_t             all, old;
     wg_relay_t          *r;
     struct epoll_event   ev;
 
@@ -729,7 +737,14 @@ wg_relay_start(wg_relay_t **relay, const wg_relay_conf_t *conf)
         }
     }
 
+    /* the thread takes no signals: they stay with the agent's thread,
+       whose waits they are meant to interrupt */
+
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     rc = -pthread_create(&r->thread, NULL, wg_relay_loop, r);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+
     if (rc != 0) {
         goto failed;
     }
@@ -1390,7 +1405,7 @@ wg_relay_peer_close(wg_relay_t *r, wg_relay_peer_ent_t *pe)
 static void
 wg_relay_peer_read(wg_relay_t *r, wg_relay_peer_ent_t *pe, long long now)
 {
-    int                  i, n, round, dirty;
+    int                  i, n, round, dirty, valid;
     size_t               len;
     wg_relay_tunnel_t   *t;
     struct sockaddr_in  *sin;
@@ -1412,6 +1427,30 @@ wg_relay_peer_read(wg_relay_t *r, wg_relay_peer_ent_t *pe, long long now)
             return;
         }
 
+        /* only the device, from its own port, may use the endpoint */
+
+        for (i = 0, valid = 0; i < n; i++) {
+            sin = &r->addrs[i];
+
+            if (r->msgs[i].msg_hdr.msg_namelen != sizeof(struct sockaddr_in)
+                || sin->sin_family != AF_INET
+                || sin->sin_addr.s_addr != htonl(INADDR_LOOPBACK)
+                || r->conf.device_port == 0
+                || ntohs(sin->sin_port) != r->conf.device_port
+                || (r->msgs[i].msg_hdr.msg_flags & MSG_TRUNC)
+                || r->msgs[i].msg_len == 0)
+            {
+                r->msgs[i].msg_len = 0;
+                continue;
+            }
+
+            valid++;
+        }
+
+        if (valid == 0) {
+            goto next;
+        }
+
         t = wg_relay_tunnel_best(pe);
 
         if (t == NULL) {
@@ -1427,19 +1466,9 @@ wg_relay_peer_read(wg_relay_t *r, wg_relay_peer_ent_t *pe, long long now)
         dirty = 0;
 
         for (i = 0; i < n; i++) {
-            sin = &r->addrs[i];
             len = r->msgs[i].msg_len;
 
-            /* only the device, from its own port, may use the endpoint */
-
-            if (r->msgs[i].msg_hdr.msg_namelen != sizeof(struct sockaddr_in)
-                || sin->sin_family != AF_INET
-                || sin->sin_addr.s_addr != htonl(INADDR_LOOPBACK)
-                || r->conf.device_port == 0
-                || ntohs(sin->sin_port) != r->conf.device_port
-                || (r->msgs[i].msg_hdr.msg_flags & MSG_TRUNC)
-                || len == 0)
-            {
+            if (len == 0) {
                 continue;
             }
 
@@ -1461,6 +1490,8 @@ wg_relay_peer_read(wg_relay_t *r, wg_relay_peer_ent_t *pe, long long now)
                 return;
             }
         }
+
+    next:
 
         if (n < WG_RELAY_BATCH) {
             return;
@@ -1553,7 +1584,7 @@ wg_relay_tunnel_close(wg_relay_t *r, wg_relay_tunnel_t *t, int failed,
         wg_relay_short(key, pe->p.key);
         wg_relay_log(r, "relay: peer \"%s\": %s tunnel closed: %s", key,
                      t->outbound ? "outbound" : "inbound",
-                     pe->st.last_error[0] ? pe->st.last_error : "replaced");
+                     pe->st.last_error[0] ? pe->st.last_error : "closed");
     }
 
     if (pe != NULL) {
@@ -1582,6 +1613,10 @@ wg_relay_tunnel_close(wg_relay_t *r, wg_relay_tunnel_t *t, int failed,
         }
     }
 
+    if (pe != NULL) {
+        wg_relay_tunnel_discard(t, pe);
+    }
+
     if (t->state == WG_RELAY_T_ACCEPT && r->pending > 0) {
         r->pending--;
     }
@@ -1605,6 +1640,30 @@ wg_relay_tunnel_close(wg_relay_t *r, wg_relay_tunnel_t *t, int failed,
     t->prev = NULL;
     t->next = r->dead;
     r->dead = t;
+}
+
+
+/* the datagrams still queued on a tunnel that closes count as drops */
+
+static void
+wg_relay_tunnel_discard(wg_relay_tunnel_t *t, wg_relay_peer_ent_t *pe)
+{
+    size_t  pos, dlen;
+
+    pos = t->out_pos;
+
+    while (t->out != NULL
+           && wg_relay_frame_parse(t->out + pos, t->out_len - pos, &dlen))
+    {
+        if (dlen != 0) {
+            pe->st.drops++;
+        }
+
+        pos += WG_RELAY_FRAME_HDR + dlen;
+    }
+
+    t->out_pos = 0;
+    t->out_len = 0;
 }
 
 
@@ -1812,11 +1871,7 @@ wg_relay_tunnel_event(wg_relay_t *r, wg_relay_tunnel_t *t, uint32_t events,
 
         t->state = WG_RELAY_T_REQUEST;
 
-        if (wg_relay_tunnel_flush(r, t, now) != 0) {
-            return;
-        }
-
-        wg_relay_tunnel_events(r, t);
+        (void) wg_relay_tunnel_flush(r, t, now);
 
         return;
     }
@@ -1859,7 +1914,9 @@ wg_relay_tunnel_event(wg_relay_t *r, wg_relay_tunnel_t *t, uint32_t events,
                                           : strerror(errno));
 
                 if (t->state != WG_RELAY_T_OPEN) {
-                    wg_relay_log(r, "relay: %s", t->peer->st.last_error);
+                    wg_relay_short(key, t->peer->p.key);
+                    wg_relay_log(r, "relay: peer \"%s\": %s before the "
+                                 "upgrade", key, t->peer->st.last_error);
                 }
             }
 
@@ -1987,8 +2044,6 @@ wg_relay_tunnel_frames(wg_relay_t *r, wg_relay_tunnel_t *t, long long now)
         memmove(t->in, t->in + pos, t->in_len - pos);
         t->in_len -= pos;
     }
-
-    (void) now;
 
     return 0;
 }
@@ -2128,9 +2183,29 @@ wg_relay_tunnel_request(wg_relay_t *r, wg_relay_tunnel_t *t, long long now)
                      "Connection: close\r\n\r\n%s",
                      status, reason, n, body);
 
-        wg_relay_log(r, "relay: refused inbound tunnel from \"%s\" to \"%s\" "
-                     "(app \"%s\"): %d %s", from, to,
-                     rq.has_app ? rq.app : "-", status, why);
+        /* anyone with a dstack certificate reaches this: the log is
+           bounded, not the refusals */
+
+        if (now - r->refused_second >= 1000) {
+            if (r->refused_quiet != 0) {
+                wg_relay_log(r, "relay: %u more inbound tunnels refused, "
+                             "not logged", r->refused_quiet);
+            }
+
+            r->refused_second = now;
+            r->refused_logged = 0;
+            r->refused_quiet = 0;
+        }
+
+        if (r->refused_logged < WG_RELAY_REFUSED_LOGS) {
+            r->refused_logged++;
+            wg_relay_log(r, "relay: refused inbound tunnel from \"%s\" to "
+                         "\"%s\" (app \"%s\"): %d %s", from, to,
+                         rq.has_app ? rq.app : "-", status, why);
+
+        } else {
+            r->refused_quiet++;
+        }
 
         if (pe != NULL) {
             pe->st.drops++;
@@ -2152,6 +2227,7 @@ wg_relay_tunnel_request(wg_relay_t *r, wg_relay_tunnel_t *t, long long now)
     r->pending--;
 
     if (pe->in != NULL) {
+        wg_relay_set_error(pe, "replaced by a newer inbound tunnel");
         wg_relay_tunnel_close(r, pe->in, 0, now);
     }
 
@@ -2260,11 +2336,9 @@ wg_relay_dial(wg_relay_t *r, wg_relay_peer_ent_t *pe, long long now)
     t->deadline = now + WG_RELAY_DIAL_TIMEOUT;
     pe->out = t;
 
-    wg_relay_arm(r, t->deadline);
+    /* connected or not yet: EPOLLOUT tells, and the request goes then */
 
-    if (rc == 0) {
-        /* connected at once (loopback): the event loop sends the request */
-    }
+    wg_relay_arm(r, t->deadline);
 
     return 0;
 }

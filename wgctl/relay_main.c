@@ -424,7 +424,13 @@ relay_main(int argc, char **argv)
             }
 
         } else if (strcmp(argv[i], "--gid") == 0) {
-            conf.listen_gid = atoi(argv[++i]);
+            conf.listen_gid = (int) strtol(argv[++i], &end, 10);
+
+            if (*end != '\0' || end == argv[i] || conf.listen_gid < 0) {
+                fprintf(stderr, "%s: invalid gid \"%s\"\n", wgctl_prog,
+                        argv[i]);
+                goto done;
+            }
 
         } else if (strcmp(argv[i], "--status") == 0) {
             status = argv[++i];

@@ -897,14 +897,15 @@ test_map_relay(void)
                  "[\"100.128.0.%d/32\"]%s}", id, id, hex, id, extra)
 
     test_buf_add(&b, "{\"WGPath\":\"relay\",\"Peers\":[");
-    TEST_RELAY_NODE(1, ",\"AppID\":\"5bb4ff9a38375bb4ff9a38375bb4ff9a38375bb4\","
-                    "\"InstanceID\":\"c0ffee\"");
+    TEST_RELAY_NODE(1, ",\"AppID\":\"5bb4ff9a38375bb4ff9a38375bb4ff9a3837"
+                    "5bb4\",\"InstanceID\":\"c0ffee\"");
     test_buf_add(&b, ",");
     TEST_RELAY_NODE(2, ",\"AppID\":\"\",\"InstanceID\":null");
     test_buf_add(&b, ",");
     TEST_RELAY_NODE(3, ",\"AppID\":\"5bb4ff9a3837\"");
     test_buf_add(&b, ",");
-    TEST_RELAY_NODE(4, ",\"AppID\":\"zzb4ff9a38375bb4ff9a38375bb4ff9a38375bb4\"");
+    TEST_RELAY_NODE(4, ",\"AppID\":\"zzb4ff9a38375bb4ff9a38375bb4ff9a3837"
+                    "5bb4\"");
     test_buf_add(&b, ",");
     TEST_RELAY_NODE(5, ",\"AppID\":7");
     test_buf_add(&b, ",");
@@ -936,7 +937,8 @@ test_map_relay(void)
 
     /* a delta changing the AppID is a change */
     test_buf_add(&b, "{\"PeersChanged\":[");
-    TEST_RELAY_NODE(7, ",\"AppID\":\"5bb4ff9a38375bb4ff9a38375bb4ff9a38375bb4\"");
+    TEST_RELAY_NODE(7, ",\"AppID\":\"5bb4ff9a38375bb4ff9a38375bb4ff9a3837"
+                    "5bb4\"");
     test_buf_add(&b, "]}");
 
     ok(test_apply(&pm, &b, &res) == 0 && res.changed == 1

@@ -10,8 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include "test.h"
 #include "relay.h"
@@ -291,13 +294,80 @@ test_relay_frames(void)
 }
 
 
+/* reads what arrives within ms; 0 on EOF, -1 on nothing or error */
+
+static ssize_t
+test_read(int fd, char *buf, size_t size, int ms)
+{
+    struct pollfd  pfd;
+
+    pfd.fd = fd;
+    pfd.events = POLLIN;
+
+    if (poll(&pfd, 1, ms) != 1) {
+        return -1;
+    }
+
+    return read(fd, buf, size);
+}
+
+
+/* an inbound tunnel from a peer, through the engine's Unix socket */
+
+static int
+test_dial_in(const char *path, const wg_relay_peer_t *peer,
+    const uint8_t *self)
+{
+    int                 fd;
+    char                req[512], from[65], to[65], buf[256];
+    ssize_t             n;
+    struct sockaddr_un  sun;
+
+    fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd == -1) {
+        return -1;
+    }
+
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+
+    wg_key_to_hex(from, peer->key);
+    wg_key_to_hex(to, self);
+
+    n = snprintf(req, sizeof(req),
+                 "GET /.dstack/wg-relay HTTP/1.1\r\n"
+                 "Upgrade: dstack-wg-relay\r\n"
+                 "WG-Relay-From: %s\r\nWG-Relay-To: %s\r\n"
+                 "X-Dstack-App-Id: %s\r\n\r\n", from, to, peer->app);
+
+    if (connect(fd, (struct sockaddr *) &sun, sizeof(sun)) == -1
+        || write(fd, req, n) != n
+        || (n = test_read(fd, buf, sizeof(buf) - 1, 5000)) <= 0)
+    {
+        close(fd);
+        return -1;
+    }
+
+    buf[n] = '\0';
+
+    if (strncmp(buf, "HTTP/1.1 101 ", 13) != 0) {
+        close(fd);
+        return -1;
+    }
+
+    return fd;
+}
+
+
 /* the engine's peer table: endpoints made, kept, dropped (loopback only) */
 
 static void
 test_relay_table(void)
 {
-    int                 rc, same, distinct, gone;
+    int                 rc, same, distinct, gone, fd, fd2;
     char                dir[] = "/tmp/wgctl-relay-XXXXXX", path[64];
+    char                buf[64];
     size_t              i;
     uint16_t           *ports;
     wg_relay_t         *relay;
@@ -404,8 +474,35 @@ test_relay_table(void)
        && wg_relay_endpoint(relay, peers[7].key, &sin) == 0,
        "table: a repeated key is refused, the table unchanged");
 
+    test_key(peers[3].key, 5003);
+
+    /* a peer that leaves the table loses its inbound tunnel; one that
+       stays keeps it */
+
+    fd = test_dial_in(path, &peers[0], conf.self_key);
+    fd2 = test_dial_in(path, &peers[2], conf.self_key);
+    ok(fd != -1 && fd2 != -1, "table: inbound tunnels from two peers");
+
+    ok(wg_relay_set_peers(relay, peers + 2, 998) == 0
+       && wg_relay_stats(relay, peers[2].key, &st) == 0 && st.tunnels == 1,
+       "table: one peer removed, the other's tunnel counted");
+
+    ok(fd != -1 && test_read(fd, buf, sizeof(buf), 5000) == 0,
+       "table: the removed peer's inbound tunnel is closed");
+
+    ok(fd2 != -1 && test_read(fd2, buf, sizeof(buf), 500) == -1,
+       "table: the other's stays open");
+
+    if (fd != -1) {
+        close(fd);
+    }
+
+    if (fd2 != -1) {
+        close(fd2);
+    }
+
     ok(wg_relay_set_peers(relay, NULL, 0) == 0
-       && wg_relay_endpoint(relay, peers[0].key, &sin) == -ENOENT,
+       && wg_relay_endpoint(relay, peers[2].key, &sin) == -ENOENT,
        "table: emptied");
 
     wg_relay_stop(relay);

@@ -26,6 +26,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <jansson.h>
 #include <openssl/rand.h>
 
@@ -80,6 +81,7 @@ typedef struct {
     struct sockaddr_in       relay_ep;
     wg_relay_stats_t         relay;         /* as last read */
     wg_path_t                path;
+    const char              *logged;        /* the last event logged */
     unsigned                 has_direct:1;
     unsigned                 has_relay:1;
 } wg_up_peer_t;
@@ -199,12 +201,14 @@ static const wg_peer_t **up_dev_index(const wg_device_t *dev);
 static int up_on_relay(const wg_up_peer_t *rec, const wg_endpoint_t *ep);
 static int up_endpoint_usable(const wg_up_peer_t *rec,
     const wg_endpoint_t *ep);
+static int up_endpoint_local(const struct ifaddrs *ifa,
+    const wg_endpoint_t *ep);
 static int up_paths_update(wg_up_t *up);
 static int up_paths_desired(wg_up_t *up, const wg_device_t *actual,
     wg_device_t *desired);
 static int up_unsent(wg_up_t *up, const wg_device_t *dev,
     const wg_peer_t **sorted);
-static void up_paths_tick(wg_up_t *up);
+static long long up_paths_tick(wg_up_t *up);
 static void up_background(wg_up_t *up);
 static int up_tick(void *data);
 static int up_frame(void *data, const char *frame, size_t len);
@@ -364,7 +368,7 @@ up_signal(int signo)
     if (signo == SIGHUP) {
         up_resync = 1;
 
-    } else {
+    } else if (signo != SIGALRM) {
         up_stop = signo;
     }
 
@@ -404,6 +408,15 @@ up_signals(void)
     {
         return -errno;
     }
+
+    /* the probes' wake-ups: no read or write of ours is cut short */
+    sa.sa_flags = SA_RESTART;
+
+    if (sigaction(SIGALRM, &sa, NULL) != 0) {
+        return -errno;
+    }
+
+    sa.sa_flags = 0;
 
     sa.sa_handler = SIG_IGN;
 
@@ -1877,6 +1890,54 @@ up_endpoint_usable(const wg_up_peer_t *rec, const wg_endpoint_t *ep)
 
 
 /*
+ * An address of this host (or loopback): not a way to reach a peer.
+ * Behind user-mode NAT (dstack's VMM) every CVM has the same address, so
+ * a peer may well advertise ours.
+ */
+
+static int
+up_endpoint_local(const struct ifaddrs *ifa, const wg_endpoint_t *ep)
+{
+    const struct ifaddrs  *p;
+
+    if (ep->sa.sa_family == AF_INET
+        && (ntohl(ep->sin.sin_addr.s_addr) >> 24) == 127)
+    {
+        return 1;
+    }
+
+    if (ep->sa.sa_family == AF_INET6
+        && IN6_IS_ADDR_LOOPBACK(&ep->sin6.sin6_addr))
+    {
+        return 1;
+    }
+
+    for (p = ifa; p != NULL; p = p->ifa_next) {
+        if (p->ifa_addr == NULL || p->ifa_addr->sa_family != ep->sa.sa_family)
+        {
+            continue;
+        }
+
+        if (ep->sa.sa_family == AF_INET
+            && ((const struct sockaddr_in *) p->ifa_addr)->sin_addr.s_addr
+               == ep->sin.sin_addr.s_addr)
+        {
+            return 1;
+        }
+
+        if (ep->sa.sa_family == AF_INET6
+            && memcmp(&((const struct sockaddr_in6 *) p->ifa_addr)->sin6_addr,
+                      &ep->sin6.sin6_addr, sizeof(struct in6_addr)) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
  * After a map change: the peer records follow the map (a record, with its
  * path, survives as long as its key stays), and the relay engine gets the
  * peers it may tunnel to: those with an AppID, one per key (the lowest id,
@@ -1887,12 +1948,17 @@ static int
 up_paths_update(wg_up_t *up)
 {
     int                   rc;
-    size_t                i, n, nr;
+    size_t                i, j, n, nr;
     wg_up_peer_t         *recs, *old;
+    struct ifaddrs       *ifa;
     wg_relay_peer_t      *rps;
     const wg_map_node_t  *node;
 
     n = up->map.npeers;
+
+    if (getifaddrs(&ifa) != 0) {
+        ifa = NULL;
+    }
 
     recs = calloc(n + 1, sizeof(wg_up_peer_t));
     rps = calloc(n + 1, sizeof(wg_relay_peer_t));
@@ -1900,6 +1966,11 @@ up_paths_update(wg_up_t *up)
     if (recs == NULL || rps == NULL) {
         free(recs);
         free(rps);
+
+        if (ifa != NULL) {
+            freeifaddrs(ifa);
+        }
+
         return -ENOMEM;
     }
 
@@ -1917,14 +1988,23 @@ up_paths_update(wg_up_t *up)
         recs[i].node = i;
         snprintf(recs[i].name, sizeof(recs[i].name), "%s", node->name);
 
-        recs[i].has_direct = (node->nendpoints > 0);
+        /* the first advertised endpoint that is not this host's */
+        recs[i].has_direct = 0;
 
-        if (node->nendpoints > 0) {
-            recs[i].direct = node->endpoints[0];
+        for (j = 0; j < node->nendpoints; j++) {
+            if (!up_endpoint_local(ifa, &node->endpoints[j])) {
+                recs[i].direct = node->endpoints[j];
+                recs[i].has_direct = 1;
+                break;
+            }
         }
 
         /* an AppID is what the relay needs to reach it */
         recs[i].has_relay = (node->app[0] != '\0');
+    }
+
+    if (ifa != NULL) {
+        freeifaddrs(ifa);
     }
 
     qsort(recs, n, sizeof(wg_up_peer_t), up_peer_cmp);
@@ -2115,7 +2195,7 @@ up_unsent(wg_up_t *up, const wg_device_t *dev, const wg_peer_t **sorted)
  * roams to it without waiting for traffic.
  */
 
-static void
+static long long
 up_paths_tick(wg_up_t *up)
 {
     int                rc, unsent;
@@ -2129,11 +2209,14 @@ up_paths_tick(wg_up_t *up)
     wg_path_obs_t      obs;
     wg_path_mode_e     mode, before;
     wg_path_action_e   a;
+    long long          next;
     const wg_peer_t   *wp, **sorted;
     wg_relay_stats_t   st;
 
+    next = up_now() + WG_UP_PATH_TICK;
+
     if (!up->map.has_full || up->dirty || up->npeers == 0) {
-        return;
+        return next;
     }
 
     backend = wgctl_backend;
@@ -2143,7 +2226,7 @@ up_paths_tick(wg_up_t *up)
 
     rc = wg_device_get(up->ifname, backend, &dev);
     if (rc != 0) {
-        return;
+        return next;
     }
 
     /* a fresh read is a better shadow than the old one */
@@ -2228,7 +2311,10 @@ up_paths_tick(wg_up_t *up)
             nch++;
         }
 
-        if (rec->path.event != NULL) {
+        /* an event that repeats (insisting on direct) is logged once */
+        if (rec->path.event != NULL
+            && (rec->path.event != rec->logged || rec->path.path != before))
+        {
             if (a == WG_PATH_SET_RELAY) {
                 wg_endpoint_format(text, sizeof(text),
                                    &changes->peers[changes->npeers - 1]
@@ -2246,8 +2332,19 @@ up_paths_tick(wg_up_t *up)
                    rec->path.event, text[0] ? " " : "", text);
         }
 
+        if (rec->path.event != NULL) {
+            rec->logged = rec->path.event;
+        }
+
         if (rec->path.path != before || rec->path.event != NULL) {
             up->status_dirty = 1;
+        }
+
+        /* a probe is looked at again after a round trip, not a second */
+        if (rec->path.probe != 0
+            && rec->path.probe + WG_PATH_PROBE_WAIT < next)
+        {
+            next = rec->path.probe + WG_PATH_PROBE_WAIT;
         }
     }
 
@@ -2280,6 +2377,8 @@ done:
     free(sorted);
     wg_device_free(changes);
     wg_device_free(kicks);
+
+    return next;
 }
 
 
@@ -2298,9 +2397,24 @@ up_background(wg_up_t *up)
         up_relay_start(up);
     }
 
-    if (now >= up->next_path) {
-        up->next_path = now + WG_UP_PATH_TICK;
-        up_paths_tick(up);
+    /* a poll that ends a few ms early does not skip a whole tick */
+    if (now + 20 >= up->next_path) {
+        up->next_path = up_paths_tick(up);
+
+        /*
+         * a probe wants a look sooner than the control plane's requests
+         * wake up (once a second): SIGALRM wakes them through the pipe
+         */
+        if (up->next_path - now < WG_UP_PATH_TICK) {
+            struct itimerval  it;
+
+            memset(&it, 0, sizeof(it));
+            it.it_value.tv_sec = 0;
+            it.it_value.tv_usec = (suseconds_t) ((up->next_path > now
+                                                  ? up->next_path - now : 1)
+                                                 * 1000);
+            (void) setitimer(ITIMER_REAL, &it, NULL);
+        }
     }
 
     if (up->status_dirty

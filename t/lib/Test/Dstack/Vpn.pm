@@ -626,8 +626,8 @@ sub mesh {
 # A relay dial by hand, from a node through its mesh to a peer's relay
 # location (docs/wg-relay.md), as wgctl's engine would: the Upgrade
 # request, then at once "frames" WireGuard-shaped datagrams (type 4,
-# 64 bytes) behind it, and the same again after a 101.  Returns (status, what followed the headers or
-# the error body).
+# 64 bytes) behind it, and the same again after a 101.  Returns (status,
+# what followed the headers or the error body).
 #   app, instance   the target (x-dstack-target-*)
 #   from, to        WG-Relay-From/-To, 64 hex (undef: header left out)
 #   frames          how many datagrams to push (default 16)
