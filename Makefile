@@ -4,6 +4,7 @@ SHELL := /bin/bash
 #   make            build everything into build/
 #   make test       install missing packages, build, run the whole suite
 #   make test-asan  the same with AddressSanitizer builds (into build-asan/)
+#   make test-vm    only the QEMU tests (kernel WireGuard, CVM-shaped nodes)
 #   make bench      benchmarks, each against a baseline measured in the same run
 #   make fuzz       bounded libFuzzer runs of the parsers
 
@@ -42,7 +43,7 @@ MODULE_SRCS := $(wildcard config */config.module ngx_dstack_*/*.[ch] ratls/*.[ch
 
 -include */build.mk
 
-.PHONY: all modules bins deps test test-asan bench fuzz clean
+.PHONY: all modules bins deps test test-asan test-vm bench fuzz clean
 
 all: modules bins
 
@@ -86,6 +87,12 @@ test: deps
 	@rm -f $(BUILD)/test-skips.log
 	DSTACK_BUILD=$(BUILD) $(PROVE) -r -j2 $(TESTS); \
 	    rc=$$?; $(call SKIP_SUMMARY,$(BUILD)); exit $$rc
+
+# only the QEMU tests (also part of make test): kernel WireGuard, and
+# CVM-shaped guests joined over the relay path
+test-vm: deps
+	$(MAKE) all
+	DSTACK_BUILD=$(BUILD) $(PROVE) -v t/wgctl-kernel.t t/vm-cvm.t
 
 test-asan: deps
 	$(MAKE) ASAN=1 all

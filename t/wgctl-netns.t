@@ -32,7 +32,7 @@ for my $prog (qw(wg ping)) {
         unless grep { -x "$_/$prog" } split /:/, $ENV{PATH};
 }
 
-plan tests => 32;
+plan tests => 34;
 
 my $tag = $net->tag();
 my ($ifa, $ifb) = ("wga$tag", "wgb$tag");
@@ -169,6 +169,20 @@ like($out, qr/100\.64\.0\.0\/10 dev $ifa/, 'route through the device');
 ($rc, $out) = $net->run('a', 'ping', '-c', '1', '-i', '0.2', '-w', '15',
     '100.64.0.2');
 is($rc, 0, 'ping through the tunnel') or diag($out);
+
+# a new IPv4 address in the old one's subnet replaces it: it lands as the
+# old one's secondary, and a kernel that does not promote secondaries (the
+# default without systemd's sysctls) deleted both with the old one
+my $ns_a = $net->netns('a');
+system('ip', '-n', $ns_a, 'link', 'add', 'vk0', 'type', 'veth', 'peer',
+    'name', 'vk1') == 0 or die 'veth vk0';
+wgctl('a', 'addr', 'vk0', '10.77.0.1/24');
+($rc, $out) = wgctl('a', 'addr', 'vk0', '10.77.0.2/24');
+is($rc, 0, 'addr: a new address in the same subnet') or diag($out);
+($rc, $out) = $net->run('a', 'ip', '-o', '-4', 'addr', 'show', 'dev', 'vk0');
+ok($out =~ m{inet 10\.77\.0\.2/24} && $out !~ m{10\.77\.0\.1/},
+    'it replaces the old one, and stays') or diag($out);
+system('ip', '-n', $ns_a, 'link', 'del', 'vk0');
 
 # wg show agrees with wgctl, and wgctl show with wg show
 

@@ -14,6 +14,7 @@
 #include <linux/if_addr.h>
 #include <linux/if_link.h>
 #include <linux/rtnetlink.h>
+#include <linux/ip.h>
 
 #include "wgdev.h"
 #include "rtnl.h"
@@ -54,6 +55,7 @@ static int wg_rtnl_addr_attr(const struct nlattr *attr, void *data);
 static int wg_rtnl_addr_cb(const struct nlmsghdr *nlh, void *data);
 static int wg_rtnl_addr_put(uint16_t type, uint16_t flags, uint32_t ifindex,
     int family, const void *addr, uint8_t prefixlen);
+static int wg_rtnl_promote_secondaries(uint32_t ifindex);
 
 
 static uint32_t  wg_rtnl_seq;
@@ -532,6 +534,38 @@ wg_rtnl_addr_put(uint16_t type, uint16_t flags, uint32_t ifindex,
  * or replaced.  Nothing is sent when it is already the only one.
  */
 
+/*
+ * An IPv4 address added in the subnet of an existing one becomes its
+ * secondary, and deleting the primary deletes its secondaries too unless
+ * the device promotes them (off by default; systemd's sysctl defaults turn
+ * it on, a bare kernel does not).  Set per device, in its IFLA_AF_SPEC.
+ */
+
+static int
+wg_rtnl_promote_secondaries(uint32_t ifindex)
+{
+    char               buf[256];
+    struct nlattr     *spec, *inet, *conf;
+    struct nlmsghdr   *nlh;
+    struct ifinfomsg  *ifi;
+
+    nlh = wg_rtnl_header(buf, RTM_NEWLINK, 0);
+    ifi = mnl_nlmsg_put_extra_header(nlh, sizeof(struct ifinfomsg));
+    ifi->ifi_family = AF_UNSPEC;
+    ifi->ifi_index = (int) ifindex;
+
+    spec = mnl_attr_nest_start(nlh, IFLA_AF_SPEC);
+    inet = mnl_attr_nest_start(nlh, AF_INET);
+    conf = mnl_attr_nest_start(nlh, IFLA_INET_CONF);
+    mnl_attr_put_u32(nlh, IPV4_DEVCONF_PROMOTE_SECONDARIES, 1);
+    mnl_attr_nest_end(nlh, conf);
+    mnl_attr_nest_end(nlh, inet);
+    mnl_attr_nest_end(nlh, spec);
+
+    return wg_rtnl_talk(nlh, NULL, NULL);
+}
+
+
 int
 wg_rtnl_addr_set(uint32_t ifindex, int family, const void *addr,
     uint8_t prefixlen)
@@ -574,8 +608,16 @@ wg_rtnl_addr_set(uint32_t ifindex, int family, const void *addr,
 
     /*
      * The new address first: a device left without an IPv4 address, even
-     * for a moment, loses every IPv4 route through it.
+     * for a moment, loses every IPv4 route through it.  It may land as a
+     * secondary of an old one, which must then survive the old one.
      */
+    if (family == AF_INET && ctx->n > (size_t) present) {
+        rc = wg_rtnl_promote_secondaries(ifindex);
+        if (rc != 0) {
+            goto done;
+        }
+    }
+
     if (!present) {
         rc = wg_rtnl_addr_put(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE,
                               ifindex, family, addr, prefixlen);

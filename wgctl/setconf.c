@@ -135,7 +135,8 @@ setconf_main(int argc, char **argv)
         rc = 1;
     }
 
-    if (wgctl_verbose) {
+    /* what was sent: a failed change set was not applied as counted */
+    if (rc == 0 && wgctl_verbose) {
         setconf_report(argv[0], changes, &st, &io, backend);
     }
 

@@ -1,7 +1,8 @@
 /*
- * wgctl show [<if>] [--json]: the device's state from either backend.
- * Secrets are never printed: the private and preshared keys show as
- * "(hidden)" and are absent from the JSON.
+ * wgctl show [<if> | all] [dump | --json]: the device's state from either
+ * backend.  Secrets are never printed: the private and preshared keys show
+ * as "(hidden)" and are absent from the JSON.  "dump" is wg(8)'s
+ * tab-separated format, field for field, but for those two keys.
  */
 
 
@@ -18,13 +19,20 @@ static void show_ago(time_t seconds);
 static void show_bytes(uint64_t bytes);
 static void show_text(const wg_device_t *dev, wg_backend_e backend);
 static void show_json(const wg_device_t *dev, wg_backend_e backend);
-static int show_one(const char *ifname, int json, size_t *shown);
+static void show_dump(const wg_device_t *dev, int all);
+static int show_one(const char *ifname, int format, int all, size_t *shown);
+
+
+#define WGCTL_SHOW_TEXT  0
+#define WGCTL_SHOW_JSON  1
+#define WGCTL_SHOW_DUMP  2
 
 
 static void
 show_usage(FILE *out)
 {
-    fprintf(out, "Usage: %s show [<interface>] [--json]\n", wgctl_prog);
+    fprintf(out, "Usage: %s show [<interface> | all] [dump | --json]\n",
+            wgctl_prog);
 }
 
 
@@ -217,8 +225,86 @@ show_json(const wg_device_t *dev, wg_backend_e backend)
 }
 
 
+/*
+ * wg(8)'s "dump": one line per device, then one per peer, tab-separated,
+ * each line led by the interface name under "all".  The peers and their
+ * allowed IPs are in the order the backend gave them.
+ */
+
+static void
+show_dump(const wg_device_t *dev, int all)
+{
+    char              key[WG_KEY_B64_LEN + 1], text[INET6_ADDRSTRLEN + 8];
+    size_t            i, j;
+    const wg_peer_t  *peer;
+
+    if (all) {
+        printf("%s\t", dev->name);
+    }
+
+    if (dev->flags & WG_DEV_HAS_PUBLIC_KEY) {
+        wg_key_to_base64(key, dev->public_key);
+
+    } else {
+        strcpy(key, "(none)");
+    }
+
+    printf("%s\t%s\t%u\t", (dev->flags & WG_DEV_HAS_PRIVATE_KEY)
+                                ? "(hidden)" : "(none)",
+           key, dev->listen_port);
+
+    if (dev->fwmark) {
+        printf("0x%x\n", dev->fwmark);
+
+    } else {
+        printf("off\n");
+    }
+
+    for (i = 0; i < dev->npeers; i++) {
+        peer = &dev->peers[i];
+
+        if (all) {
+            printf("%s\t", dev->name);
+        }
+
+        wg_key_to_base64(key, peer->public_key);
+        printf("%s\t%s\t", key,
+               (peer->flags & WG_PEER_HAS_PRESHARED_KEY)
+               && !wg_key_is_zero(peer->preshared_key)
+               ? "(hidden)" : "(none)");
+
+        if (wg_endpoint_format(text, sizeof(text), &peer->endpoint) == 0) {
+            printf("%s\t", text);
+
+        } else {
+            printf("(none)\t");
+        }
+
+        for (j = 0; j < peer->nallowedips; j++) {
+            if (wg_allowedip_format(text, sizeof(text), &peer->allowedips[j])
+                == 0)
+            {
+                printf("%s%s", j ? "," : "", text);
+            }
+        }
+
+        printf("%s\t%lld\t%" PRIu64 "\t%" PRIu64 "\t",
+               peer->nallowedips ? "" : "(none)",
+               (long long) peer->last_handshake.tv_sec, peer->rx_bytes,
+               peer->tx_bytes);
+
+        if (peer->keepalive) {
+            printf("%u\n", peer->keepalive);
+
+        } else {
+            printf("off\n");
+        }
+    }
+}
+
+
 static int
-show_one(const char *ifname, int json, size_t *shown)
+show_one(const char *ifname, int format, int all, size_t *shown)
 {
     int            rc;
     wg_device_t   *dev;
@@ -236,14 +322,21 @@ show_one(const char *ifname, int json, size_t *shown)
         return rc;
     }
 
-    if (*shown) {
-        printf(json ? "," : "\n");
+    if (*shown && format != WGCTL_SHOW_DUMP) {
+        printf(format == WGCTL_SHOW_JSON ? "," : "\n");
     }
 
-    if (json) {
-        show_json(dev, backend);
+    switch (format) {
 
-    } else {
+    case WGCTL_SHOW_JSON:
+        show_json(dev, backend);
+        break;
+
+    case WGCTL_SHOW_DUMP:
+        show_dump(dev, all);
+        break;
+
+    default:
         show_text(dev, backend);
     }
 
@@ -257,7 +350,7 @@ show_one(const char *ifname, int json, size_t *shown)
 int
 show_main(int argc, char **argv)
 {
-    int           i, json, rc, failed;
+    int           i, format, rc, failed;
     char        **names;
     size_t        n, k, shown;
     const char   *ifname;
@@ -267,12 +360,17 @@ show_main(int argc, char **argv)
         return 0;
     }
 
-    json = 0;
+    format = WGCTL_SHOW_TEXT;
     ifname = NULL;
 
     for (i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0) {
-            json = 1;
+        if (strcmp(argv[i], "--json") == 0 && format == WGCTL_SHOW_TEXT) {
+            format = WGCTL_SHOW_JSON;
+
+        } else if (strcmp(argv[i], "dump") == 0 && ifname != NULL
+                   && format == WGCTL_SHOW_TEXT)
+        {
+            format = WGCTL_SHOW_DUMP;
 
         } else if (ifname == NULL && argv[i][0] != '-') {
             ifname = argv[i];
@@ -285,6 +383,10 @@ show_main(int argc, char **argv)
         }
     }
 
+    if (ifname != NULL && strcmp(ifname, "all") == 0) {
+        ifname = NULL;
+    }
+
     if (ifname != NULL) {
         if (!wg_ifname_valid(ifname)) {
             fprintf(stderr, "%s: invalid interface name \"%s\"\n",
@@ -293,9 +395,9 @@ show_main(int argc, char **argv)
         }
 
         n = 0;
-        rc = show_one(ifname, json, &n);
+        rc = show_one(ifname, format, 0, &n);
 
-        if (rc == 0 && json) {
+        if (rc == 0 && format == WGCTL_SHOW_JSON) {
             printf("\n");
         }
 
@@ -311,19 +413,19 @@ show_main(int argc, char **argv)
 
     failed = 0;
 
-    if (json) {
+    if (format == WGCTL_SHOW_JSON) {
         printf("[");
     }
 
     shown = 0;
 
     for (k = 0; k < n; k++) {
-        if (show_one(names[k], json, &shown) != 0) {
+        if (show_one(names[k], format, 1, &shown) != 0) {
             failed = 1;
         }
     }
 
-    if (json) {
+    if (format == WGCTL_SHOW_JSON) {
         printf("]\n");
     }
 
