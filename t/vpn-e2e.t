@@ -35,7 +35,7 @@ my $t = Test::Dstack->new()->has(qw(auth mesh api stream sim redis wgctl wg
 my $net = Test::DstackNetns->new()
     or $t->skip_all($Test::DstackNetns::WHY);
 
-$t->plan(33);
+$t->plan(34);
 
 # the server's timers, short for the test (docs/control-plane.md)
 my $KEEPALIVE = 2;
@@ -78,7 +78,7 @@ sub peers_are {
 
 for my $n (@three) {
     $key{$n} = $vpn->preauth_key($n);
-    $vpn->join_vpc($n, auth_key => $key{$n});
+    $vpn->join_vpc($n, auth_key => $key{$n}, direct_retry => 2);
 }
 
 ok(!grep({ !$_ } map { $key{$_} } @three), 'pre-auth keys from the API');
@@ -108,7 +108,8 @@ is(http_ok('n3', 'http://n1.dstack.internal:8080/'), "n1\n",
 
 $key{n4} = $vpn->preauth_key('n4');
 my $t0 = time;
-$vpn->join_vpc('n4', auth_key => $key{n4}, args => ['--ephemeral']);
+$vpn->join_vpc('n4', auth_key => $key{n4}, direct_retry => 2,
+    args => ['--ephemeral']);
 ok($vpn->wait_connected('n4', 30), 'a fourth node joins');
 
 sub on_device {
@@ -151,7 +152,7 @@ my ($a3, $k3) = (addr('n3'), pub('n3'));
 $vpn->stop_agent('n3', 'KILL');
 ok(pings('n1', $a3), 'agent killed: n3 still answers over the VPN');
 
-$vpn->join_vpc('n3', auth_key => $key{n3});
+$vpn->join_vpc('n3', auth_key => $key{n3}, direct_retry => 2);
 ok($vpn->wait_connected('n3', 30), 'restarted agent connects');
 is(addr('n3'), $a3, 'with the same address');
 is(pub('n3'), $k3, 'and the same key');
@@ -196,6 +197,23 @@ ok(wait_for(sub { $vpn->hosts('n1') !~ /n4\.dstack\.internal/ }, 10),
     'and from the hosts blocks');
 
 # --- leaving cleanly --------------------------------------------------------------
+
+# UDP flows here, so the pair settles on the direct path (a first handshake
+# that raced the peer's map may have sent it to the relay for a while);
+# only the direct path outlives the agent, whose relay engine goes with it
+sub path_to {
+    my ($name, $peer) = @_;
+    my ($rc, $out) = $vpn->wgctl_run($name, 'status', '--json',
+        '--state-dir', $vpn->state_dir($name));
+    my $s = eval { decode_json($out) } // {};
+    my ($p) = grep { ($_->{name} // '') =~ /^\Q$peer\E(\.|$)/ }
+        @{$s->{peers} || []};
+    return ($p // {})->{path} // '';
+}
+ok(wait_for(sub {
+    pings('n1', addr('n2'));
+    path_to('n1', 'n2') =~ /^direct/ && path_to('n2', 'n1') =~ /^direct/;
+}, 60), 'n1 and n2 on the direct path');
 
 is($vpn->stop_agent('n2') >> 8, 0, 'SIGTERM: the agent exits 0');
 ok(pings('n1', addr('n2')), 'and the VPN stays up');
