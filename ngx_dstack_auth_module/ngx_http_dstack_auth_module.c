@@ -106,6 +106,22 @@ typedef struct {
 } ngx_http_dstack_auth_cache_node_t;
 
 
+/*
+ * What the client certificate says, kept on the connection (its pool,
+ * found again by the cleanup handler) so that a keep-alive connection's
+ * later requests do not parse the certificate again.
+ */
+typedef struct {
+    X509                           *cert;
+    dstack_ratls_rc_e               rc;        /* of dstack_ratls_app_id() */
+    size_t                          usage_len;
+    ngx_uint_t                      has_usage;
+    u_char                          id[DSTACK_APP_ID_LEN];
+    u_char                          hex[DSTACK_APP_ID_HEX_LEN];
+    u_char                          usage_buf[DSTACK_USAGE_MAX_LEN + 1];
+} ngx_http_dstack_auth_cert_id_t;
+
+
 typedef struct {
     ngx_str_t                       app_id;    /* hex */
     ngx_str_t                       usage;
@@ -127,7 +143,7 @@ static ngx_http_dstack_auth_ctx_t *ngx_http_dstack_auth_identity(
 static ngx_uint_t ngx_http_dstack_auth_same_ca(ngx_connection_t *c,
     ngx_http_ssl_srv_conf_t *sscf);
 static ngx_int_t ngx_http_dstack_auth_from_cert(ngx_http_request_t *r,
-    ngx_http_dstack_auth_ctx_t *ctx, X509 *cert);
+    ngx_http_dstack_auth_ctx_t *ctx, X509 *cert, ngx_uint_t cache);
 static ngx_int_t ngx_http_dstack_auth_from_headers(ngx_http_request_t *r,
     ngx_http_dstack_auth_ctx_t *ctx, ngx_http_dstack_auth_loc_conf_t *alcf);
 static ngx_int_t ngx_http_dstack_auth_deny(ngx_http_request_t *r,
@@ -153,6 +169,7 @@ static void ngx_http_dstack_auth_cache_insert_value(ngx_rbtree_node_t *temp,
 static ngx_int_t ngx_http_dstack_auth_verify_pem(ngx_http_request_t *r,
     ngx_http_dstack_auth_loc_conf_t *alcf, u_char *pem, size_t len,
     X509 **leaf);
+static void ngx_http_dstack_auth_cert_id_cleanup(void *data);
 static ngx_uint_t ngx_http_dstack_auth_header_class(ngx_table_elt_t *h);
 static ngx_int_t ngx_http_dstack_auth_strip(ngx_http_request_t *r);
 static ngx_table_elt_t *ngx_http_dstack_auth_find_header(
@@ -650,7 +667,7 @@ ngx_http_dstack_auth_identity(ngx_http_request_t *r)
         if (cert == NULL) {
             ctx->error = "no client certificate";
 
-        } else if (ngx_http_dstack_auth_from_cert(r, ctx, cert) != NGX_OK) {
+        } else if (ngx_http_dstack_auth_from_cert(r, ctx, cert, 1) != NGX_OK) {
             return NULL;
         }
     }
@@ -705,35 +722,102 @@ ngx_http_dstack_auth_same_ca(ngx_connection_t *c,
 }
 
 
+/*
+ * The connection's own certificate ("cache") is parsed once per
+ * connection (HTTP/2 streams share the real connection, found through the
+ * SSL object); a request copies what it said.  A certificate from a
+ * header is parsed each time.
+ */
+
 static ngx_int_t
 ngx_http_dstack_auth_from_cert(ngx_http_request_t *r,
-    ngx_http_dstack_auth_ctx_t *ctx, X509 *cert)
+    ngx_http_dstack_auth_ctx_t *ctx, X509 *cert, ngx_uint_t cache)
 {
-    dstack_ratls_rc_e  rc;
+    ngx_connection_t                *c;
+    ngx_pool_cleanup_t              *cln, tmp;
+    ngx_http_dstack_auth_cert_id_t  *ci, one;
 
-    rc = dstack_ratls_app_id(cert, ctx->id);
+    ci = NULL;
+    cln = &tmp;
 
-    if (rc != DSTACK_RATLS_OK) {
-        ctx->error = (rc == DSTACK_RATLS_MISSING)
+    if (!cache) {
+        ci = &one;
+        ci->cert = NULL;
+
+    } else {
+        c = ngx_ssl_get_connection(r->connection->ssl->connection);
+
+        for (cln = c->pool->cleanup; cln != NULL; cln = cln->next) {
+            if (cln->handler == ngx_http_dstack_auth_cert_id_cleanup) {
+                ci = cln->data;
+                break;
+            }
+        }
+    }
+
+    if (ci == NULL || ci->cert != cert) {
+
+        if (ci == NULL) {
+            cln = ngx_pool_cleanup_add(c->pool,
+                                       sizeof(ngx_http_dstack_auth_cert_id_t));
+            if (cln == NULL) {
+                return NGX_ERROR;
+            }
+
+            ci = cln->data;
+        }
+
+        ci->cert = NULL;
+        ci->rc = dstack_ratls_app_id(cert, ci->id);
+        ci->has_usage = 0;
+
+        if (ci->rc == DSTACK_RATLS_OK) {
+            dstack_ratls_hex(ci->id, DSTACK_APP_ID_LEN, (char *) ci->hex);
+
+            if (dstack_ratls_usage(cert, (char *) ci->usage_buf)
+                == DSTACK_RATLS_OK)
+            {
+                ci->has_usage = 1;
+                ci->usage_len = ngx_strlen(ci->usage_buf);
+            }
+        }
+
+        /* only a complete result is found again */
+        ci->cert = cert;
+        cln->handler = ngx_http_dstack_auth_cert_id_cleanup;
+    }
+
+    if (ci->rc != DSTACK_RATLS_OK) {
+        ctx->error = (ci->rc == DSTACK_RATLS_MISSING)
                      ? "client certificate has no app_id"
                      : "client certificate has a malformed app_id";
 
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "dstack auth: app_id: %s", dstack_ratls_strerror(rc));
+                       "dstack auth: app_id: %s",
+                       dstack_ratls_strerror(ci->rc));
         return NGX_OK;
     }
 
-    dstack_ratls_hex(ctx->id, DSTACK_APP_ID_LEN, (char *) ctx->hex);
+    ngx_memcpy(ctx->id, ci->id, DSTACK_APP_ID_LEN);
+    ngx_memcpy(ctx->hex, ci->hex, DSTACK_APP_ID_HEX_LEN);
     ctx->app_id.data = ctx->hex;
     ctx->app_id.len = DSTACK_APP_ID_HEX_LEN;
 
-    if (dstack_ratls_usage(cert, (char *) ctx->usage_buf) == DSTACK_RATLS_OK)
-    {
+    if (ci->has_usage) {
+        ngx_memcpy(ctx->usage_buf, ci->usage_buf, ci->usage_len + 1);
         ctx->usage.data = ctx->usage_buf;
-        ctx->usage.len = ngx_strlen(ctx->usage_buf);
+        ctx->usage.len = ci->usage_len;
     }
 
     return NGX_OK;
+}
+
+
+/* marks the connection's certificate identity in its pool */
+
+static void
+ngx_http_dstack_auth_cert_id_cleanup(void *data)
+{
 }
 
 
@@ -825,7 +909,7 @@ ngx_http_dstack_auth_from_headers(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    rc = ngx_http_dstack_auth_from_cert(r, ctx, cert);
+    rc = ngx_http_dstack_auth_from_cert(r, ctx, cert, 0);
 
     if (rc == NGX_OK && alcf->attestation != DSTACK_POLICY_OFF) {
         /* no connection to remember it: the zone, if any, does */
@@ -988,6 +1072,23 @@ ngx_http_dstack_auth_header_class(ngx_table_elt_t *h)
 
     static u_char  name[] = "x-dstack-app-id";
     static u_char  skeleton[] = "xdstack";
+
+    /*
+     * a name that starts with a letter or digit other than "x" neither
+     * spells x-dstack-app-id nor x-dstack-... in letters and digits: most
+     * names stop here
+     */
+
+    if (h->key.len) {
+        c = h->key.data[0];
+
+        if (((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+             || (c >= '0' && c <= '9'))
+            && (c | 0x20) != 'x')
+        {
+            return NGX_HTTP_DSTACK_AUTH_HEADER_KEEP;
+        }
+    }
 
     match = (h->key.len == sizeof(name) - 1);
     odd = 0;

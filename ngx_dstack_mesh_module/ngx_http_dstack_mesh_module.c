@@ -255,6 +255,9 @@ static ngx_uint_t ngx_http_dstack_mesh_explain(ngx_http_request_t *r,
 static ngx_int_t ngx_http_dstack_mesh_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
+static ngx_int_t ngx_http_dstack_mesh_peer_host_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_uint_t ngx_http_dstack_mesh_local_host(ngx_str_t *host);
 static ngx_int_t ngx_http_dstack_mesh_add_variables(ngx_conf_t *cf);
 static void *ngx_http_dstack_mesh_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_dstack_mesh_create_srv_conf(ngx_conf_t *cf);
@@ -433,6 +436,11 @@ static ngx_http_variable_t  ngx_http_dstack_mesh_vars[] = {
     { ngx_string("dstack_mesh_attested"), NULL,
       ngx_http_dstack_mesh_variable,
       offsetof(ngx_http_dstack_mesh_ctx_t, attested), 0, 0 },
+
+    /* changeable: a configuration that still maps it itself keeps working */
+    { ngx_string("dstack_mesh_peer_host"), NULL,
+      ngx_http_dstack_mesh_peer_host_variable, 0,
+      NGX_HTTP_VAR_CHANGEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -771,6 +779,24 @@ ngx_http_dstack_mesh_header_kind(ngx_table_elt_t *h)
     static u_char  skeleton[] = "xdstack";
 
     len = h->key.len;
+
+    /*
+     * a name that starts with a letter or digit other than "x" neither
+     * begins with x-dstack- nor spells x-dstack... in letters and digits:
+     * most names stop here
+     */
+
+    if (len) {
+        c = h->key.data[0];
+
+        if (((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+             || (c >= '0' && c <= '9'))
+            && (c | 0x20) != 'x')
+        {
+            return NGX_HTTP_DSTACK_MESH_KEEP;
+        }
+    }
+
     odd = 0;
     n = 0;
 
@@ -2397,6 +2423,103 @@ ngx_http_dstack_mesh_variable(ngx_http_request_t *r,
     v->not_found = 0;
 
     return NGX_OK;
+}
+
+
+/*
+ * $dstack_mesh_peer_host, the Host a peer sees: the caller's own, as the
+ * seed's proxy forwarded it (so "Host: vpc-server" reaches the VPC API on
+ * a server CVM), or the target's gateway name ($dstack_mesh_host) when
+ * the caller sent none or only named this listener (localhost, 127.0.0.1
+ * or [::1], with any port).  A call through the gateway's TLS
+ * ($dstack_mesh_attested 0) always names the target.  What the shipped
+ * configuration once computed with a regex map, without the regex.
+ */
+
+static ngx_int_t
+ngx_http_dstack_mesh_peer_host_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t                    host, *s;
+    ngx_http_dstack_mesh_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_mesh_module);
+
+    if (r->headers_in.host) {
+        host = r->headers_in.host->value;
+
+    } else {
+        ngx_str_null(&host);
+    }
+
+    s = &host;
+
+    if (ctx != NULL && ctx->attested.len == 1) {
+        if (ctx->attested.data[0] == '0'
+            || (ctx->attested.data[0] == '1'
+                && (host.len == 0
+                    || ngx_http_dstack_mesh_local_host(&host))))
+        {
+            s = &ctx->host;
+        }
+    }
+
+    /* asked before the content phase set the target: ask again later */
+    v->no_cacheable = (ctx == NULL);
+
+    if (s->len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = s->len;
+    v->data = s->data;
+    v->valid = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/* localhost, 127.0.0.1 or [::1], optionally with ":<digits>" */
+
+static ngx_uint_t
+ngx_http_dstack_mesh_local_host(ngx_str_t *host)
+{
+    size_t       i, n;
+    ngx_uint_t   k;
+
+    static ngx_str_t  names[] = {
+        ngx_string("localhost"),
+        ngx_string("127.0.0.1"),
+        ngx_string("[::1]")
+    };
+
+    for (k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+        n = names[k].len;
+
+        if (host->len < n || ngx_memcmp(host->data, names[k].data, n) != 0) {
+            continue;
+        }
+
+        if (host->len == n) {
+            return 1;
+        }
+
+        if (host->data[n] != ':' || host->len == n + 1) {
+            return 0;
+        }
+
+        for (i = n + 1; i < host->len; i++) {
+            if (host->data[i] < '0' || host->data[i] > '9') {
+                return 0;
+            }
+        }
+
+        return 1;
+    }
+
+    return 0;
 }
 
 
