@@ -1110,7 +1110,12 @@ ngx_http_dstack_auth_header_class(ngx_table_elt_t *h)
 
         if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) {
             if (n < sizeof(skeleton) - 1) {
-                n = (c == skeleton[n]) ? n + 1 : sizeof(skeleton);
+                if (c != skeleton[n]) {
+                    /* nor x-dstack-..., spelt in any way */
+                    return NGX_HTTP_DSTACK_AUTH_HEADER_KEEP;
+                }
+
+                n++;
             }
 
         } else if (c != '-') {
