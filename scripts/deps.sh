@@ -19,6 +19,7 @@ libhiredis-dev libmnl-dev libcurl4-openssl-dev"
 pkgs="$build $runtime libnginx-mod-stream \
 iputils-ping procps bc perl libio-socket-ssl-perl wrk clang libclang-rt-14-dev \
 git shellcheck"
+pkgs="$pkgs valgrind"  # bench: BENCH_CALLGRIND=1 instruction counts
 
 case "${1:-all}" in
     all) ;;
