@@ -71,6 +71,9 @@ cg_run() {
         }
         sleep 0.1
     done
+    # time for what a process sets up after it listens (the API's Redis
+    # connections), so that no warm-up request meets it half done
+    sleep "${cg_settle:-0}"
     cg_requests "$cg_warm" "$url" "$@"
     t0=$(date +%s.%N)
     if [ "$n" -gt 0 ]; then
