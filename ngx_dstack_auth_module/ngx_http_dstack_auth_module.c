@@ -170,6 +170,7 @@ static ngx_int_t ngx_http_dstack_auth_verify_pem(ngx_http_request_t *r,
     ngx_http_dstack_auth_loc_conf_t *alcf, u_char *pem, size_t len,
     X509 **leaf);
 static void ngx_http_dstack_auth_cert_id_cleanup(void *data);
+static void ngx_http_dstack_auth_fold_init(void);
 static ngx_uint_t ngx_http_dstack_auth_header_class(ngx_table_elt_t *h);
 static ngx_int_t ngx_http_dstack_auth_strip(ngx_http_request_t *r);
 static ngx_table_elt_t *ngx_http_dstack_auth_find_header(
@@ -323,6 +324,9 @@ static ngx_http_module_t  ngx_http_dstack_auth_module_ctx = {
     ngx_http_dstack_auth_create_loc_conf,  /* create location configuration */
     ngx_http_dstack_auth_merge_loc_conf    /* merge location configuration */
 };
+
+
+static u_char  ngx_http_dstack_auth_fold[256];
 
 
 ngx_module_t  ngx_http_dstack_auth_module = {
@@ -1063,6 +1067,35 @@ failed:
  * and digits cannot be classified safely.
  */
 
+/*
+ * A header name's characters as classified: letters in lower case, "_"
+ * as "-" (underscores_in_headers), digits and "-" as they are, anything
+ * else 0.
+ */
+
+static void
+ngx_http_dstack_auth_fold_init(void)
+{
+    u_char      c;
+    ngx_uint_t  i;
+
+    for (i = 0; i < 256; i++) {
+        c = (u_char) i;
+
+        if (c >= 'A' && c <= 'Z') {
+            c |= 0x20;
+
+        } else if (c == '_') {
+            c = '-';
+        }
+
+        ngx_http_dstack_auth_fold[i] = ((c >= 'a' && c <= 'z')
+                                        || (c >= '0' && c <= '9')
+                                        || c == '-') ? c : 0;
+    }
+}
+
+
 static ngx_uint_t
 ngx_http_dstack_auth_header_class(ngx_table_elt_t *h)
 {
@@ -1080,12 +1113,9 @@ ngx_http_dstack_auth_header_class(ngx_table_elt_t *h)
      */
 
     if (h->key.len) {
-        c = h->key.data[0];
+        c = ngx_http_dstack_auth_fold[h->key.data[0]];
 
-        if (((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-             || (c >= '0' && c <= '9'))
-            && (c | 0x20) != 'x')
-        {
+        if (c != 0 && c != '-' && c != 'x') {
             return NGX_HTTP_DSTACK_AUTH_HEADER_KEEP;
         }
     }
@@ -1095,31 +1125,28 @@ ngx_http_dstack_auth_header_class(ngx_table_elt_t *h)
     n = 0;
 
     for (i = 0; i < h->key.len; i++) {
-        c = h->key.data[i];
-
-        if (c >= 'A' && c <= 'Z') {
-            c |= 0x20;
-
-        } else if (c == '_') {
-            c = '-';
-        }
+        c = ngx_http_dstack_auth_fold[h->key.data[i]];
 
         if (match && c != name[i]) {
             match = 0;
         }
 
-        if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) {
-            if (n < sizeof(skeleton) - 1) {
-                if (c != skeleton[n]) {
-                    /* nor x-dstack-..., spelt in any way */
-                    return NGX_HTTP_DSTACK_AUTH_HEADER_KEEP;
-                }
+        if (c == '-') {
+            continue;
+        }
 
-                n++;
+        if (c == 0) {
+            odd = 1;
+            continue;
+        }
+
+        if (n < sizeof(skeleton) - 1) {
+            if (c != skeleton[n]) {
+                /* nor x-dstack-..., spelt in any way */
+                return NGX_HTTP_DSTACK_AUTH_HEADER_KEEP;
             }
 
-        } else if (c != '-') {
-            odd = 1;
+            n++;
         }
     }
 
@@ -2630,6 +2657,8 @@ ngx_http_dstack_auth_init(ngx_conf_t *cf)
     ngx_http_ssl_srv_conf_t    *sscf;
     ngx_http_core_srv_conf_t  **cscfp;
     ngx_http_core_main_conf_t  *cmcf;
+
+    ngx_http_dstack_auth_fold_init();
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 

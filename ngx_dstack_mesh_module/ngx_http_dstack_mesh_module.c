@@ -195,6 +195,7 @@ static ngx_int_t ngx_http_dstack_mesh_field(ngx_http_request_t *r,
 static ngx_int_t ngx_http_dstack_mesh_hex_id(ngx_http_request_t *r,
     ngx_str_t *value, u_char *id, ngx_str_t *hex);
 static ngx_int_t ngx_http_dstack_mesh_parse_port(u_char *data, size_t len);
+static void ngx_http_dstack_mesh_fold_init(void);
 static ngx_uint_t ngx_http_dstack_mesh_header_kind(ngx_table_elt_t *h);
 static ngx_uint_t ngx_http_dstack_mesh_use_tls_header(ngx_http_request_t *r,
     ngx_str_t *value);
@@ -445,6 +446,8 @@ static ngx_http_variable_t  ngx_http_dstack_mesh_vars[] = {
       ngx_http_null_variable
 };
 
+
+static u_char  ngx_http_dstack_mesh_fold[256];
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
@@ -768,6 +771,34 @@ ngx_http_dstack_mesh_parse_port(u_char *data, size_t len)
  * in its letters and digits cannot be classified safely.
  */
 
+/*
+ * A header name's characters as classified: letters in lower case, "_"
+ * as "-" (underscores_in_headers), digits and "-" as they are, anything
+ * else 0.
+ */
+
+static void
+ngx_http_dstack_mesh_fold_init(void)
+{
+    u_char      c;
+    ngx_uint_t  i;
+
+    for (i = 0; i < 256; i++) {
+        c = (u_char) i;
+
+        if (c >= 'A' && c <= 'Z') {
+            c |= 0x20;
+
+        } else if (c == '_') {
+            c = '-';
+        }
+
+        ngx_http_dstack_mesh_fold[i] = ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+                      || c == '-') ? c : 0;
+    }
+}
+
+
 static ngx_uint_t
 ngx_http_dstack_mesh_header_kind(ngx_table_elt_t *h)
 {
@@ -787,12 +818,9 @@ ngx_http_dstack_mesh_header_kind(ngx_table_elt_t *h)
      */
 
     if (len) {
-        c = h->key.data[0];
+        c = ngx_http_dstack_mesh_fold[h->key.data[0]];
 
-        if (((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-             || (c >= '0' && c <= '9'))
-            && (c | 0x20) != 'x')
-        {
+        if (c != 0 && c != '-' && c != 'x') {
             return NGX_HTTP_DSTACK_MESH_KEEP;
         }
     }
@@ -801,31 +829,28 @@ ngx_http_dstack_mesh_header_kind(ngx_table_elt_t *h)
     n = 0;
 
     for (i = 0; i < len; i++) {
-        c = h->key.data[i];
-
-        if (c >= 'A' && c <= 'Z') {
-            c |= 0x20;
-
-        } else if (c == '_') {
-            c = '-';
-        }
+        c = ngx_http_dstack_mesh_fold[h->key.data[i]];
 
         if (i < sizeof(folded)) {
             folded[i] = c;
         }
 
-        if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) {
-            if (n < sizeof(skeleton) - 1) {
-                if (c != skeleton[n]) {
-                    /* nor x-dstack-..., spelt in any way */
-                    return NGX_HTTP_DSTACK_MESH_KEEP;
-                }
+        if (c == '-') {
+            continue;
+        }
 
-                n++;
+        if (c == 0) {
+            odd = 1;
+            continue;
+        }
+
+        if (n < sizeof(skeleton) - 1) {
+            if (c != skeleton[n]) {
+                /* nor x-dstack-..., spelt in any way */
+                return NGX_HTTP_DSTACK_MESH_KEEP;
             }
 
-        } else if (c != '-') {
-            odd = 1;
+            n++;
         }
     }
 
@@ -3345,6 +3370,8 @@ ngx_http_dstack_mesh_init(ngx_conf_t *cf)
     ngx_http_dstack_mesh_agent_ref_t  *ref;
     ngx_http_dstack_mesh_loc_conf_t   *mlcf;
     ngx_http_dstack_mesh_main_conf_t  *mmcf;
+
+    ngx_http_dstack_mesh_fold_init();
 
     mmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_dstack_mesh_module);
 
