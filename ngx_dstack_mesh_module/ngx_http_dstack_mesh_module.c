@@ -793,8 +793,9 @@ ngx_http_dstack_mesh_fold_init(void)
             c = '-';
         }
 
-        ngx_http_dstack_mesh_fold[i] = ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
-                      || c == '-') ? c : 0;
+        ngx_http_dstack_mesh_fold[i] = ((c >= 'a' && c <= 'z')
+                                        || (c >= '0' && c <= '9')
+                                        || c == '-') ? c : 0;
     }
 }
 
