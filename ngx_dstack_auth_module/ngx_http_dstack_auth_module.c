@@ -328,6 +328,9 @@ static ngx_http_module_t  ngx_http_dstack_auth_module_ctx = {
 
 static u_char  ngx_http_dstack_auth_fold[256];
 
+/* ngx_hash_key() of "x-dstack-app-id", computed once */
+static ngx_uint_t  ngx_http_dstack_auth_header_hash;
+
 
 ngx_module_t  ngx_http_dstack_auth_module = {
     NGX_MODULE_V1,
@@ -1172,6 +1175,7 @@ ngx_http_dstack_auth_header_class(ngx_table_elt_t *h)
 static ngx_int_t
 ngx_http_dstack_auth_strip(ngx_http_request_t *r)
 {
+    uint64_t          ident;
     ngx_uint_t        i, n, found, class;
     ngx_list_t        old;
     ngx_list_part_t  *part;
@@ -1179,13 +1183,12 @@ ngx_http_dstack_auth_strip(ngx_http_request_t *r)
 
     found = 0;
     n = 0;
+    ident = 0;  /* the first 64 headers' classes, not asked twice */
 
     for (part = &r->headers_in.headers.part; part; part = part->next) {
         h = part->elts;
 
         for (i = 0; i < part->nelts; i++) {
-            n++;
-
             class = ngx_http_dstack_auth_header_class(&h[i]);
 
             if (class == NGX_HTTP_DSTACK_AUTH_HEADER_UNCLEAR) {
@@ -1195,7 +1198,15 @@ ngx_http_dstack_auth_strip(ngx_http_request_t *r)
                 return NGX_DECLINED;
             }
 
-            found += (class == NGX_HTTP_DSTACK_AUTH_HEADER_IDENTITY);
+            if (class == NGX_HTTP_DSTACK_AUTH_HEADER_IDENTITY) {
+                found++;
+
+                if (n < 64) {
+                    ident |= (uint64_t) 1 << n;
+                }
+            }
+
+            n++;
         }
     }
 
@@ -1212,12 +1223,15 @@ ngx_http_dstack_auth_strip(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
+    n = 0;
+
     for (part = &old.part; part; part = part->next) {
         h = part->elts;
 
-        for (i = 0; i < part->nelts; i++) {
-            if (ngx_http_dstack_auth_header_class(&h[i])
-                == NGX_HTTP_DSTACK_AUTH_HEADER_IDENTITY)
+        for (i = 0; i < part->nelts; i++, n++) {
+            if ((n < 64) ? (ident & ((uint64_t) 1 << n)) != 0
+                         : ngx_http_dstack_auth_header_class(&h[i])
+                           == NGX_HTTP_DSTACK_AUTH_HEADER_IDENTITY)
             {
                 ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                                "dstack auth: removed header \"%V\"",
@@ -1321,7 +1335,7 @@ ngx_http_dstack_auth_set_header(ngx_http_request_t *r, ngx_str_t *app_id)
     h->key = ngx_http_dstack_auth_header;
     h->value = *app_id;
     h->lowcase_key = (u_char *) "x-dstack-app-id";
-    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
+    h->hash = ngx_http_dstack_auth_header_hash;
 
     return NGX_OK;
 }
@@ -2659,6 +2673,9 @@ ngx_http_dstack_auth_init(ngx_conf_t *cf)
     ngx_http_core_main_conf_t  *cmcf;
 
     ngx_http_dstack_auth_fold_init();
+    ngx_http_dstack_auth_header_hash =
+        ngx_hash_key((u_char *) "x-dstack-app-id",
+                     sizeof("x-dstack-app-id") - 1);
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
