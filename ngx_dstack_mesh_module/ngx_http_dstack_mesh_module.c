@@ -202,7 +202,8 @@ static ngx_uint_t ngx_http_dstack_mesh_use_tls_header(ngx_http_request_t *r,
 static ngx_int_t ngx_http_dstack_mesh_unattested(ngx_http_request_t *r,
     ngx_http_dstack_mesh_loc_conf_t *mlcf, ngx_http_dstack_mesh_ctx_t *ctx,
     ngx_uint_t n, ngx_str_t *value);
-static ngx_int_t ngx_http_dstack_mesh_strip_headers(ngx_http_request_t *r);
+static ngx_int_t ngx_http_dstack_mesh_strip_headers(ngx_http_request_t *r,
+    uint64_t stripped);
 static ngx_int_t ngx_http_dstack_mesh_agent(ngx_http_request_t *r,
     ngx_http_dstack_mesh_loc_conf_t *mlcf, ngx_http_dstack_mesh_ctx_t *ctx);
 static ngx_int_t ngx_http_dstack_mesh_gateway_info(ngx_http_request_t *r,
@@ -538,7 +539,8 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
     u_char            *p, *key;
     ngx_int_t          port;
     ngx_str_t          app, instance, port_text, *id;
-    ngx_uint_t         i, kind, strip;
+    uint64_t           stripped;
+    ngx_uint_t         i, n, kind, strip;
     ngx_list_part_t   *part;
     ngx_table_elt_t   *h, *fields[NGX_HTTP_DSTACK_MESH_PORT + 1];
     ngx_uint_t         dups[NGX_HTTP_DSTACK_MESH_PORT + 1];
@@ -546,11 +548,13 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
     ngx_memzero(fields, sizeof(fields));
     ngx_memzero(dups, sizeof(dups));
     strip = 0;
+    n = 0;
+    stripped = 0;  /* the first 64 headers' verdicts, not asked twice */
 
     for (part = &r->headers_in.headers.part; part; part = part->next) {
         h = part->elts;
 
-        for (i = 0; i < part->nelts; i++) {
+        for (i = 0; i < part->nelts; i++, n++) {
             kind = ngx_http_dstack_mesh_header_kind(&h[i]);
 
             if (kind == NGX_HTTP_DSTACK_MESH_KEEP) {
@@ -568,6 +572,10 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
 
             strip++;
 
+            if (n < 64) {
+                stripped |= (uint64_t) 1 << n;
+            }
+
             if (kind != NGX_HTTP_DSTACK_MESH_STRIP) {
                 dups[kind] += (fields[kind] != NULL);
                 fields[kind] = &h[i];
@@ -575,7 +583,7 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
         }
     }
 
-    if (strip && ngx_http_dstack_mesh_strip_headers(r) != NGX_OK) {
+    if (strip && ngx_http_dstack_mesh_strip_headers(r, stripped) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -998,7 +1006,7 @@ ngx_http_dstack_mesh_unattested(ngx_http_request_t *r,
  */
 
 static ngx_int_t
-ngx_http_dstack_mesh_strip_headers(ngx_http_request_t *r)
+ngx_http_dstack_mesh_strip_headers(ngx_http_request_t *r, uint64_t stripped)
 {
     ngx_uint_t        i, n;
     ngx_list_t        headers;
@@ -1017,13 +1025,16 @@ ngx_http_dstack_mesh_strip_headers(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
+    n = 0;
+
     for (part = &r->headers_in.headers.part; part; part = part->next) {
         h = part->elts;
 
-        for (i = 0; i < part->nelts; i++) {
+        for (i = 0; i < part->nelts; i++, n++) {
 
-            if (ngx_http_dstack_mesh_header_kind(&h[i])
-                != NGX_HTTP_DSTACK_MESH_KEEP)
+            if ((n < 64) ? (stripped & ((uint64_t) 1 << n)) != 0
+                         : ngx_http_dstack_mesh_header_kind(&h[i])
+                           != NGX_HTTP_DSTACK_MESH_KEEP)
             {
                 continue;
             }
