@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2154  # $d, $build, $repo: the caller's
 # bench/lib/callgrind.sh: instruction counts per request, sourced by the
 # benches (bench/mesh, bench/auth, bench/api) when BENCH_CALLGRIND=1.
 #
@@ -37,10 +38,10 @@ cg_stop_pidfile() {
 # cg_requests <count> <url> [curl arguments]: <count> GETs, one after the
 # other on one keep-alive connection; fails unless every answer is 200
 cg_requests() {
-    local n=$1 url=$2 i codes
+    local n=$1 url=$2 _ codes
     shift 2
     [ "$n" -gt 0 ] || return 0
-    for i in $(seq "$n"); do
+    for _ in $(seq "$n"); do
         printf 'url = "%s"\noutput = /dev/null\n' "$url"
     done > "$d/cg/curl.cfg"
     codes=$(curl -s -w '%{http_code}\n' "$@" -K "$d/cg/curl.cfg" \
@@ -55,14 +56,14 @@ cg_requests() {
 # <conf> under callgrind, listening on <port>; <count> requests after the
 # warm-up (0: the idle run, lasting as long as the previous loaded run)
 cg_run() {
-    local out=$1 conf=$2 port=$3 n=$4 url=$5 vp t0 t1 i
+    local out=$1 conf=$2 port=$3 n=$4 url=$5 vp t0 t1 _
     shift 5
     valgrind --tool=callgrind --dump-instr=no --callgrind-out-file="$out" \
         nginx -p "$d/" -c "$conf" \
         -g 'daemon off; master_process off;' \
         > "$out.log" 2>&1 &
     vp=$!
-    for i in $(seq 1200); do
+    for _ in $(seq 1200); do
         ss -Hltn "sport = :$port" | grep -q . && break
         kill -0 "$vp" 2>/dev/null || {
             echo "bench: nginx under callgrind exited" >&2
