@@ -449,6 +449,8 @@ static ngx_http_variable_t  ngx_http_dstack_mesh_vars[] = {
 
 
 static u_char  ngx_http_dstack_mesh_fold[256];
+/* a hex digit's value, 0xff for anything else */
+static u_char  ngx_http_dstack_mesh_hexval[256];
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
@@ -733,17 +735,38 @@ static ngx_int_t
 ngx_http_dstack_mesh_hex_id(ngx_http_request_t *r, ngx_str_t *value,
     u_char *id, ngx_str_t *hex)
 {
-    if (dstack_ratls_parse_app_id((char *) value->data, value->len, id) != 0)
-    {
+    u_char      hi, lo, *p, *q;
+    ngx_uint_t  i;
+
+    static u_char  digits[] = "0123456789abcdef";
+
+    /* as dstack_ratls_parse_app_id() and dstack_ratls_hex(), in one pass */
+
+    if (value->len != DSTACK_APP_ID_HEX_LEN) {
         return NGX_ERROR;
     }
 
-    hex->data = ngx_pnalloc(r->pool, DSTACK_APP_ID_HEX_LEN);
-    if (hex->data == NULL) {
+    q = ngx_pnalloc(r->pool, DSTACK_APP_ID_HEX_LEN);
+    if (q == NULL) {
         return NGX_ERROR;
     }
 
-    dstack_ratls_hex(id, DSTACK_APP_ID_LEN, (char *) hex->data);
+    p = value->data;
+
+    for (i = 0; i < DSTACK_APP_ID_LEN; i++) {
+        hi = ngx_http_dstack_mesh_hexval[p[2 * i]];
+        lo = ngx_http_dstack_mesh_hexval[p[2 * i + 1]];
+
+        if ((hi | lo) > 0x0f) {
+            return NGX_ERROR;
+        }
+
+        id[i] = (u_char) (hi << 4 | lo);
+        q[2 * i] = digits[hi];
+        q[2 * i + 1] = digits[lo];
+    }
+
+    hex->data = q;
     hex->len = DSTACK_APP_ID_HEX_LEN;
 
     return NGX_OK;
@@ -782,7 +805,7 @@ ngx_http_dstack_mesh_parse_port(u_char *data, size_t len)
 /*
  * A header name's characters as classified: letters in lower case, "_"
  * as "-" (underscores_in_headers), digits and "-" as they are, anything
- * else 0.
+ * else 0.  And the values of hex digits.
  */
 
 static void
@@ -804,6 +827,10 @@ ngx_http_dstack_mesh_fold_init(void)
         ngx_http_dstack_mesh_fold[i] = ((c >= 'a' && c <= 'z')
                                         || (c >= '0' && c <= '9')
                                         || c == '-') ? c : 0;
+
+        ngx_http_dstack_mesh_hexval[i] = (c >= '0' && c <= '9') ? c - '0'
+                                         : (c >= 'a' && c <= 'f')
+                                           ? c - 'a' + 10 : 0xff;
     }
 }
 
