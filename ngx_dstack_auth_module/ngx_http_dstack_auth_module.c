@@ -109,6 +109,22 @@ typedef struct {
 } ngx_http_dstack_auth_cache_node_t;
 
 
+/*
+ * What the client certificate says, kept on the connection (its pool,
+ * found again by the cleanup handler) so that a keep-alive connection's
+ * later requests do not parse the certificate again.
+ */
+typedef struct {
+    X509                           *cert;
+    dstack_ratls_rc_e               rc;        /* of dstack_ratls_app_id() */
+    size_t                          usage_len;
+    ngx_uint_t                      has_usage;
+    u_char                          id[DSTACK_APP_ID_LEN];
+    u_char                          hex[DSTACK_APP_ID_HEX_LEN];
+    u_char                          usage_buf[DSTACK_USAGE_MAX_LEN + 1];
+} ngx_http_dstack_auth_cert_id_t;
+
+
 typedef struct {
     ngx_str_t                       app_id;    /* hex */
     ngx_str_t                       usage;
@@ -130,7 +146,7 @@ static ngx_http_dstack_auth_ctx_t *ngx_http_dstack_auth_identity(
 static ngx_uint_t ngx_http_dstack_auth_same_ca(ngx_connection_t *c,
     ngx_http_ssl_srv_conf_t *sscf);
 static ngx_int_t ngx_http_dstack_auth_from_cert(ngx_http_request_t *r,
-    ngx_http_dstack_auth_ctx_t *ctx, X509 *cert);
+    ngx_http_dstack_auth_ctx_t *ctx, X509 *cert, ngx_uint_t cache);
 static ngx_int_t ngx_http_dstack_auth_from_headers(ngx_http_request_t *r,
     ngx_http_dstack_auth_ctx_t *ctx, ngx_http_dstack_auth_loc_conf_t *alcf);
 static ngx_int_t ngx_http_dstack_auth_deny(ngx_http_request_t *r,
@@ -156,6 +172,8 @@ static void ngx_http_dstack_auth_cache_insert_value(ngx_rbtree_node_t *temp,
 static ngx_int_t ngx_http_dstack_auth_verify_pem(ngx_http_request_t *r,
     ngx_http_dstack_auth_loc_conf_t *alcf, u_char *pem, size_t len,
     X509 **leaf);
+static void ngx_http_dstack_auth_cert_id_cleanup(void *data);
+static void ngx_http_dstack_auth_fold_init(void);
 static ngx_uint_t ngx_http_dstack_auth_header_class(ngx_table_elt_t *h);
 static ngx_int_t ngx_http_dstack_auth_strip(ngx_http_request_t *r);
 static ngx_table_elt_t *ngx_http_dstack_auth_find_header(
@@ -311,6 +329,12 @@ static ngx_http_module_t  ngx_http_dstack_auth_module_ctx = {
     ngx_http_dstack_auth_create_loc_conf,  /* create location configuration */
     ngx_http_dstack_auth_merge_loc_conf    /* merge location configuration */
 };
+
+
+static u_char  ngx_http_dstack_auth_fold[256];
+
+/* ngx_hash_key() of "x-dstack-app-id", computed once */
+static ngx_uint_t  ngx_http_dstack_auth_header_hash;
 
 
 ngx_module_t  ngx_http_dstack_auth_module = {
@@ -665,7 +689,7 @@ ngx_http_dstack_auth_identity(ngx_http_request_t *r)
         if (cert == NULL) {
             ctx->error = "no client certificate";
 
-        } else if (ngx_http_dstack_auth_from_cert(r, ctx, cert) != NGX_OK) {
+        } else if (ngx_http_dstack_auth_from_cert(r, ctx, cert, 1) != NGX_OK) {
             return NULL;
         }
     }
@@ -720,35 +744,102 @@ ngx_http_dstack_auth_same_ca(ngx_connection_t *c,
 }
 
 
+/*
+ * The connection's own certificate ("cache") is parsed once per
+ * connection (HTTP/2 streams share the real connection, found through the
+ * SSL object); a request copies what it said.  A certificate from a
+ * header is parsed each time.
+ */
+
 static ngx_int_t
 ngx_http_dstack_auth_from_cert(ngx_http_request_t *r,
-    ngx_http_dstack_auth_ctx_t *ctx, X509 *cert)
+    ngx_http_dstack_auth_ctx_t *ctx, X509 *cert, ngx_uint_t cache)
 {
-    dstack_ratls_rc_e  rc;
+    ngx_connection_t                *c;
+    ngx_pool_cleanup_t              *cln, tmp;
+    ngx_http_dstack_auth_cert_id_t  *ci, one;
 
-    rc = dstack_ratls_app_id(cert, ctx->id);
+    ci = NULL;
+    cln = &tmp;
 
-    if (rc != DSTACK_RATLS_OK) {
-        ctx->error = (rc == DSTACK_RATLS_MISSING)
+    if (!cache) {
+        ci = &one;
+        ci->cert = NULL;
+
+    } else {
+        c = ngx_ssl_get_connection(r->connection->ssl->connection);
+
+        for (cln = c->pool->cleanup; cln != NULL; cln = cln->next) {
+            if (cln->handler == ngx_http_dstack_auth_cert_id_cleanup) {
+                ci = cln->data;
+                break;
+            }
+        }
+    }
+
+    if (ci == NULL || ci->cert != cert) {
+
+        if (ci == NULL) {
+            cln = ngx_pool_cleanup_add(c->pool,
+                                       sizeof(ngx_http_dstack_auth_cert_id_t));
+            if (cln == NULL) {
+                return NGX_ERROR;
+            }
+
+            ci = cln->data;
+        }
+
+        ci->cert = NULL;
+        ci->rc = dstack_ratls_app_id(cert, ci->id);
+        ci->has_usage = 0;
+
+        if (ci->rc == DSTACK_RATLS_OK) {
+            dstack_ratls_hex(ci->id, DSTACK_APP_ID_LEN, (char *) ci->hex);
+
+            if (dstack_ratls_usage(cert, (char *) ci->usage_buf)
+                == DSTACK_RATLS_OK)
+            {
+                ci->has_usage = 1;
+                ci->usage_len = ngx_strlen(ci->usage_buf);
+            }
+        }
+
+        /* only a complete result is found again */
+        ci->cert = cert;
+        cln->handler = ngx_http_dstack_auth_cert_id_cleanup;
+    }
+
+    if (ci->rc != DSTACK_RATLS_OK) {
+        ctx->error = (ci->rc == DSTACK_RATLS_MISSING)
                      ? "client certificate has no app_id"
                      : "client certificate has a malformed app_id";
 
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "dstack auth: app_id: %s", dstack_ratls_strerror(rc));
+                       "dstack auth: app_id: %s",
+                       dstack_ratls_strerror(ci->rc));
         return NGX_OK;
     }
 
-    dstack_ratls_hex(ctx->id, DSTACK_APP_ID_LEN, (char *) ctx->hex);
+    ngx_memcpy(ctx->id, ci->id, DSTACK_APP_ID_LEN);
+    ngx_memcpy(ctx->hex, ci->hex, DSTACK_APP_ID_HEX_LEN);
     ctx->app_id.data = ctx->hex;
     ctx->app_id.len = DSTACK_APP_ID_HEX_LEN;
 
-    if (dstack_ratls_usage(cert, (char *) ctx->usage_buf) == DSTACK_RATLS_OK)
-    {
+    if (ci->has_usage) {
+        ngx_memcpy(ctx->usage_buf, ci->usage_buf, ci->usage_len + 1);
         ctx->usage.data = ctx->usage_buf;
-        ctx->usage.len = ngx_strlen(ctx->usage_buf);
+        ctx->usage.len = ci->usage_len;
     }
 
     return NGX_OK;
+}
+
+
+/* marks the connection's certificate identity in its pool */
+
+static void
+ngx_http_dstack_auth_cert_id_cleanup(void *data)
+{
 }
 
 
@@ -840,7 +931,7 @@ ngx_http_dstack_auth_from_headers(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    rc = ngx_http_dstack_auth_from_cert(r, ctx, cert);
+    rc = ngx_http_dstack_auth_from_cert(r, ctx, cert, 0);
 
     if (rc == NGX_OK && alcf->attestation != DSTACK_POLICY_OFF) {
         /* no connection to remember it: the zone, if any, does */
@@ -994,6 +1085,35 @@ failed:
  * and digits cannot be classified safely.
  */
 
+/*
+ * A header name's characters as classified: letters in lower case, "_"
+ * as "-" (underscores_in_headers), digits and "-" as they are, anything
+ * else 0.
+ */
+
+static void
+ngx_http_dstack_auth_fold_init(void)
+{
+    u_char      c;
+    ngx_uint_t  i;
+
+    for (i = 0; i < 256; i++) {
+        c = (u_char) i;
+
+        if (c >= 'A' && c <= 'Z') {
+            c |= 0x20;
+
+        } else if (c == '_') {
+            c = '-';
+        }
+
+        ngx_http_dstack_auth_fold[i] = ((c >= 'a' && c <= 'z')
+                                        || (c >= '0' && c <= '9')
+                                        || c == '-') ? c : 0;
+    }
+}
+
+
 static ngx_uint_t
 ngx_http_dstack_auth_header_class(ngx_table_elt_t *h)
 {
@@ -1004,31 +1124,47 @@ ngx_http_dstack_auth_header_class(ngx_table_elt_t *h)
     static u_char  name[] = "x-dstack-app-id";
     static u_char  skeleton[] = "xdstack";
 
+    /*
+     * a name that starts with a letter or digit other than "x" neither
+     * spells x-dstack-app-id nor x-dstack-... in letters and digits: most
+     * names stop here
+     */
+
+    if (h->key.len) {
+        c = ngx_http_dstack_auth_fold[h->key.data[0]];
+
+        if (c != 0 && c != '-' && c != 'x') {
+            return NGX_HTTP_DSTACK_AUTH_HEADER_KEEP;
+        }
+    }
+
     match = (h->key.len == sizeof(name) - 1);
     odd = 0;
     n = 0;
 
     for (i = 0; i < h->key.len; i++) {
-        c = h->key.data[i];
-
-        if (c >= 'A' && c <= 'Z') {
-            c |= 0x20;
-
-        } else if (c == '_') {
-            c = '-';
-        }
+        c = ngx_http_dstack_auth_fold[h->key.data[i]];
 
         if (match && c != name[i]) {
             match = 0;
         }
 
-        if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) {
-            if (n < sizeof(skeleton) - 1) {
-                n = (c == skeleton[n]) ? n + 1 : sizeof(skeleton);
+        if (c == '-') {
+            continue;
+        }
+
+        if (c == 0) {
+            odd = 1;
+            continue;
+        }
+
+        if (n < sizeof(skeleton) - 1) {
+            if (c != skeleton[n]) {
+                /* nor x-dstack-..., spelt in any way */
+                return NGX_HTTP_DSTACK_AUTH_HEADER_KEEP;
             }
 
-        } else if (c != '-') {
-            odd = 1;
+            n++;
         }
     }
 
@@ -1054,6 +1190,7 @@ ngx_http_dstack_auth_header_class(ngx_table_elt_t *h)
 static ngx_int_t
 ngx_http_dstack_auth_strip(ngx_http_request_t *r)
 {
+    uint64_t          ident;
     ngx_uint_t        i, n, found, class;
     ngx_list_t        old;
     ngx_list_part_t  *part;
@@ -1061,13 +1198,12 @@ ngx_http_dstack_auth_strip(ngx_http_request_t *r)
 
     found = 0;
     n = 0;
+    ident = 0;  /* the first 64 headers' classes, not asked twice */
 
     for (part = &r->headers_in.headers.part; part; part = part->next) {
         h = part->elts;
 
         for (i = 0; i < part->nelts; i++) {
-            n++;
-
             class = ngx_http_dstack_auth_header_class(&h[i]);
 
             if (class == NGX_HTTP_DSTACK_AUTH_HEADER_UNCLEAR) {
@@ -1077,7 +1213,15 @@ ngx_http_dstack_auth_strip(ngx_http_request_t *r)
                 return NGX_DECLINED;
             }
 
-            found += (class == NGX_HTTP_DSTACK_AUTH_HEADER_IDENTITY);
+            if (class == NGX_HTTP_DSTACK_AUTH_HEADER_IDENTITY) {
+                found++;
+
+                if (n < 64) {
+                    ident |= (uint64_t) 1 << n;
+                }
+            }
+
+            n++;
         }
     }
 
@@ -1094,12 +1238,15 @@ ngx_http_dstack_auth_strip(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
+    n = 0;
+
     for (part = &old.part; part; part = part->next) {
         h = part->elts;
 
-        for (i = 0; i < part->nelts; i++) {
-            if (ngx_http_dstack_auth_header_class(&h[i])
-                == NGX_HTTP_DSTACK_AUTH_HEADER_IDENTITY)
+        for (i = 0; i < part->nelts; i++, n++) {
+            if ((n < 64) ? (ident & ((uint64_t) 1 << n)) != 0
+                         : ngx_http_dstack_auth_header_class(&h[i])
+                           == NGX_HTTP_DSTACK_AUTH_HEADER_IDENTITY)
             {
                 ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                                "dstack auth: removed header \"%V\"",
@@ -1203,7 +1350,7 @@ ngx_http_dstack_auth_set_header(ngx_http_request_t *r, ngx_str_t *app_id)
     h->key = ngx_http_dstack_auth_header;
     h->value = *app_id;
     h->lowcase_key = (u_char *) "x-dstack-app-id";
-    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
+    h->hash = ngx_http_dstack_auth_header_hash;
 
     return NGX_OK;
 }
@@ -2570,6 +2717,11 @@ ngx_http_dstack_auth_init(ngx_conf_t *cf)
     ngx_http_core_srv_conf_t  **cscfp;
     ngx_http_core_main_conf_t  *cmcf;
     ngx_http_dstack_auth_main_conf_t  *amcf;
+
+    ngx_http_dstack_auth_fold_init();
+    ngx_http_dstack_auth_header_hash =
+        ngx_hash_key((u_char *) "x-dstack-app-id",
+                     sizeof("x-dstack-app-id") - 1);
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 

@@ -199,13 +199,15 @@ static ngx_int_t ngx_http_dstack_mesh_field(ngx_http_request_t *r,
 static ngx_int_t ngx_http_dstack_mesh_hex_id(ngx_http_request_t *r,
     ngx_str_t *value, u_char *id, ngx_str_t *hex);
 static ngx_int_t ngx_http_dstack_mesh_parse_port(u_char *data, size_t len);
+static void ngx_http_dstack_mesh_fold_init(void);
 static ngx_uint_t ngx_http_dstack_mesh_header_kind(ngx_table_elt_t *h);
 static ngx_uint_t ngx_http_dstack_mesh_use_tls_header(ngx_http_request_t *r,
     ngx_str_t *value);
 static ngx_int_t ngx_http_dstack_mesh_unattested(ngx_http_request_t *r,
     ngx_http_dstack_mesh_loc_conf_t *mlcf, ngx_http_dstack_mesh_ctx_t *ctx,
     ngx_uint_t n, ngx_str_t *value);
-static ngx_int_t ngx_http_dstack_mesh_strip_headers(ngx_http_request_t *r);
+static ngx_int_t ngx_http_dstack_mesh_strip_headers(ngx_http_request_t *r,
+    uint64_t stripped);
 static ngx_int_t ngx_http_dstack_mesh_agent(ngx_http_request_t *r,
     ngx_http_dstack_mesh_loc_conf_t *mlcf, ngx_http_dstack_mesh_ctx_t *ctx);
 static ngx_int_t ngx_http_dstack_mesh_gateway_info(ngx_http_request_t *r,
@@ -264,6 +266,9 @@ static ngx_dstack_metrics_t *ngx_http_dstack_mesh_metrics(
     ngx_http_request_t *r);
 static ngx_int_t ngx_http_dstack_mesh_log_metrics(ngx_http_request_t *r);
 
+static ngx_int_t ngx_http_dstack_mesh_peer_host_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_uint_t ngx_http_dstack_mesh_local_host(ngx_str_t *host);
 static ngx_int_t ngx_http_dstack_mesh_add_variables(ngx_conf_t *cf);
 static void *ngx_http_dstack_mesh_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_dstack_mesh_create_srv_conf(ngx_conf_t *cf);
@@ -446,10 +451,18 @@ static ngx_http_variable_t  ngx_http_dstack_mesh_vars[] = {
     { ngx_string("dstack_mesh_error"), NULL,
       ngx_http_dstack_mesh_variable,
       offsetof(ngx_http_dstack_mesh_ctx_t, code), 0, 0 },
+    /* changeable: a configuration that still maps it itself keeps working */
+    { ngx_string("dstack_mesh_peer_host"), NULL,
+      ngx_http_dstack_mesh_peer_host_variable, 0,
+      NGX_HTTP_VAR_CHANGEABLE, 0 },
 
       ngx_http_null_variable
 };
 
+
+static u_char  ngx_http_dstack_mesh_fold[256];
+/* a hex digit's value, 0xff for anything else */
+static u_char  ngx_http_dstack_mesh_hexval[256];
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
@@ -540,7 +553,8 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
     u_char            *p, *key;
     ngx_int_t          port;
     ngx_str_t          app, instance, port_text, *id;
-    ngx_uint_t         i, kind, strip;
+    uint64_t           stripped;
+    ngx_uint_t         i, n, kind, strip;
     ngx_list_part_t   *part;
     ngx_table_elt_t   *h, *fields[NGX_HTTP_DSTACK_MESH_PORT + 1];
     ngx_uint_t         dups[NGX_HTTP_DSTACK_MESH_PORT + 1];
@@ -548,11 +562,13 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
     ngx_memzero(fields, sizeof(fields));
     ngx_memzero(dups, sizeof(dups));
     strip = 0;
+    n = 0;
+    stripped = 0;  /* the first 64 headers' verdicts, not asked twice */
 
     for (part = &r->headers_in.headers.part; part; part = part->next) {
         h = part->elts;
 
-        for (i = 0; i < part->nelts; i++) {
+        for (i = 0; i < part->nelts; i++, n++) {
             kind = ngx_http_dstack_mesh_header_kind(&h[i]);
 
             if (kind == NGX_HTTP_DSTACK_MESH_KEEP) {
@@ -570,6 +586,10 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
 
             strip++;
 
+            if (n < 64) {
+                stripped |= (uint64_t) 1 << n;
+            }
+
             if (kind != NGX_HTTP_DSTACK_MESH_STRIP) {
                 dups[kind] += (fields[kind] != NULL);
                 fields[kind] = &h[i];
@@ -577,7 +597,7 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
         }
     }
 
-    if (strip && ngx_http_dstack_mesh_strip_headers(r) != NGX_OK) {
+    if (strip && ngx_http_dstack_mesh_strip_headers(r, stripped) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -727,17 +747,38 @@ static ngx_int_t
 ngx_http_dstack_mesh_hex_id(ngx_http_request_t *r, ngx_str_t *value,
     u_char *id, ngx_str_t *hex)
 {
-    if (dstack_ratls_parse_app_id((char *) value->data, value->len, id) != 0)
-    {
+    u_char      hi, lo, *p, *q;
+    ngx_uint_t  i;
+
+    static u_char  digits[] = "0123456789abcdef";
+
+    /* as dstack_ratls_parse_app_id() and dstack_ratls_hex(), in one pass */
+
+    if (value->len != DSTACK_APP_ID_HEX_LEN) {
         return NGX_ERROR;
     }
 
-    hex->data = ngx_pnalloc(r->pool, DSTACK_APP_ID_HEX_LEN);
-    if (hex->data == NULL) {
+    q = ngx_pnalloc(r->pool, DSTACK_APP_ID_HEX_LEN);
+    if (q == NULL) {
         return NGX_ERROR;
     }
 
-    dstack_ratls_hex(id, DSTACK_APP_ID_LEN, (char *) hex->data);
+    p = value->data;
+
+    for (i = 0; i < DSTACK_APP_ID_LEN; i++) {
+        hi = ngx_http_dstack_mesh_hexval[p[2 * i]];
+        lo = ngx_http_dstack_mesh_hexval[p[2 * i + 1]];
+
+        if ((hi | lo) > 0x0f) {
+            return NGX_ERROR;
+        }
+
+        id[i] = (u_char) (hi << 4 | lo);
+        q[2 * i] = digits[hi];
+        q[2 * i + 1] = digits[lo];
+    }
+
+    hex->data = q;
     hex->len = DSTACK_APP_ID_HEX_LEN;
 
     return NGX_OK;
@@ -773,6 +814,39 @@ ngx_http_dstack_mesh_parse_port(u_char *data, size_t len)
  * in its letters and digits cannot be classified safely.
  */
 
+/*
+ * A header name's characters as classified: letters in lower case, "_"
+ * as "-" (underscores_in_headers), digits and "-" as they are, anything
+ * else 0.  And the values of hex digits.
+ */
+
+static void
+ngx_http_dstack_mesh_fold_init(void)
+{
+    u_char      c;
+    ngx_uint_t  i;
+
+    for (i = 0; i < 256; i++) {
+        c = (u_char) i;
+
+        if (c >= 'A' && c <= 'Z') {
+            c |= 0x20;
+
+        } else if (c == '_') {
+            c = '-';
+        }
+
+        ngx_http_dstack_mesh_fold[i] = ((c >= 'a' && c <= 'z')
+                                        || (c >= '0' && c <= '9')
+                                        || c == '-') ? c : 0;
+
+        ngx_http_dstack_mesh_hexval[i] = (c >= '0' && c <= '9') ? c - '0'
+                                         : (c >= 'a' && c <= 'f')
+                                           ? c - 'a' + 10 : 0xff;
+    }
+}
+
+
 static ngx_uint_t
 ngx_http_dstack_mesh_header_kind(ngx_table_elt_t *h)
 {
@@ -784,30 +858,47 @@ ngx_http_dstack_mesh_header_kind(ngx_table_elt_t *h)
     static u_char  skeleton[] = "xdstack";
 
     len = h->key.len;
+
+    /*
+     * a name that starts with a letter or digit other than "x" neither
+     * begins with x-dstack- nor spells x-dstack... in letters and digits:
+     * most names stop here
+     */
+
+    if (len) {
+        c = ngx_http_dstack_mesh_fold[h->key.data[0]];
+
+        if (c != 0 && c != '-' && c != 'x') {
+            return NGX_HTTP_DSTACK_MESH_KEEP;
+        }
+    }
+
     odd = 0;
     n = 0;
 
     for (i = 0; i < len; i++) {
-        c = h->key.data[i];
-
-        if (c >= 'A' && c <= 'Z') {
-            c |= 0x20;
-
-        } else if (c == '_') {
-            c = '-';
-        }
+        c = ngx_http_dstack_mesh_fold[h->key.data[i]];
 
         if (i < sizeof(folded)) {
             folded[i] = c;
         }
 
-        if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) {
-            if (n < sizeof(skeleton) - 1) {
-                n = (c == skeleton[n]) ? n + 1 : sizeof(skeleton);
+        if (c == '-') {
+            continue;
+        }
+
+        if (c == 0) {
+            odd = 1;
+            continue;
+        }
+
+        if (n < sizeof(skeleton) - 1) {
+            if (c != skeleton[n]) {
+                /* nor x-dstack-..., spelt in any way */
+                return NGX_HTTP_DSTACK_MESH_KEEP;
             }
 
-        } else if (c != '-') {
-            odd = 1;
+            n++;
         }
     }
 
@@ -954,7 +1045,7 @@ ngx_http_dstack_mesh_unattested(ngx_http_request_t *r,
  */
 
 static ngx_int_t
-ngx_http_dstack_mesh_strip_headers(ngx_http_request_t *r)
+ngx_http_dstack_mesh_strip_headers(ngx_http_request_t *r, uint64_t stripped)
 {
     ngx_uint_t        i, n;
     ngx_list_t        headers;
@@ -973,13 +1064,16 @@ ngx_http_dstack_mesh_strip_headers(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
+    n = 0;
+
     for (part = &r->headers_in.headers.part; part; part = part->next) {
         h = part->elts;
 
-        for (i = 0; i < part->nelts; i++) {
+        for (i = 0; i < part->nelts; i++, n++) {
 
-            if (ngx_http_dstack_mesh_header_kind(&h[i])
-                != NGX_HTTP_DSTACK_MESH_KEEP)
+            if ((n < 64) ? (stripped & ((uint64_t) 1 << n)) != 0
+                         : ngx_http_dstack_mesh_header_kind(&h[i])
+                           != NGX_HTTP_DSTACK_MESH_KEEP)
             {
                 continue;
             }
@@ -2541,6 +2635,103 @@ ngx_http_dstack_mesh_variable(ngx_http_request_t *r,
 }
 
 
+/*
+ * $dstack_mesh_peer_host, the Host a peer sees: the caller's own, as the
+ * seed's proxy forwarded it (so "Host: vpc-server" reaches the VPC API on
+ * a server CVM), or the target's gateway name ($dstack_mesh_host) when
+ * the caller sent none or only named this listener (localhost, 127.0.0.1
+ * or [::1], with any port).  A call through the gateway's TLS
+ * ($dstack_mesh_attested 0) always names the target.  What the shipped
+ * configuration once computed with a regex map, without the regex.
+ */
+
+static ngx_int_t
+ngx_http_dstack_mesh_peer_host_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t                    host, *s;
+    ngx_http_dstack_mesh_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_mesh_module);
+
+    if (r->headers_in.host) {
+        host = r->headers_in.host->value;
+
+    } else {
+        ngx_str_null(&host);
+    }
+
+    s = &host;
+
+    if (ctx != NULL && ctx->attested.len == 1) {
+        if (ctx->attested.data[0] == '0'
+            || (ctx->attested.data[0] == '1'
+                && (host.len == 0
+                    || ngx_http_dstack_mesh_local_host(&host))))
+        {
+            s = &ctx->host;
+        }
+    }
+
+    /* asked before the content phase set the target: ask again later */
+    v->no_cacheable = (ctx == NULL);
+
+    if (s->len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = s->len;
+    v->data = s->data;
+    v->valid = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/* localhost, 127.0.0.1 or [::1], optionally with ":<digits>" */
+
+static ngx_uint_t
+ngx_http_dstack_mesh_local_host(ngx_str_t *host)
+{
+    size_t       i, n;
+    ngx_uint_t   k;
+
+    static ngx_str_t  names[] = {
+        ngx_string("localhost"),
+        ngx_string("127.0.0.1"),
+        ngx_string("[::1]")
+    };
+
+    for (k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+        n = names[k].len;
+
+        if (host->len < n || ngx_memcmp(host->data, names[k].data, n) != 0) {
+            continue;
+        }
+
+        if (host->len == n) {
+            return 1;
+        }
+
+        if (host->data[n] != ':' || host->len == n + 1) {
+            return 0;
+        }
+
+        for (i = n + 1; i < host->len; i++) {
+            if (host->data[i] < '0' || host->data[i] > '9') {
+                return 0;
+            }
+        }
+
+        return 1;
+    }
+
+    return 0;
+}
+
+
 static ngx_int_t
 ngx_http_dstack_mesh_add_variables(ngx_conf_t *cf)
 {
@@ -3360,6 +3551,8 @@ ngx_http_dstack_mesh_init(ngx_conf_t *cf)
     ngx_http_dstack_mesh_agent_ref_t  *ref;
     ngx_http_dstack_mesh_loc_conf_t   *mlcf;
     ngx_http_dstack_mesh_main_conf_t  *mmcf;
+
+    ngx_http_dstack_mesh_fold_init();
 
     mmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_dstack_mesh_module);
 

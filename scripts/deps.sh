@@ -23,6 +23,7 @@ pkgs="$pkgs prometheus"  # promtool checks the metrics format (t/metrics.t)
 pkgs="$pkgs podman mmdebstrap python3-yaml"  # make image without Docker; t/readme-examples.t
 pkgs="$pkgs qemu-system-x86 busybox-static cpio kmod"  # scripts/vm: kernel WireGuard and CVM-shaped nodes under QEMU
 pkgs="$pkgs nftables iperf3"  # VPN relay tests (UDP blocked) and bench/vpn/relay
+pkgs="$pkgs valgrind"  # bench: BENCH_CALLGRIND=1 instruction counts
 
 case "${1:-all}" in
     all) ;;
