@@ -10,7 +10,7 @@ set -eu
 # nginx with our modules, redis, wgctl's libraries, the entry script's
 # tools (curl, jq, envsubst) and supervisord
 runtime="nginx-core openssl ca-certificates curl jq gettext-base \
-redis-server supervisor wireguard-go wireguard-tools iproute2 \
+redis-server supervisor socat wireguard-go wireguard-tools iproute2 \
 libjansson4 libhiredis0.14 libmnl0 libcurl4"
 
 build="gcc make pkg-config nginx-dev libssl-dev libjansson-dev \

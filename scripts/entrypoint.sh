@@ -106,6 +106,16 @@ as_root() {
 }
 is_node() { [ -n "$VPC_NODE_NAME" ]; }
 
+# whether the nginx workers ($DSTACK_VPC_USER) may connect to the guest
+# agent's socket themselves (connecting needs write permission on it)
+workers_reach_agent() {
+    [ "$(id -u)" = 0 ] || return 0
+    [ "$(id -u "$DSTACK_VPC_USER")" = 0 ] && return 0
+    setpriv --reuid="$(id -u "$DSTACK_VPC_USER")" \
+        --regid="$(id -g "$DSTACK_VPC_USER")" --init-groups \
+        test -w "$DSTACK_SOCKET"
+}
+
 role() {
     if is_server && is_node; then
         echo server+node
@@ -436,10 +446,12 @@ render_all() {
     # elsewhere the path answers 404
     BACKEND_INCLUDES="$BACKEND_INCLUDES include $conf/wg-relay.conf;"
 
+    NGINX_AGENT_GROUP=$(id -gn "$DSTACK_VPC_USER")
+
     export DSTACK_GATEWAY DSTACK_GATEWAY_DOMAIN DSTACK_RESOLVER MESH_BACKEND \
         MESH_ALLOW NGINX_LOAD_MODULES NGINX_SERVER_INCLUDES BACKEND_INCLUDES \
         VPC_ALLOWED_APPS DSTACK_VPC_USER APP_ID \
-        DSTACK_VPC_ROLE VPC_WG_PATH_CONTROL WG_RELAY_TUNNELS
+        DSTACK_VPC_ROLE VPC_WG_PATH_CONTROL WG_RELAY_TUNNELS NGINX_AGENT_GROUP
     DSTACK_VPC_ROLE=$(role)
 
     # shellcheck disable=SC2016 # the names envsubst replaces, not expansions
@@ -448,10 +460,20 @@ render_all() {
         ${NGINX_SERVER_INCLUDES} ${BACKEND_INCLUDES} ${VPC_ALLOWED_APPS}
         ${DSTACK_VPC_USER} ${DSTACK_VPC_ROLE}
         ${APP_ID} ${VPC_SERVER_APP_ID}
-        ${VPC_WG_PATH_CONTROL} ${WG_RELAY_TUNNELS}'
+        ${VPC_WG_PATH_CONTROL} ${WG_RELAY_TUNNELS} ${NGINX_AGENT_GROUP}'
 
     render "$templates/nginx.conf.template" "$conf/nginx.conf"
-    render "$templates/node-mesh.conf" "$conf/node-mesh.conf"
+    if workers_reach_agent; then
+        render "$templates/node-mesh.conf" "$conf/node-mesh.conf"
+    else
+        # the workers reach the guest agent through a root-side forwarder
+        render "$templates/node-mesh.conf" "$conf/node-mesh.conf.tmp"
+        sed "s|http://unix:$DSTACK_SOCKET;|http://unix:$DSTACK_VPC_RUN_DIR/agent.sock;|" \
+            "$conf/node-mesh.conf.tmp" >"$conf/node-mesh.conf"
+        rm -f "$conf/node-mesh.conf.tmp"
+        render "$templates/supervisord-agent.conf.template" \
+            "$conf/supervisord.d/agent-socket.conf"
+    fi
     render "$templates/metrics.conf" "$conf/metrics.conf"
     render "$templates/backend.conf.template" "$conf/backend.conf"
     render "$templates/supervisord.conf.template" "$conf/supervisord.conf"

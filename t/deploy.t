@@ -15,7 +15,7 @@ use Test::Dstack;
 use Time::HiRes qw(time);
 
 my $t = Test::Dstack->new()->has(qw(auth mesh api sim jq envsubst curl))
-    ->plan(74);
+    ->plan(78);
 
 my $repo = $t->repo;
 my $d = $t->testdir;
@@ -206,6 +206,22 @@ is($rc, 0, 'no role variables: mesh only') or diag($out);
 like($out, qr/role: mesh\b/, 'mesh: role');
 unlike(conf($dir, 'wg-relay.conf'), qr/proxy_pass/,
     'mesh: no relay to wgctl');
+
+# --- workers that may not connect to the guest agent's socket (a root
+#     daemon's, srwxr-xr-x, as the simulator's): a root-side forwarder
+
+($rc, $out, $dir) = render(DSTACK_VPC_USER => 'www-data');
+is($rc, 0, 'workers as www-data: renders') or diag($out);
+like(conf($dir, 'node-mesh.conf'),
+    qr{proxy_pass\s+http://unix:\Q$dir\E/run/agent\.sock;},
+    'www-data: the guest-agent fallback goes through the forwarder');
+my $fwd = qr{socat UNIX-LISTEN:\Q$dir\E/run/agent\.sock,\S*group=www-data};
+like(conf($dir, 'supervisord.d/agent-socket.conf') // '',
+    qr{$fwd\S* UNIX-CONNECT:\Q$sock\E},
+    'www-data: the forwarder, for the workers\' group only');
+($rc, $out, $dir) = render();
+ok(!-e "$dir/conf/supervisord.d/agent-socket.conf",
+    'root workers: no forwarder');
 
 # --- gateway domain from the host's sys-config (as the seed)
 

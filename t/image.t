@@ -42,7 +42,7 @@ need(system("podman image exists '$image' 2>/dev/null") == 0,
     "no image $image: make image");
 
 my $t = Test::Dstack->new()
-    ->has(qw(sim wgctl stream ip curl jq nsenter unshare))->plan(48);
+    ->has(qw(sim wgctl stream ip curl jq nsenter unshare))->plan(49);
 
 my $repo = $t->repo;
 my $imgsh = "$repo/scripts/image.sh";
@@ -304,26 +304,20 @@ my $srvlog = $t->read_file("$d/demo/srv/entrypoint.log") // '';
 like($srvlog, qr/role: server\b/, 'demo: the server ran from the image');
 like($t->read_file("$d/demo/srv/pid") // '', qr/^\d+$/,
     'demo: through image.sh run');
-# Known: nginx workers run as dstack-vpc and cannot connect to a guest-agent
-# socket that only root may write (dstack-sim's, like any root daemon's
-# under umask 022, is srwxr-xr-x), so the /info fallback answers 502 from
-# the image, not from the host tree (workers as root there).  Counted as
-# TODO only for that cause, seen in node1's log.
+# nginx workers run as dstack-vpc, which may not connect to the guest
+# agent's root-only socket (dstack-sim's, like any root daemon's under umask
+# 022, is srwxr-xr-x): the entry script then gives them a root-side
+# forwarder (agent-socket), and step 7's /info must pass through it
 my $n1log = $t->read_file("$d/demo/n1/entrypoint.log") // '';
-my $agent_eacces = $n1log =~ m{connect\(\) to unix:/var/run/dstack\.sock failed \(13: Permission denied\)};
+unlike($n1log, qr{connect\(\) to unix:\S+ failed \(13: Permission denied\)},
+    'demo: the workers reach the guest agent');
 for my $s (1 .. 7) {
     my ($text) = $demo =~ /^==> (step $s: .*?)(?=^==> |^demo: \d+ steps)/ms;
-    local $TODO = $s == 7 && $agent_eacces
-        ? 'workers as dstack-vpc: EACCES on a root-only dstack.sock' : undef;
     like($text // '', qr/^    \[ok\]/m, 'demo ' . (($text // "step $s") =~ s/\n.*//sr))
         or diag($text // $demo);
 }
-{
-    local $TODO = $agent_eacces && $demo =~ /demo: 7 steps, 1 failed/
-        ? 'only step 7 failed (EACCES on dstack.sock)' : undef;
-    is($demo_rc, 0, 'demo --check from the image: exit status 0')
-        or diag($demo);
-}
+is($demo_rc, 0, 'demo --check from the image: exit status 0')
+    or diag($demo);
 my @dleft = grep { /^\Q$tag\E-/ } split /\n/, `ip netns list 2>/dev/null`;
 is_deeply(\@dleft, [], 'demo namespaces removed');
 
