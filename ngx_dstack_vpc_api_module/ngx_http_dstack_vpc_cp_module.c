@@ -2429,10 +2429,10 @@ ngx_http_dstack_vpc_cp_prefix(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_dstack_vpc_cp_main_conf_t *cmcf = conf;
 
-    u_char     *slash;
-    uint32_t    addr, mask;
-    ngx_int_t   bits;
-    ngx_str_t  *value;
+    uint32_t     mask;
+    ngx_int_t    rc;
+    ngx_str_t   *value;
+    ngx_cidr_t   cidr;
 
     if (cmcf->pool.data != NULL) {
         return "is duplicate";
@@ -2440,36 +2440,38 @@ ngx_http_dstack_vpc_cp_prefix(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    slash = ngx_strlchr(value[1].data, value[1].data + value[1].len, '/');
-
-    if (slash == NULL
-        || ngx_http_dstack_vpc_cp_ipv4(value[1].data, slash - value[1].data,
-                                       &addr)
-           != NGX_OK)
+    if (ngx_strlchr(value[1].data, value[1].data + value[1].len, '/')
+        == NULL)
     {
         goto invalid;
     }
 
-    bits = ngx_atoi(slash + 1, value[1].data + value[1].len - slash - 1);
+    rc = ngx_ptocidr(&value[1], &cidr);
 
-    if (bits < 8 || bits > 30) {
+    if (rc == NGX_ERROR || cidr.family != AF_INET) {
+        goto invalid;
+    }
+
+    mask = ntohl(cidr.u.in.mask);
+
+    /* /8 to /30 */
+
+    if (mask < 0xff000000 || mask > 0xfffffffc) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "prefix length of \"%V\" must be 8 to 30",
                            &value[1]);
         return NGX_CONF_ERROR;
     }
 
-    mask = (uint32_t) (0xffffffffu << (32 - bits));
-
-    if (addr & ~mask) {
+    if (rc == NGX_DONE) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"%V\" has host bits set", &value[1]);
         return NGX_CONF_ERROR;
     }
 
     cmcf->pool = value[1];
-    cmcf->base = addr;
-    cmcf->size = (uint32_t) 1 << (32 - bits);
+    cmcf->base = ntohl(cidr.u.in.addr);
+    cmcf->size = ~mask + 1;
 
     return NGX_CONF_OK;
 
