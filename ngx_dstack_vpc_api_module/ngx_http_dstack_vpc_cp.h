@@ -17,6 +17,7 @@
 #include <ngx_http.h>
 
 #include "ngx_dstack_redis.h"
+#include "ngx_dstack_vpc_check.h"
 #include "ngx_http_dstack_vpc_api.h"
 #include "ngx_http_dstack_vpc_cp_lua.h"
 
@@ -209,8 +210,6 @@ void ngx_http_dstack_vpc_cp_sanitize(ngx_str_t *s);
 ngx_int_t ngx_http_dstack_vpc_cp_label(ngx_str_t *s);
 ngx_int_t ngx_http_dstack_vpc_cp_digits(ngx_str_t *s, size_t max);
 ngx_int_t ngx_http_dstack_vpc_cp_hex(ngx_str_t *s, size_t max);
-ngx_int_t ngx_http_dstack_vpc_cp_ipv4(u_char *p, size_t len,
-    uint32_t *addr);
 ngx_uint_t ngx_http_dstack_vpc_cp_json_depth(u_char *p, size_t len);
 time_t ngx_http_dstack_vpc_cp_parse_time(ngx_str_t *s);
 u_char *ngx_http_dstack_vpc_cp_time(u_char *p, ngx_str_t *unix_time);

@@ -933,7 +933,7 @@ ngx_http_dstack_vpc_cp_registered(ngx_http_request_t *r,
     if (reply->elements != 6
         || ngx_http_dstack_vpc_cp_digits(&f[1], 18) != NGX_OK
         || ngx_http_dstack_vpc_cp_label(&f[2]) != NGX_OK
-        || ngx_http_dstack_vpc_cp_ipv4(f[3].data, f[3].len, &addr) != NGX_OK
+        || ngx_dstack_vpc_parse_ipv4(f[3].data, f[3].len, &addr) != NGX_OK
         || ngx_http_dstack_vpc_cp_digits(&f[4], 18) != NGX_OK)
     {
         goto unexpected;

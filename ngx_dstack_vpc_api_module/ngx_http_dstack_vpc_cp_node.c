@@ -42,9 +42,9 @@ ngx_http_dstack_vpc_cp_node_valid(ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
            != NGX_OK
         || ngx_http_dstack_vpc_cp_label(&f[NGX_HTTP_DSTACK_VPC_CP_F_NAME])
            != NGX_OK
-        || ngx_http_dstack_vpc_cp_ipv4(f[NGX_HTTP_DSTACK_VPC_CP_F_IP].data,
-                                       f[NGX_HTTP_DSTACK_VPC_CP_F_IP].len,
-                                       &addr)
+        || ngx_dstack_vpc_parse_ipv4(f[NGX_HTTP_DSTACK_VPC_CP_F_IP].data,
+                                     f[NGX_HTTP_DSTACK_VPC_CP_F_IP].len,
+                                     &addr)
            != NGX_OK)
     {
         return NGX_ERROR;
@@ -257,7 +257,7 @@ ngx_http_dstack_vpc_cp_endpoint_valid(u_char *p, size_t len)
         colon = ngx_strlchr(p, last, ':');
 
         if (colon == NULL
-            || ngx_http_dstack_vpc_cp_ipv4(p, colon - p, &addr) != NGX_OK)
+            || ngx_dstack_vpc_parse_ipv4(p, colon - p, &addr) != NGX_OK)
         {
             return NGX_ERROR;
         }
@@ -373,60 +373,6 @@ ngx_http_dstack_vpc_cp_hex(ngx_str_t *s, size_t max)
             return NGX_ERROR;
         }
     }
-
-    return NGX_OK;
-}
-
-
-/* dotted quad without leading zeros; the address in host order */
-
-ngx_int_t
-ngx_http_dstack_vpc_cp_ipv4(u_char *p, size_t len, uint32_t *addr)
-{
-    u_char      *last;
-    uint32_t     a;
-    ngx_uint_t   parts, digits, value;
-
-    last = p + len;
-    parts = 0;
-    a = 0;
-
-    while (p < last) {
-        digits = 0;
-        value = 0;
-
-        while (p < last && *p >= '0' && *p <= '9') {
-            if (digits == 1 && value == 0) {
-                return NGX_ERROR;
-            }
-
-            value = value * 10 + (*p++ - '0');
-
-            if (++digits > 3 || value > 255) {
-                return NGX_ERROR;
-            }
-        }
-
-        if (digits == 0 || ++parts > 4) {
-            return NGX_ERROR;
-        }
-
-        a = (a << 8) | value;
-
-        if (p == last) {
-            break;
-        }
-
-        if (*p++ != '.' || p == last) {
-            return NGX_ERROR;
-        }
-    }
-
-    if (parts != 4) {
-        return NGX_ERROR;
-    }
-
-    *addr = a;
 
     return NGX_OK;
 }
