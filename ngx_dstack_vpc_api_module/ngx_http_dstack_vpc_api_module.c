@@ -21,6 +21,7 @@
 #include <jansson.h>
 
 #include "ngx_dstack_redis.h"
+#include "ngx_dstack_vpc_check.h"
 #include "ngx_http_dstack_vpc_api.h"
 
 
@@ -134,7 +135,6 @@ static ngx_int_t ngx_http_dstack_vpc_api_lower_id(ngx_str_t *s,
     ngx_uint_t hex_only);
 static ngx_int_t ngx_http_dstack_vpc_api_node_name(ngx_str_t *s);
 static ngx_int_t ngx_http_dstack_vpc_api_node_type(ngx_str_t *s);
-static ngx_int_t ngx_http_dstack_vpc_api_ipv4(ngx_str_t *s);
 static ngx_int_t ngx_http_dstack_vpc_api_hostname(ngx_str_t *s);
 static ngx_int_t ngx_http_dstack_vpc_api_random(u_char *dst, size_t len);
 static ngx_int_t ngx_http_dstack_vpc_api_sha256_hex(u_char *dst,
@@ -960,7 +960,9 @@ ngx_http_dstack_vpc_api_update(ngx_http_request_t *r,
     }
 
     if (node.tailscale_ip.len
-        && ngx_http_dstack_vpc_api_ipv4(&node.tailscale_ip) != NGX_OK)
+        && ngx_dstack_vpc_parse_ipv4(node.tailscale_ip.data,
+                                     node.tailscale_ip.len, NULL)
+           != NGX_OK)
     {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "dstack vpc api: update with an invalid tailscale_ip");
@@ -1746,51 +1748,6 @@ ngx_http_dstack_vpc_api_node_type(ngx_str_t *s)
     }
 
     return NGX_OK;
-}
-
-
-/* dotted quad, each part 0-255 without leading zeros */
-
-static ngx_int_t
-ngx_http_dstack_vpc_api_ipv4(ngx_str_t *s)
-{
-    u_char      *p, *last;
-    ngx_uint_t   parts, digits, value;
-
-    p = s->data;
-    last = s->data + s->len;
-    parts = 0;
-
-    while (p < last) {
-        digits = 0;
-        value = 0;
-
-        while (p < last && *p >= '0' && *p <= '9') {
-            if (digits == 1 && value == 0) {
-                return NGX_ERROR;
-            }
-
-            value = value * 10 + (*p++ - '0');
-
-            if (++digits > 3 || value > 255) {
-                return NGX_ERROR;
-            }
-        }
-
-        if (digits == 0 || ++parts > 4) {
-            return NGX_ERROR;
-        }
-
-        if (p == last) {
-            break;
-        }
-
-        if (*p++ != '.' || p == last) {
-            return NGX_ERROR;
-        }
-    }
-
-    return (parts == 4) ? NGX_OK : NGX_ERROR;
 }
 
 

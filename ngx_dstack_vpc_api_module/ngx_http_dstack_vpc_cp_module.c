@@ -4,7 +4,9 @@
  * docs/control-plane.md), routed here by ngx_http_dstack_vpc_api_module
  * once the caller is identified ($dstack_app_id) and allowed.  It shares
  * that module's Redis client and key prefix; its Lua scripts are in
- * ngx_http_dstack_vpc_cp_lua.c, shared with wgctl's admin commands.
+ * ngx_http_dstack_vpc_cp_lua.c, shared with wgctl's admin commands.  The
+ * pub/sub fan-out and the expiry sweep are in ngx_http_dstack_vpc_cp_events.c,
+ * node checks, node JSON and output buffers in ngx_http_dstack_vpc_cp_node.c.
  *
  * A map stream is a long-lived request: the full map first, then every
  * change as a delta.  Changes reach the workers through one Redis pub/sub
@@ -13,6 +15,7 @@
  * was read while messages were in flight applies exactly the later ones
  * (a short per-worker ring keeps the latest messages for that).
  */
+
 
 
 #include <ngx_config.h>
@@ -24,175 +27,7 @@
 
 #include <jansson.h>
 
-#include "ngx_dstack_redis.h"
-#include "ngx_http_dstack_vpc_api.h"
-#include "ngx_http_dstack_vpc_cp_lua.h"
-
-
-#define NGX_HTTP_DSTACK_VPC_CP_REGISTER       1
-#define NGX_HTTP_DSTACK_VPC_CP_MAP            2
-#define NGX_HTTP_DSTACK_VPC_CP_LOGOUT         3
-
-/* a stream's life */
-#define NGX_HTTP_DSTACK_VPC_CP_WAITING        1   /* for the subscription */
-#define NGX_HTTP_DSTACK_VPC_CP_POLLING        2   /* for the full map */
-#define NGX_HTTP_DSTACK_VPC_CP_LIVE           3
-#define NGX_HTTP_DSTACK_VPC_CP_DONE           4
-
-#define NGX_HTTP_DSTACK_VPC_CP_BODY_MAX       16384
-#define NGX_HTTP_DSTACK_VPC_CP_JSON_DEPTH     8
-#define NGX_HTTP_DSTACK_VPC_CP_KEY_LEN        64
-#define NGX_HTTP_DSTACK_VPC_CP_AUTH_KEY_MAX   512
-#define NGX_HTTP_DSTACK_VPC_CP_KEY_ID_LEN     12
-#define NGX_HTTP_DSTACK_VPC_CP_KEY_SECRET_LEN 64
-#define NGX_HTTP_DSTACK_VPC_CP_LABEL_MAX      63
-#define NGX_HTTP_DSTACK_VPC_CP_HOSTNAME_MAX   255
-#define NGX_HTTP_DSTACK_VPC_CP_ID_MAX         128
-#define NGX_HTTP_DSTACK_VPC_CP_APP_ID_LEN     40
-#define NGX_HTTP_DSTACK_VPC_CP_TYPE_MAX       32
-#define NGX_HTTP_DSTACK_VPC_CP_ENDPOINTS_MAX  16
-#define NGX_HTTP_DSTACK_VPC_CP_ENDPOINT_MAX   47   /* [v6%scope]:port */
-#define NGX_HTTP_DSTACK_VPC_CP_FRAME_MAX      (4 << 20)
-#define NGX_HTTP_DSTACK_VPC_CP_BUF_SIZE       4096
-#define NGX_HTTP_DSTACK_VPC_CP_RING           256
-#define NGX_HTTP_DSTACK_VPC_CP_SWEEP_BATCH    "1000"
-#define NGX_HTTP_DSTACK_VPC_CP_WAIT_READY     5000  /* ms */
-#define NGX_HTTP_DSTACK_VPC_CP_DOMAIN         "dstack.internal"
-
-#define NGX_HTTP_DSTACK_VPC_CP_ZERO_TIME      "0001-01-01T00:00:00Z"
-
-/* dstack_vpc_control_wg_path: the nodes' WireGuard packet path */
-#define NGX_HTTP_DSTACK_VPC_CP_WG_AUTO        0
-#define NGX_HTTP_DSTACK_VPC_CP_WG_DIRECT      1
-#define NGX_HTTP_DSTACK_VPC_CP_WG_RELAY       2
-
-
-
-/* the latest pub/sub messages of this worker */
-typedef struct {
-    uint64_t                    seq;
-    size_t                      len;
-    size_t                      size;
-    u_char                     *data;
-} ngx_http_dstack_vpc_cp_event_t;
-
-
-/* a growing buffer for a frame or a response */
-typedef struct {
-    u_char                     *start;
-    u_char                     *last;
-    u_char                     *end;
-} ngx_http_dstack_vpc_cp_out_t;
-
-
-typedef struct {
-    ngx_msec_t                  keepalive;
-    time_t                      inactivity;
-    ngx_msec_t                  sweep_interval;
-    size_t                      stream_buffer;
-    ngx_uint_t                  wg_path;
-    uint32_t                    base;         /* the prefix, host order */
-    uint32_t                    size;         /* addresses in it */
-    ngx_str_t                   pool;         /* the prefix as written */
-    ngx_str_t                   base_text;
-    ngx_str_t                   size_text;
-    ngx_str_t                   inactivity_text;
-    ngx_str_t                   interval_text;
-    ngx_str_t                   channel;
-
-    /* per-app limits (docs/control-plane.md, "Limits") */
-    ngx_uint_t                  max_nodes;          /* in Redis */
-    ngx_uint_t                  max_streams_node;   /* in this worker */
-    ngx_uint_t                  max_streams_app;    /* in this worker */
-    ngx_str_t                   max_nodes_text;
-
-    ngx_dstack_redis_script_t  *lua_register;
-    ngx_dstack_redis_script_t  *lua_poll;
-    ngx_dstack_redis_script_t  *lua_touch;
-    ngx_dstack_redis_script_t  *lua_logout;
-    ngx_dstack_redis_script_t  *lua_sweep;
-
-    ngx_http_dstack_vpc_api_main_conf_t  *amcf;
-
-    /* this worker's */
-    ngx_log_t                  *log;
-    ngx_dstack_redis_sub_t     *sub;
-    ngx_dstack_redis_cmd_t     *sweeping;
-    ngx_queue_t                 streams;
-    ngx_uint_t                  nstreams;
-    ngx_event_t                 timer;        /* subscribe, then sweep */
-    uint64_t                    last_seq;     /* 0: none since READY */
-    ngx_http_dstack_vpc_cp_event_t  *ring;
-    ngx_uint_t                  ring_next;
-    ngx_http_dstack_vpc_cp_out_t     scratch;
-    u_char                      caller[NGX_INT_T_LEN];
-    size_t                      caller_len;
-
-    unsigned                    ready:1;      /* subscription active */
-} ngx_http_dstack_vpc_cp_main_conf_t;
-
-
-/* what a request asked, checked and copied out of its JSON */
-typedef struct {
-    ngx_str_t                   key;          /* 64 lowercase hex */
-    ngx_str_t                   auth_key;
-    ngx_str_t                   label;        /* sanitized host name */
-    ngx_str_t                   instance_id;
-    ngx_str_t                   node_type;
-    ngx_str_t                   endpoints;    /* comma-separated */
-    time_t                      expiry;       /* 0: none */
-
-    unsigned                    ephemeral:1;
-    unsigned                    has_endpoints:1;
-    unsigned                    stream:1;
-} ngx_http_dstack_vpc_cp_req_t;
-
-
-typedef struct {
-    ngx_queue_t                 queue;        /* in cmcf->streams */
-    ngx_http_request_t         *request;
-    ngx_http_dstack_vpc_cp_main_conf_t  *cmcf;
-    ngx_uint_t                  endpoint;
-    ngx_uint_t                  state;
-    ngx_str_t                   app_id;
-    ngx_http_dstack_vpc_cp_req_t  req;
-
-    ngx_str_t                   id;           /* this node's, decimal */
-    uint64_t                    seq;          /* in the map up to here */
-
-    ngx_chain_t                *free;
-    ngx_chain_t                *busy;
-    size_t                      pending;      /* bytes not yet sent */
-    ngx_event_t                 timer;        /* keepalive, or the wait */
-    ngx_event_t                 close;        /* posted by stream_end() */
-    ngx_int_t                   close_rc;
-    ngx_dstack_redis_cmd_t     *touch;
-
-    unsigned                    linked:1;
-} ngx_http_dstack_vpc_cp_ctx_t;
-
-
-/* a node as poll answers it, or as an "up" message carries it */
-typedef struct {
-    ngx_str_t                   f[NGX_HTTP_DSTACK_VPC_CP_NODE_FIELDS];
-} ngx_http_dstack_vpc_cp_node_t;
-
-
-#define NGX_HTTP_DSTACK_VPC_CP_UP             1
-#define NGX_HTTP_DSTACK_VPC_CP_RM             2
-#define NGX_HTTP_DSTACK_VPC_CP_ON             3
-#define NGX_HTTP_DSTACK_VPC_CP_EP             4
-
-/* one pub/sub message */
-typedef struct {
-    ngx_uint_t                  kind;
-    ngx_str_t                   id;
-    ngx_str_t                   arg[2];       /* on: online, last seen;
-                                                 ep: endpoints */
-    ngx_http_dstack_vpc_cp_node_t  node;      /* up */
-    unsigned                    valid:1;      /* up: node passed checks */
-    unsigned                    expired:1;    /* up: its key expired */
-} ngx_http_dstack_vpc_cp_change_t;
+#include "ngx_http_dstack_vpc_cp.h"
 
 
 static void ngx_http_dstack_vpc_cp_body(ngx_http_request_t *r);
@@ -204,7 +39,6 @@ static ngx_int_t ngx_http_dstack_vpc_cp_parse_endpoints(ngx_http_request_t *r,
     json_t *v, ngx_http_dstack_vpc_cp_req_t *req);
 static ngx_int_t ngx_http_dstack_vpc_cp_copy(ngx_http_request_t *r,
     json_t *v, size_t max, ngx_str_t *dst);
-
 static ngx_int_t ngx_http_dstack_vpc_cp_register(ngx_http_request_t *r,
     ngx_http_dstack_vpc_cp_ctx_t *ctx);
 static void ngx_http_dstack_vpc_cp_register_reply(void *data,
@@ -215,9 +49,6 @@ static ngx_int_t ngx_http_dstack_vpc_cp_logout(ngx_http_request_t *r,
     ngx_http_dstack_vpc_cp_ctx_t *ctx);
 static void ngx_http_dstack_vpc_cp_logout_reply(void *data,
     redisReply *reply, const char *err);
-
-static ngx_int_t ngx_http_dstack_vpc_cp_poll(ngx_http_request_t *r,
-    ngx_http_dstack_vpc_cp_ctx_t *ctx);
 static void ngx_http_dstack_vpc_cp_poll_reply(void *data, redisReply *reply,
     const char *err);
 static ngx_int_t ngx_http_dstack_vpc_cp_full_map(ngx_http_request_t *r,
@@ -225,7 +56,6 @@ static ngx_int_t ngx_http_dstack_vpc_cp_full_map(ngx_http_request_t *r,
 static ngx_int_t ngx_http_dstack_vpc_cp_render_map(ngx_http_request_t *r,
     ngx_http_dstack_vpc_cp_ctx_t *ctx, redisReply *reply,
     ngx_http_dstack_vpc_cp_out_t *out);
-
 static ngx_int_t ngx_http_dstack_vpc_cp_stream_limits(ngx_http_request_t *r,
     ngx_http_dstack_vpc_cp_ctx_t *ctx);
 static ngx_uint_t ngx_http_dstack_vpc_cp_same_stream(
@@ -237,85 +67,22 @@ static ngx_int_t ngx_http_dstack_vpc_cp_stream_start(ngx_http_request_t *r,
     ngx_http_dstack_vpc_cp_ctx_t *ctx);
 static ngx_int_t ngx_http_dstack_vpc_cp_stream_live(ngx_http_request_t *r,
     ngx_http_dstack_vpc_cp_ctx_t *ctx, ngx_http_dstack_vpc_cp_out_t *map);
-static ngx_int_t ngx_http_dstack_vpc_cp_send(ngx_http_request_t *r,
-    ngx_http_dstack_vpc_cp_ctx_t *ctx, u_char *data, size_t len);
 static void ngx_http_dstack_vpc_cp_stream_writer(ngx_http_request_t *r);
 static void ngx_http_dstack_vpc_cp_stream_timer(ngx_event_t *ev);
 static void ngx_http_dstack_vpc_cp_touch_reply(void *data,
     redisReply *reply, const char *err);
-static void ngx_http_dstack_vpc_cp_stream_end(ngx_http_request_t *r,
-    ngx_int_t rc);
 static void ngx_http_dstack_vpc_cp_stream_cleanup(void *data);
 static void ngx_http_dstack_vpc_cp_count_stream(
     ngx_http_dstack_vpc_cp_main_conf_t *cmcf, ngx_atomic_int_t delta);
-
-static void ngx_http_dstack_vpc_cp_message(void *data, ngx_uint_t event,
-    ngx_str_t *message);
-static void ngx_http_dstack_vpc_cp_ready(
-    ngx_http_dstack_vpc_cp_main_conf_t *cmcf);
-static void ngx_http_dstack_vpc_cp_lost(
-    ngx_http_dstack_vpc_cp_main_conf_t *cmcf, const char *why);
-static ngx_int_t ngx_http_dstack_vpc_cp_remember(
-    ngx_http_dstack_vpc_cp_main_conf_t *cmcf, uint64_t seq,
-    ngx_str_t *message);
-static void ngx_http_dstack_vpc_cp_fan_out(
-    ngx_http_dstack_vpc_cp_main_conf_t *cmcf, uint64_t seq,
-    ngx_str_t *message);
-static void ngx_http_dstack_vpc_cp_apply(ngx_http_request_t *r,
-    ngx_http_dstack_vpc_cp_ctx_t *ctx, uint64_t seq, ngx_str_t *message);
-static ngx_int_t ngx_http_dstack_vpc_cp_change_parse(
-    ngx_http_dstack_vpc_cp_main_conf_t *cmcf, ngx_str_t *message,
-    ngx_http_dstack_vpc_cp_change_t *ch);
-static ngx_int_t ngx_http_dstack_vpc_cp_change_frame(
-    ngx_http_dstack_vpc_cp_change_t *ch, ngx_uint_t self,
-    ngx_http_dstack_vpc_cp_out_t *out);
-static void ngx_http_dstack_vpc_cp_deliver(ngx_http_request_t *r,
-    ngx_http_dstack_vpc_cp_ctx_t *ctx, uint64_t seq,
-    ngx_http_dstack_vpc_cp_change_t *ch, ngx_http_dstack_vpc_cp_out_t *peers);
 static void ngx_http_dstack_vpc_cp_stream_close(ngx_event_t *ev);
-
-static void ngx_http_dstack_vpc_cp_sweep(ngx_event_t *ev);
-static void ngx_http_dstack_vpc_cp_sweep_reply(void *data,
-    redisReply *reply, const char *err);
-
-static ngx_int_t ngx_http_dstack_vpc_cp_node_valid(
-    ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
-    ngx_http_dstack_vpc_cp_node_t *node);
-static ngx_uint_t ngx_http_dstack_vpc_cp_node_expired(
-    ngx_http_dstack_vpc_cp_node_t *node);
-static ngx_int_t ngx_http_dstack_vpc_cp_node_json(
-    ngx_http_dstack_vpc_cp_out_t *out, ngx_http_dstack_vpc_cp_node_t *node);
-static ngx_int_t ngx_http_dstack_vpc_cp_endpoint_valid(u_char *p,
-    size_t len);
-static void ngx_http_dstack_vpc_cp_sanitize(ngx_str_t *s);
-static ngx_int_t ngx_http_dstack_vpc_cp_label(ngx_str_t *s);
-static ngx_int_t ngx_http_dstack_vpc_cp_digits(ngx_str_t *s, size_t max);
-static ngx_int_t ngx_http_dstack_vpc_cp_hex(ngx_str_t *s, size_t max);
-static ngx_int_t ngx_http_dstack_vpc_cp_ipv4(u_char *p, size_t len,
-    uint32_t *addr);
-static ngx_uint_t ngx_http_dstack_vpc_cp_json_depth(u_char *p, size_t len);
-static time_t ngx_http_dstack_vpc_cp_parse_time(ngx_str_t *s);
-static u_char *ngx_http_dstack_vpc_cp_time(u_char *p, ngx_str_t *unix_time);
-
-static ngx_int_t ngx_http_dstack_vpc_cp_out_reserve(
-    ngx_http_dstack_vpc_cp_out_t *out, size_t len);
-static void ngx_http_dstack_vpc_cp_out_free(
-    ngx_http_dstack_vpc_cp_out_t *out);
-static ngx_int_t ngx_http_dstack_vpc_cp_frame_start(
-    ngx_http_dstack_vpc_cp_out_t *out);
-static void ngx_http_dstack_vpc_cp_frame_end(
-    ngx_http_dstack_vpc_cp_out_t *out);
 static ngx_int_t ngx_http_dstack_vpc_cp_reply_json(ngx_http_request_t *r,
     ngx_uint_t status, u_char *data, size_t len);
 static ngx_int_t ngx_http_dstack_vpc_cp_park(ngx_http_request_t *r,
     ngx_dstack_redis_cmd_t *cmd, ngx_dstack_redis_t *rds);
 static ngx_int_t ngx_http_dstack_vpc_cp_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *fmt, ...);
-static void ngx_http_dstack_vpc_cp_finalize(ngx_http_request_t *r,
-    ngx_int_t rc);
 static ngx_int_t ngx_http_dstack_vpc_cp_status(redisReply *reply,
     const char *status);
-
 static ngx_int_t ngx_http_dstack_vpc_cp_init_process(ngx_cycle_t *cycle);
 static void ngx_http_dstack_vpc_cp_exit_process(ngx_cycle_t *cycle);
 static void *ngx_http_dstack_vpc_cp_create_main_conf(ngx_conf_t *cf);
@@ -324,6 +91,7 @@ static char *ngx_http_dstack_vpc_cp_init_main_conf(ngx_conf_t *cf,
 static char *ngx_http_dstack_vpc_cp_prefix(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_dstack_vpc_cp_init(ngx_conf_t *cf);
+
 
 
 static ngx_conf_enum_t  ngx_http_dstack_vpc_cp_wg_path[] = {
@@ -1165,7 +933,7 @@ ngx_http_dstack_vpc_cp_registered(ngx_http_request_t *r,
     if (reply->elements != 6
         || ngx_http_dstack_vpc_cp_digits(&f[1], 18) != NGX_OK
         || ngx_http_dstack_vpc_cp_label(&f[2]) != NGX_OK
-        || ngx_http_dstack_vpc_cp_ipv4(f[3].data, f[3].len, &addr) != NGX_OK
+        || ngx_dstack_vpc_parse_ipv4(f[3].data, f[3].len, &addr) != NGX_OK
         || ngx_http_dstack_vpc_cp_digits(&f[4], 18) != NGX_OK)
     {
         goto unexpected;
@@ -1291,7 +1059,7 @@ ngx_http_dstack_vpc_cp_logout_reply(void *data, redisReply *reply,
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_dstack_vpc_cp_poll(ngx_http_request_t *r,
     ngx_http_dstack_vpc_cp_ctx_t *ctx)
 {
@@ -1932,7 +1700,7 @@ ngx_http_dstack_vpc_cp_stream_live(ngx_http_request_t *r,
  * NGX_ERROR: the connection failed, or the reader is too far behind.
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_dstack_vpc_cp_send(ngx_http_request_t *r,
     ngx_http_dstack_vpc_cp_ctx_t *ctx, u_char *data, size_t len)
 {
@@ -2210,7 +1978,7 @@ ngx_http_dstack_vpc_cp_touch_reply(void *data, redisReply *reply,
  * NGX_ERROR closes the connection.
  */
 
-static void
+void
 ngx_http_dstack_vpc_cp_stream_end(ngx_http_request_t *r, ngx_int_t rc)
 {
     ngx_http_dstack_vpc_cp_ctx_t  *ctx;
@@ -2316,1299 +2084,7 @@ ngx_http_dstack_vpc_cp_stream_cleanup(void *data)
 }
 
 
-/* --- pub/sub: one subscription per worker, fanned out to its streams --- */
-
-static void
-ngx_http_dstack_vpc_cp_message(void *data, ngx_uint_t event,
-    ngx_str_t *message)
-{
-    ngx_http_dstack_vpc_cp_main_conf_t *cmcf = data;
-
-    u_char     *p, *last;
-    uint64_t    seq;
-    ngx_str_t   msg;
-
-    switch (event) {
-
-    case NGX_DSTACK_REDIS_SUB_READY:
-        ngx_http_dstack_vpc_cp_ready(cmcf);
-        return;
-
-    case NGX_DSTACK_REDIS_SUB_LOST:
-        ngx_http_dstack_vpc_cp_lost(cmcf, "change notifications lost");
-        cmcf->ready = 0;
-        return;
-
-    default: /* NGX_DSTACK_REDIS_SUB_MESSAGE */
-        break;
-    }
-
-    p = message->data;
-    last = p + message->len;
-    seq = 0;
-
-    while (p < last && *p >= '0' && *p <= '9' && seq < NGX_MAX_UINT32_VALUE)
-    {
-        seq = seq * 10 + (*p++ - '0');
-    }
-
-    if (seq == 0 || p == last || *p != ' ') {
-        ngx_log_error(NGX_LOG_ERR, cmcf->log, 0,
-                      "dstack vpc control: ignored a malformed message");
-        return;
-    }
-
-    msg.data = p + 1;
-    msg.len = last - msg.data;
-
-    if (cmcf->last_seq != 0 && seq != cmcf->last_seq + 1) {
-        /*
-         * A gap, or Redis lost its data (or someone else publishes):
-         * every stream reads a new map, and the next message starts the
-         * sequence again.
-         */
-        ngx_log_error(NGX_LOG_WARN, cmcf->log, 0,
-                      "dstack vpc control: change %uL after %uL, "
-                      "map streams restart", seq, cmcf->last_seq);
-        ngx_http_dstack_vpc_cp_lost(cmcf, "change sequence broken");
-        return;
-    }
-
-    cmcf->last_seq = seq;
-
-    if (ngx_http_dstack_vpc_cp_remember(cmcf, seq, &msg) != NGX_OK) {
-        ngx_http_dstack_vpc_cp_lost(cmcf, "out of memory");
-        return;
-    }
-
-    ngx_http_dstack_vpc_cp_fan_out(cmcf, seq, &msg);
-}
-
-
-static void
-ngx_http_dstack_vpc_cp_ready(ngx_http_dstack_vpc_cp_main_conf_t *cmcf)
-{
-    ngx_int_t                      rc;
-    ngx_uint_t                     i;
-    ngx_queue_t                   *q, *next;
-    ngx_http_request_t            *r;
-    ngx_http_dstack_vpc_cp_ctx_t  *ctx;
-
-    ngx_log_error(NGX_LOG_INFO, cmcf->log, 0,
-                  "dstack vpc control: change notifications on \"%V\"",
-                  &cmcf->channel);
-
-    cmcf->ready = 1;
-    cmcf->last_seq = 0;
-
-    for (i = 0; i < NGX_HTTP_DSTACK_VPC_CP_RING; i++) {
-        cmcf->ring[i].seq = 0;
-    }
-
-    for (q = ngx_queue_head(&cmcf->streams);
-         q != ngx_queue_sentinel(&cmcf->streams);
-         q = next)
-    {
-        next = ngx_queue_next(q);
-        ctx = ngx_queue_data(q, ngx_http_dstack_vpc_cp_ctx_t, queue);
-        r = ctx->request;
-
-        if (ctx->state != NGX_HTTP_DSTACK_VPC_CP_WAITING) {
-            continue;
-        }
-
-        if (ctx->timer.timer_set) {
-            ngx_del_timer(&ctx->timer);
-        }
-
-        ctx->state = NGX_HTTP_DSTACK_VPC_CP_POLLING;
-
-        rc = ngx_http_dstack_vpc_cp_poll(r, ctx);
-
-        if (rc != NGX_DONE) {
-            ctx->state = NGX_HTTP_DSTACK_VPC_CP_DONE;
-            ngx_http_dstack_vpc_cp_finalize(r, rc);
-        }
-    }
-}
-
-
-/* streams that may have missed a change end; their agents reconnect */
-
-static void
-ngx_http_dstack_vpc_cp_lost(ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
-    const char *why)
-{
-    ngx_uint_t                     i, n;
-    ngx_queue_t                   *q, *next;
-    ngx_http_dstack_vpc_cp_ctx_t  *ctx;
-
-    n = 0;
-
-    for (q = ngx_queue_head(&cmcf->streams);
-         q != ngx_queue_sentinel(&cmcf->streams);
-         q = next)
-    {
-        next = ngx_queue_next(q);
-        ctx = ngx_queue_data(q, ngx_http_dstack_vpc_cp_ctx_t, queue);
-
-        if (ctx->state == NGX_HTTP_DSTACK_VPC_CP_LIVE
-            || ctx->state == NGX_HTTP_DSTACK_VPC_CP_POLLING)
-        {
-            ngx_http_dstack_vpc_cp_stream_end(ctx->request, NGX_OK);
-            n++;
-        }
-    }
-
-    if (n) {
-        ngx_log_error(NGX_LOG_WARN, cmcf->log, 0,
-                      "dstack vpc control: %s, %ui map streams ended",
-                      why, n);
-    }
-
-    cmcf->last_seq = 0;
-
-    for (i = 0; i < NGX_HTTP_DSTACK_VPC_CP_RING; i++) {
-        cmcf->ring[i].seq = 0;
-    }
-}
-
-
-static ngx_int_t
-ngx_http_dstack_vpc_cp_remember(ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
-    uint64_t seq, ngx_str_t *message)
-{
-    size_t                           size;
-    ngx_http_dstack_vpc_cp_event_t  *ev;
-
-    ev = &cmcf->ring[cmcf->ring_next];
-
-    if (ev->size < message->len) {
-        size = ngx_max(message->len, 256);
-
-        ngx_free(ev->data);
-        ev->size = 0;
-        ev->seq = 0;
-
-        ev->data = ngx_alloc(size, cmcf->log);
-        if (ev->data == NULL) {
-            return NGX_ERROR;
-        }
-
-        ev->size = size;
-    }
-
-    ngx_memcpy(ev->data, message->data, message->len);
-    ev->len = message->len;
-    ev->seq = seq;
-
-    cmcf->ring_next = (cmcf->ring_next + 1) % NGX_HTTP_DSTACK_VPC_CP_RING;
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_http_dstack_vpc_cp_fan_out(ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
-    uint64_t seq, ngx_str_t *message)
-{
-    uint64_t                          start;
-    ngx_queue_t                      *q, *next;
-    ngx_dstack_metrics_t             *m;
-    ngx_http_dstack_vpc_cp_ctx_t     *ctx;
-    ngx_http_dstack_vpc_cp_change_t   ch;
-
-    m = ngx_dstack_metrics(cmcf->amcf->redis.metrics);
-    start = (m != NULL) ? ngx_dstack_metrics_now_us() : 0;
-
-    if (ngx_http_dstack_vpc_cp_change_parse(cmcf, message, &ch) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, cmcf->log, 0,
-                      "dstack vpc control: ignored a malformed message "
-                      "\"%*s\"", ngx_min(message->len, 64), message->data);
-        return;
-    }
-
-    /* the peers' frame, built once for every stream of this worker */
-
-    cmcf->scratch.last = cmcf->scratch.start;
-
-    if (ngx_http_dstack_vpc_cp_change_frame(&ch, 0, &cmcf->scratch)
-        != NGX_OK)
-    {
-        ngx_http_dstack_vpc_cp_lost(cmcf, "out of memory");
-        return;
-    }
-
-    for (q = ngx_queue_head(&cmcf->streams);
-         q != ngx_queue_sentinel(&cmcf->streams);
-         q = next)
-    {
-        next = ngx_queue_next(q);
-        ctx = ngx_queue_data(q, ngx_http_dstack_vpc_cp_ctx_t, queue);
-
-        if (ctx->state != NGX_HTTP_DSTACK_VPC_CP_LIVE || ctx->seq >= seq) {
-            continue;
-        }
-
-        ngx_http_dstack_vpc_cp_deliver(ctx->request, ctx, seq, &ch,
-                                       &cmcf->scratch);
-
-        if (m != NULL) {
-            ngx_dstack_metrics_inc(&m->cp_frames);
-            ngx_dstack_metrics_observe(&m->cp_propagation,
-                                       ngx_dstack_metrics_now_us() - start);
-        }
-    }
-}
-
-
-/* one remembered change to one stream */
-
-static void
-ngx_http_dstack_vpc_cp_apply(ngx_http_request_t *r,
-    ngx_http_dstack_vpc_cp_ctx_t *ctx, uint64_t seq, ngx_str_t *message)
-{
-    ngx_http_dstack_vpc_cp_out_t     out;
-    ngx_http_dstack_vpc_cp_change_t  ch;
-
-    if (ngx_http_dstack_vpc_cp_change_parse(ctx->cmcf, message, &ch)
-        != NGX_OK)
-    {
-        ctx->seq = seq;
-        return;
-    }
-
-    ngx_memzero(&out, sizeof(ngx_http_dstack_vpc_cp_out_t));
-
-    if (ngx_http_dstack_vpc_cp_change_frame(&ch, 0, &out) != NGX_OK) {
-        ngx_http_dstack_vpc_cp_out_free(&out);
-        ngx_http_dstack_vpc_cp_stream_end(r, NGX_ERROR);
-        return;
-    }
-
-    ngx_http_dstack_vpc_cp_deliver(r, ctx, seq, &ch, &out);
-    ngx_http_dstack_vpc_cp_out_free(&out);
-}
-
-
-static void
-ngx_http_dstack_vpc_cp_deliver(ngx_http_request_t *r,
-    ngx_http_dstack_vpc_cp_ctx_t *ctx, uint64_t seq,
-    ngx_http_dstack_vpc_cp_change_t *ch, ngx_http_dstack_vpc_cp_out_t *peers)
-{
-    ngx_int_t                     rc;
-    ngx_http_dstack_vpc_cp_out_t  out, *frame;
-
-    ctx->seq = seq;
-    frame = peers;
-
-    ngx_memzero(&out, sizeof(ngx_http_dstack_vpc_cp_out_t));
-
-    if (ch->id.len == ctx->id.len
-        && ngx_strncmp(ch->id.data, ctx->id.data, ctx->id.len) == 0)
-    {
-        /* about this node itself */
-
-        switch (ch->kind) {
-
-        case NGX_HTTP_DSTACK_VPC_CP_RM:
-            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                          "dstack vpc control: node %V removed, map "
-                          "stream ended", &ctx->id);
-            ngx_http_dstack_vpc_cp_stream_end(r, NGX_OK);
-            return;
-
-        case NGX_HTTP_DSTACK_VPC_CP_UP:
-            if (ch->expired) {
-                ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                              "dstack vpc control: the key of node %V "
-                              "expired, map stream ended", &ctx->id);
-                ngx_http_dstack_vpc_cp_stream_end(r, NGX_OK);
-                return;
-            }
-
-            if (!ch->valid
-                || ch->node.f[NGX_HTTP_DSTACK_VPC_CP_F_KEY].len
-                   != ctx->req.key.len
-                || ngx_strncmp(ch->node.f[NGX_HTTP_DSTACK_VPC_CP_F_KEY].data,
-                               ctx->req.key.data, ctx->req.key.len)
-                   != 0)
-            {
-                ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                              "dstack vpc control: node %V has a new key, "
-                              "map stream ended", &ctx->id);
-                ngx_http_dstack_vpc_cp_stream_end(r, NGX_OK);
-                return;
-            }
-
-            if (ngx_http_dstack_vpc_cp_change_frame(ch, 1, &out) != NGX_OK) {
-                ngx_http_dstack_vpc_cp_out_free(&out);
-                ngx_http_dstack_vpc_cp_stream_end(r, NGX_ERROR);
-                return;
-            }
-
-            frame = &out;
-            break;
-
-        default:
-            /* its own endpoints and liveness: nothing to tell it */
-            return;
-        }
-    }
-
-    rc = ngx_http_dstack_vpc_cp_send(r, ctx, frame->start,
-                                     frame->last - frame->start);
-
-    ngx_http_dstack_vpc_cp_out_free(&out);
-
-    if (rc != NGX_OK) {
-        ngx_http_dstack_vpc_cp_stream_end(r, NGX_ERROR);
-    }
-}
-
-
-/*
- * "<kind> <args>" after the sequence number (ngx_http_dstack_vpc_cp_lua.c);
- * the strings point into the message.  An "up" whose node fails the
- * checks is kept (valid = 0): peers are told to drop the node instead.
- */
-
-static ngx_int_t
-ngx_http_dstack_vpc_cp_change_parse(ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
-    ngx_str_t *message, ngx_http_dstack_vpc_cp_change_t *ch)
-{
-    u_char      *p, *last, *start;
-    ngx_str_t    f[NGX_HTTP_DSTACK_VPC_CP_NODE_FIELDS + 1];
-    ngx_uint_t   n, i;
-
-    ngx_memzero(ch, sizeof(ngx_http_dstack_vpc_cp_change_t));
-
-    p = message->data;
-    last = p + message->len;
-    n = 0;
-
-    while (p < last && n < NGX_HTTP_DSTACK_VPC_CP_NODE_FIELDS + 1) {
-        start = p;
-
-        while (p < last && *p != ' ') {
-            p++;
-        }
-
-        f[n].data = start;
-        f[n].len = p - start;
-
-        if (f[n].len == 1 && *start == '-') {
-            f[n].len = 0;
-        }
-
-        n++;
-
-        if (p < last) {
-            p++;
-        }
-    }
-
-    if (p != last || n < 2) {
-        return NGX_ERROR;
-    }
-
-    ch->id = f[1];
-
-    if (ngx_http_dstack_vpc_cp_digits(&ch->id, 18) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    if (f[0].len != 2) {
-        return NGX_ERROR;
-    }
-
-    if (ngx_strncmp(f[0].data, "up", 2) == 0) {
-        if (n != NGX_HTTP_DSTACK_VPC_CP_NODE_FIELDS + 1) {
-            return NGX_ERROR;
-        }
-
-        ch->kind = NGX_HTTP_DSTACK_VPC_CP_UP;
-
-        for (i = 0; i < NGX_HTTP_DSTACK_VPC_CP_NODE_FIELDS; i++) {
-            ch->node.f[i] = f[i + 1];
-        }
-
-        ch->valid = (ngx_http_dstack_vpc_cp_node_valid(cmcf, &ch->node)
-                     == NGX_OK);
-        ch->expired = ngx_http_dstack_vpc_cp_node_expired(&ch->node);
-
-        if (!ch->valid) {
-            ngx_log_error(NGX_LOG_ERR, cmcf->log, 0,
-                          "dstack vpc control: node %V has an invalid "
-                          "record, dropped from the maps", &ch->id);
-        }
-
-        return NGX_OK;
-    }
-
-    if (ngx_strncmp(f[0].data, "rm", 2) == 0 && n == 2) {
-        ch->kind = NGX_HTTP_DSTACK_VPC_CP_RM;
-        return NGX_OK;
-    }
-
-    if (ngx_strncmp(f[0].data, "on", 2) == 0 && n == 4
-        && f[2].len == 1 && (f[2].data[0] == '0' || f[2].data[0] == '1')
-        && ngx_http_dstack_vpc_cp_digits(&f[3], 18) == NGX_OK)
-    {
-        ch->kind = NGX_HTTP_DSTACK_VPC_CP_ON;
-        ch->arg[0] = f[2];
-        ch->arg[1] = f[3];
-        return NGX_OK;
-    }
-
-    if (ngx_strncmp(f[0].data, "ep", 2) == 0 && (n == 2 || n == 3)) {
-        ch->kind = NGX_HTTP_DSTACK_VPC_CP_EP;
-
-        if (n == 3) {
-            ch->arg[0] = f[2];
-        }
-
-        /* each endpoint is checked as the frame is written */
-        return NGX_OK;
-    }
-
-    return NGX_ERROR;
-}
-
-
-/* a delta frame (4-byte length + JSON) for peers, or for the node itself */
-
-static ngx_int_t
-ngx_http_dstack_vpc_cp_change_frame(ngx_http_dstack_vpc_cp_change_t *ch,
-    ngx_uint_t self, ngx_http_dstack_vpc_cp_out_t *out)
-{
-    u_char      *p, *e, *last, *start;
-    size_t       len;
-    ngx_uint_t   n;
-
-    if (ngx_http_dstack_vpc_cp_frame_start(out) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    if (ch->kind == NGX_HTTP_DSTACK_VPC_CP_UP && ch->valid && !ch->expired) {
-
-        if (ngx_http_dstack_vpc_cp_out_reserve(out, 32) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        out->last = self ? ngx_cpymem(out->last, "{\"Node\":", 8)
-                         : ngx_cpymem(out->last, "{\"PeersChanged\":[", 17);
-
-        if (ngx_http_dstack_vpc_cp_node_json(out, &ch->node) != NGX_OK
-            || ngx_http_dstack_vpc_cp_out_reserve(out, 4) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        out->last = self ? ngx_cpymem(out->last, "}", 1)
-                         : ngx_cpymem(out->last, "]}", 2);
-
-        ngx_http_dstack_vpc_cp_frame_end(out);
-
-        return NGX_OK;
-    }
-
-    len = 128 + 2 * ch->arg[0].len + ch->arg[1].len + ch->id.len
-          + 4 * NGX_HTTP_DSTACK_VPC_CP_ENDPOINTS_MAX;
-
-    if (ngx_http_dstack_vpc_cp_out_reserve(out, len) != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    p = out->last;
-
-    switch (ch->kind) {
-
-    case NGX_HTTP_DSTACK_VPC_CP_ON:
-        p = ngx_sprintf(p, "{\"PeersChangedPatch\":[{\"NodeID\":%V,"
-                           "\"Online\":%s,\"LastSeen\":\"",
-                        &ch->id, ch->arg[0].data[0] == '1' ? "true"
-                                                           : "false");
-        p = ngx_http_dstack_vpc_cp_time(p, &ch->arg[1]);
-        p = ngx_cpymem(p, "\"}]}", 4);
-        break;
-
-    case NGX_HTTP_DSTACK_VPC_CP_EP:
-        p = ngx_sprintf(p, "{\"PeersChangedPatch\":[{\"NodeID\":%V,"
-                           "\"Endpoints\":[", &ch->id);
-
-        start = ch->arg[0].data;
-        last = start + ch->arg[0].len;
-        n = 0;
-
-        while (start < last && n < NGX_HTTP_DSTACK_VPC_CP_ENDPOINTS_MAX) {
-            e = ngx_strlchr(start, last, ',');
-            if (e == NULL) {
-                e = last;
-            }
-
-            if (ngx_http_dstack_vpc_cp_endpoint_valid(start, e - start)
-                == NGX_OK)
-            {
-                if (n++) {
-                    *p++ = ',';
-                }
-
-                *p++ = '"';
-                p = ngx_cpymem(p, start, e - start);
-                *p++ = '"';
-            }
-
-            start = e + 1;
-        }
-
-        p = ngx_cpymem(p, "]}]}", 4);
-        break;
-
-    default: /* NGX_HTTP_DSTACK_VPC_CP_RM, an invalid or expired "up" */
-        p = ngx_sprintf(p, "{\"PeersRemoved\":[%V]}", &ch->id);
-        break;
-    }
-
-    out->last = p;
-
-    ngx_http_dstack_vpc_cp_frame_end(out);
-
-    return NGX_OK;
-}
-
-
-/*
- * The expiry sweep: every worker asks at least twice per interval, and
- * the script runs it once per interval slot of Redis' clock, whichever
- * worker or replica asks first.  The first run also subscribes.
- */
-
-static void
-ngx_http_dstack_vpc_cp_sweep(ngx_event_t *ev)
-{
-    ngx_http_dstack_vpc_cp_main_conf_t *cmcf = ev->data;
-
-    size_t                                lens[5];
-    const char                           *argv[5];
-    ngx_http_dstack_vpc_api_main_conf_t  *amcf;
-
-    if (ngx_exiting || ngx_quit || ngx_terminate) {
-        return;
-    }
-
-    amcf = cmcf->amcf;
-
-    if (cmcf->sub == NULL) {
-        cmcf->sub = ngx_dstack_redis_subscribe(amcf->rds, &cmcf->channel,
-                                               ngx_http_dstack_vpc_cp_message,
-                                               cmcf);
-        if (cmcf->sub == NULL) {
-            ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
-                          "dstack vpc control: cannot subscribe to \"%V\"",
-                          &cmcf->channel);
-        }
-
-    } else if (cmcf->sweeping == NULL && ngx_dstack_redis_ready(amcf->rds)) {
-        argv[0] = (const char *) amcf->prefix.data;
-        lens[0] = amcf->prefix.len;
-        argv[1] = (const char *) cmcf->inactivity_text.data;
-        lens[1] = cmcf->inactivity_text.len;
-        argv[2] = (const char *) cmcf->interval_text.data;
-        lens[2] = cmcf->interval_text.len;
-        argv[3] = NGX_HTTP_DSTACK_VPC_CP_SWEEP_BATCH;
-        lens[3] = sizeof(NGX_HTTP_DSTACK_VPC_CP_SWEEP_BATCH) - 1;
-        argv[4] = (const char *) cmcf->caller;
-        lens[4] = cmcf->caller_len;
-
-        cmcf->sweeping = ngx_dstack_redis_eval(amcf->rds, NULL,
-                                        cmcf->lua_sweep, 0, 5, argv, lens,
-                                        amcf->timeout,
-                                        ngx_http_dstack_vpc_cp_sweep_reply,
-                                        cmcf);
-    }
-
-    /*
-     * At most half an interval apart, so that every slot gets asked;
-     * at random, so that workers and replicas take turns.
-     */
-    ngx_add_timer(ev, cmcf->sweep_interval / 4
-                      + (ngx_random() % (cmcf->sweep_interval / 4 + 1)));
-}
-
-
-static void
-ngx_http_dstack_vpc_cp_sweep_reply(void *data, redisReply *reply,
-    const char *err)
-{
-    ngx_http_dstack_vpc_cp_main_conf_t *cmcf = data;
-
-    ngx_uint_t             i;
-    ngx_dstack_metrics_t  *m;
-
-    cmcf->sweeping = NULL;
-
-    if (err != NULL) {
-        return;
-    }
-
-    if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, cmcf->log, 0,
-                      "dstack vpc control: sweep: redis error: \"%*s\"",
-                      (size_t) ngx_min(reply->len, 200), reply->str);
-        return;
-    }
-
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 4
-        && reply->element[0]->type == REDIS_REPLY_INTEGER
-        && reply->element[1]->type == REDIS_REPLY_INTEGER
-        && reply->element[2]->type == REDIS_REPLY_INTEGER
-        && reply->element[3]->type == REDIS_REPLY_INTEGER
-        && reply->element[0]->integer == 1
-        && (reply->element[1]->integer || reply->element[2]->integer
-            || reply->element[3]->integer))
-    {
-        ngx_log_error(NGX_LOG_INFO, cmcf->log, 0,
-                      "dstack vpc control: sweep: %L nodes offline, "
-                      "%L ephemeral nodes removed, %L keys expired",
-                      (int64_t) reply->element[1]->integer,
-                      (int64_t) reply->element[2]->integer,
-                      (int64_t) reply->element[3]->integer);
-
-        m = ngx_dstack_metrics(cmcf->amcf->redis.metrics);
-
-        for (i = 0; m != NULL && i < 3; i++) {
-            if (reply->element[i + 1]->integer > 0) {
-                (void) ngx_atomic_fetch_add(&m->cp_sweep[i],
-                           (ngx_atomic_int_t) reply->element[i + 1]->integer);
-            }
-        }
-    }
-}
-
-
-/* --- nodes --------------------------------------------------------------- */
-
-/*
- * Every node record is checked before it goes into any map, so that a
- * record written by anyone else (an old version, a hand edit) cannot
- * break other nodes' agents.
- */
-
-static ngx_int_t
-ngx_http_dstack_vpc_cp_node_valid(ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
-    ngx_http_dstack_vpc_cp_node_t *node)
-{
-    u_char      *p, *last, *e;
-    uint32_t     addr;
-    ngx_str_t   *f;
-    ngx_uint_t   n;
-
-    f = node->f;
-
-    if (ngx_http_dstack_vpc_cp_digits(&f[NGX_HTTP_DSTACK_VPC_CP_F_ID], 18)
-        != NGX_OK
-        || f[NGX_HTTP_DSTACK_VPC_CP_F_KEY].len != NGX_HTTP_DSTACK_VPC_CP_KEY_LEN
-        || ngx_http_dstack_vpc_cp_hex(&f[NGX_HTTP_DSTACK_VPC_CP_F_KEY],
-                                      NGX_HTTP_DSTACK_VPC_CP_KEY_LEN)
-           != NGX_OK
-        || ngx_http_dstack_vpc_cp_label(&f[NGX_HTTP_DSTACK_VPC_CP_F_NAME])
-           != NGX_OK
-        || ngx_http_dstack_vpc_cp_ipv4(f[NGX_HTTP_DSTACK_VPC_CP_F_IP].data,
-                                       f[NGX_HTTP_DSTACK_VPC_CP_F_IP].len,
-                                       &addr)
-           != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    if (f[NGX_HTTP_DSTACK_VPC_CP_F_ONLINE].len > 1
-        || (f[NGX_HTTP_DSTACK_VPC_CP_F_LAST_SEEN].len
-            && ngx_http_dstack_vpc_cp_digits(
-                   &f[NGX_HTTP_DSTACK_VPC_CP_F_LAST_SEEN], 18) != NGX_OK)
-        || (f[NGX_HTTP_DSTACK_VPC_CP_F_KEY_EXPIRY].len
-            && ngx_http_dstack_vpc_cp_digits(
-                   &f[NGX_HTTP_DSTACK_VPC_CP_F_KEY_EXPIRY], 18) != NGX_OK)
-        || (f[NGX_HTTP_DSTACK_VPC_CP_F_USER].len
-            && ngx_http_dstack_vpc_cp_digits(&f[NGX_HTTP_DSTACK_VPC_CP_F_USER],
-                                             18) != NGX_OK)
-        || (f[NGX_HTTP_DSTACK_VPC_CP_F_STABLE_ID].len
-            && ngx_http_dstack_vpc_cp_hex(
-                   &f[NGX_HTTP_DSTACK_VPC_CP_F_STABLE_ID],
-                   NGX_HTTP_DSTACK_VPC_CP_ID_MAX) != NGX_OK)
-        || (f[NGX_HTTP_DSTACK_VPC_CP_F_INSTANCE_ID].len
-            && ngx_http_dstack_vpc_cp_hex(
-                   &f[NGX_HTTP_DSTACK_VPC_CP_F_INSTANCE_ID],
-                   NGX_HTTP_DSTACK_VPC_CP_ID_MAX) != NGX_OK))
-    {
-        return NGX_ERROR;
-    }
-
-    /* peers' relays admit a tunnel by it (docs/wg-relay.md) */
-    if (f[NGX_HTTP_DSTACK_VPC_CP_F_APP_ID].len
-        != NGX_HTTP_DSTACK_VPC_CP_APP_ID_LEN
-        || ngx_http_dstack_vpc_cp_hex(&f[NGX_HTTP_DSTACK_VPC_CP_F_APP_ID],
-                                      NGX_HTTP_DSTACK_VPC_CP_APP_ID_LEN)
-           != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    if (f[NGX_HTTP_DSTACK_VPC_CP_F_HOSTNAME].len
-        && ngx_http_dstack_vpc_cp_label(&f[NGX_HTTP_DSTACK_VPC_CP_F_HOSTNAME])
-           != NGX_OK)
-    {
-        /* only informative: the name is what counts */
-        f[NGX_HTTP_DSTACK_VPC_CP_F_HOSTNAME] = f[NGX_HTTP_DSTACK_VPC_CP_F_NAME];
-    }
-
-    p = f[NGX_HTTP_DSTACK_VPC_CP_F_ENDPOINTS].data;
-    last = p + f[NGX_HTTP_DSTACK_VPC_CP_F_ENDPOINTS].len;
-    n = 0;
-
-    while (p < last) {
-        e = ngx_strlchr(p, last, ',');
-        if (e == NULL) {
-            e = last;
-        }
-
-        if (++n > NGX_HTTP_DSTACK_VPC_CP_ENDPOINTS_MAX
-            || ngx_http_dstack_vpc_cp_endpoint_valid(p, e - p) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        p = e + 1;
-    }
-
-    return NGX_OK;
-}
-
-
-/* a key past its expiry: out of the maps (wgctl nodes expire, Expiry) */
-
-static ngx_uint_t
-ngx_http_dstack_vpc_cp_node_expired(ngx_http_dstack_vpc_cp_node_t *node)
-{
-    time_t      t;
-    ngx_str_t  *f;
-
-    f = &node->f[NGX_HTTP_DSTACK_VPC_CP_F_KEY_EXPIRY];
-
-    if (f->len == 0 || ngx_http_dstack_vpc_cp_digits(f, 18) != NGX_OK) {
-        return 0;
-    }
-
-    t = ngx_atotm(f->data, f->len);
-
-    return t > 0 && t <= ngx_time();
-}
-
-
-/* a node object (docs/control-plane.md) from a checked record */
-
-static ngx_int_t
-ngx_http_dstack_vpc_cp_node_json(ngx_http_dstack_vpc_cp_out_t *out,
-    ngx_http_dstack_vpc_cp_node_t *node)
-{
-    u_char      *p, *s, *last, *e;
-    size_t       len;
-    ngx_str_t   *f, zero;
-    ngx_uint_t   i, n;
-
-    f = node->f;
-    len = 512 + 4 * NGX_HTTP_DSTACK_VPC_CP_ENDPOINTS_MAX;
-
-    for (i = 0; i < NGX_HTTP_DSTACK_VPC_CP_NODE_FIELDS; i++) {
-        len += 2 * f[i].len;
-    }
-
-    if (ngx_http_dstack_vpc_cp_out_reserve(out, len) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    p = ngx_sprintf(out->last,
-                    "{\"ID\":%V,\"StableID\":\"%V\",\"Name\":\"%V."
-                    NGX_HTTP_DSTACK_VPC_CP_DOMAIN ".\","
-                    "\"Key\":\"nodekey:%V\",\"Addresses\":[\"%V/32\"],"
-                    "\"AllowedIPs\":[\"%V/32\"],\"Endpoints\":[",
-                    &f[NGX_HTTP_DSTACK_VPC_CP_F_ID],
-                    f[NGX_HTTP_DSTACK_VPC_CP_F_STABLE_ID].len
-                    ? &f[NGX_HTTP_DSTACK_VPC_CP_F_STABLE_ID]
-                    : &f[NGX_HTTP_DSTACK_VPC_CP_F_ID],
-                    &f[NGX_HTTP_DSTACK_VPC_CP_F_NAME],
-                    &f[NGX_HTTP_DSTACK_VPC_CP_F_KEY],
-                    &f[NGX_HTTP_DSTACK_VPC_CP_F_IP],
-                    &f[NGX_HTTP_DSTACK_VPC_CP_F_IP]);
-
-    s = f[NGX_HTTP_DSTACK_VPC_CP_F_ENDPOINTS].data;
-    last = s + f[NGX_HTTP_DSTACK_VPC_CP_F_ENDPOINTS].len;
-    n = 0;
-
-    while (s < last) {
-        e = ngx_strlchr(s, last, ',');
-        if (e == NULL) {
-            e = last;
-        }
-
-        if (n++) {
-            *p++ = ',';
-        }
-
-        *p++ = '"';
-        p = ngx_cpymem(p, s, e - s);
-        *p++ = '"';
-
-        s = e + 1;
-    }
-
-    ngx_str_set(&zero, "0");
-
-    p = ngx_sprintf(p, "],\"Online\":%s,\"LastSeen\":\"",
-                    (f[NGX_HTTP_DSTACK_VPC_CP_F_ONLINE].len
-                     && f[NGX_HTTP_DSTACK_VPC_CP_F_ONLINE].data[0] == '1')
-                    ? "true" : "false");
-    p = ngx_http_dstack_vpc_cp_time(p, &f[NGX_HTTP_DSTACK_VPC_CP_F_LAST_SEEN]);
-    p = ngx_cpymem(p, "\",\"KeyExpiry\":\"", sizeof("\",\"KeyExpiry\":\"") - 1);
-    p = ngx_http_dstack_vpc_cp_time(p,
-                                    &f[NGX_HTTP_DSTACK_VPC_CP_F_KEY_EXPIRY]);
-    p = ngx_sprintf(p, "\",\"Hostinfo\":{\"Hostname\":\"%V\"},\"User\":%V,"
-                    "\"AppID\":\"%V\",\"InstanceID\":\"%V\"}",
-                    f[NGX_HTTP_DSTACK_VPC_CP_F_HOSTNAME].len
-                    ? &f[NGX_HTTP_DSTACK_VPC_CP_F_HOSTNAME]
-                    : &f[NGX_HTTP_DSTACK_VPC_CP_F_NAME],
-                    f[NGX_HTTP_DSTACK_VPC_CP_F_USER].len
-                    ? &f[NGX_HTTP_DSTACK_VPC_CP_F_USER] : &zero,
-                    &f[NGX_HTTP_DSTACK_VPC_CP_F_APP_ID],
-                    &f[NGX_HTTP_DSTACK_VPC_CP_F_INSTANCE_ID]);
-
-    out->last = p;
-
-    return NGX_OK;
-}
-
-
-/* ip:port or [ip6]:port, as wgctl parses them */
-
-static ngx_int_t
-ngx_http_dstack_vpc_cp_endpoint_valid(u_char *p, size_t len)
-{
-    u_char      c, *last, *colon;
-    uint32_t    addr;
-    ngx_int_t   port;
-    ngx_uint_t  i;
-
-    if (len == 0 || len > NGX_HTTP_DSTACK_VPC_CP_ENDPOINT_MAX) {
-        return NGX_ERROR;
-    }
-
-    last = p + len;
-
-    if (*p == '[') {
-        colon = ngx_strlchr(p, last, ']');
-
-        if (colon == NULL || colon + 1 == last || colon[1] != ':'
-            || colon - p < 3)
-        {
-            return NGX_ERROR;
-        }
-
-        for (i = 1; p + i < colon; i++) {
-            c = ngx_tolower(p[i]);
-
-            if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')
-                  || c == ':' || c == '.' || c == '%'))
-            {
-                return NGX_ERROR;
-            }
-        }
-
-        colon++;
-
-    } else {
-        colon = ngx_strlchr(p, last, ':');
-
-        if (colon == NULL
-            || ngx_http_dstack_vpc_cp_ipv4(p, colon - p, &addr) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-    }
-
-    if (last - colon < 2 || last - colon > 6) {
-        return NGX_ERROR;
-    }
-
-    port = ngx_atoi(colon + 1, last - colon - 1);
-
-    return (port < 1 || port > 65535) ? NGX_ERROR : NGX_OK;
-}
-
-
-/* a host name made into a DNS label: lowercase, runs of others to "-" */
-
-static void
-ngx_http_dstack_vpc_cp_sanitize(ngx_str_t *s)
-{
-    u_char      c, *d;
-    ngx_uint_t  i, dash;
-
-    d = s->data;
-    dash = 0;
-
-    for (i = 0; i < s->len; i++) {
-        c = ngx_tolower(s->data[i]);
-
-        if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) {
-            if (dash && d != s->data) {
-                *d++ = '-';
-            }
-
-            dash = 0;
-
-            if (d - s->data == NGX_HTTP_DSTACK_VPC_CP_LABEL_MAX) {
-                break;
-            }
-
-            *d++ = c;
-
-        } else {
-            dash = 1;
-        }
-    }
-
-    s->len = d - s->data;
-}
-
-
-/* a DNS label as the register script writes them */
-
-static ngx_int_t
-ngx_http_dstack_vpc_cp_label(ngx_str_t *s)
-{
-    u_char      c;
-    ngx_uint_t  i;
-
-    if (s->len == 0 || s->len > NGX_HTTP_DSTACK_VPC_CP_LABEL_MAX
-        || s->data[0] == '-' || s->data[s->len - 1] == '-')
-    {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i < s->len; i++) {
-        c = s->data[i];
-
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
-            return NGX_ERROR;
-        }
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_dstack_vpc_cp_digits(ngx_str_t *s, size_t max)
-{
-    ngx_uint_t  i;
-
-    if (s->len == 0 || s->len > max) {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i < s->len; i++) {
-        if (s->data[i] < '0' || s->data[i] > '9') {
-            return NGX_ERROR;
-        }
-    }
-
-    return NGX_OK;
-}
-
-
-/* lowercase hex */
-
-static ngx_int_t
-ngx_http_dstack_vpc_cp_hex(ngx_str_t *s, size_t max)
-{
-    u_char      c;
-    ngx_uint_t  i;
-
-    if (s->len == 0 || s->len > max) {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i < s->len; i++) {
-        c = s->data[i];
-
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-            return NGX_ERROR;
-        }
-    }
-
-    return NGX_OK;
-}
-
-
-/* dotted quad without leading zeros; the address in host order */
-
-static ngx_int_t
-ngx_http_dstack_vpc_cp_ipv4(u_char *p, size_t len, uint32_t *addr)
-{
-    u_char      *last;
-    uint32_t     a;
-    ngx_uint_t   parts, digits, value;
-
-    last = p + len;
-    parts = 0;
-    a = 0;
-
-    while (p < last) {
-        digits = 0;
-        value = 0;
-
-        while (p < last && *p >= '0' && *p <= '9') {
-            if (digits == 1 && value == 0) {
-                return NGX_ERROR;
-            }
-
-            value = value * 10 + (*p++ - '0');
-
-            if (++digits > 3 || value > 255) {
-                return NGX_ERROR;
-            }
-        }
-
-        if (digits == 0 || ++parts > 4) {
-            return NGX_ERROR;
-        }
-
-        a = (a << 8) | value;
-
-        if (p == last) {
-            break;
-        }
-
-        if (*p++ != '.' || p == last) {
-            return NGX_ERROR;
-        }
-    }
-
-    if (parts != 4) {
-        return NGX_ERROR;
-    }
-
-    *addr = a;
-
-    return NGX_OK;
-}
-
-
-/* how deep arrays and objects nest, strings skipped */
-
-static ngx_uint_t
-ngx_http_dstack_vpc_cp_json_depth(u_char *p, size_t len)
-{
-    u_char      *last;
-    ngx_uint_t   depth, max, string;
-
-    last = p + len;
-    depth = 0;
-    max = 0;
-    string = 0;
-
-    for ( /* void */ ; p < last; p++) {
-
-        if (string) {
-            if (*p == '\\') {
-                p++;
-
-            } else if (*p == '"') {
-                string = 0;
-            }
-
-            continue;
-        }
-
-        switch (*p) {
-
-        case '"':
-            string = 1;
-            break;
-
-        case '[':
-        case '{':
-            if (++depth > max) {
-                max = depth;
-            }
-            break;
-
-        case ']':
-        case '}':
-            if (depth) {
-                depth--;
-            }
-            break;
-        }
-    }
-
-    return max;
-}
-
-
-/* RFC 3339 in UTC: 2027-01-01T00:00:00Z, fractions of a second ignored */
-
-static time_t
-ngx_http_dstack_vpc_cp_parse_time(ngx_str_t *s)
-{
-    u_char     *p, *last;
-    ngx_int_t   year, month, day, hour, min, sec, y, era, yoe, doy, doe;
-
-    p = s->data;
-    last = p + s->len;
-
-    if (s->len < sizeof("2027-01-01T00:00:00Z") - 1
-        || p[4] != '-' || p[7] != '-' || (p[10] != 'T' && p[10] != 't')
-        || p[13] != ':' || p[16] != ':' || (last[-1] != 'Z' && last[-1] != 'z'))
-    {
-        return NGX_ERROR;
-    }
-
-    year = ngx_atoi(p, 4);
-    month = ngx_atoi(p + 5, 2);
-    day = ngx_atoi(p + 8, 2);
-    hour = ngx_atoi(p + 11, 2);
-    min = ngx_atoi(p + 14, 2);
-    sec = ngx_atoi(p + 17, 2);
-
-    if (year < 1970 || year > 9999 || month < 1 || month > 12 || day < 1
-        || day > 31 || hour < 0 || hour > 23 || min < 0 || min > 59
-        || sec < 0 || sec > 60)
-    {
-        return NGX_ERROR;
-    }
-
-    for (p += 19; p < last - 1; p++) {
-        if (!(p == s->data + 19 ? *p == '.' : (*p >= '0' && *p <= '9'))) {
-            return NGX_ERROR;
-        }
-    }
-
-    /* days from the civil date (Howard Hinnant's algorithm) */
-
-    y = year - (month <= 2);
-    era = y / 400;
-    yoe = y - era * 400;
-    doy = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1;
-    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-
-    return (time_t) (era * 146097 + doe - 719468) * 86400
-           + hour * 3600 + min * 60 + sec;
-}
-
-
-/* Unix seconds as RFC 3339; empty or 0: the zero time */
-
-static u_char *
-ngx_http_dstack_vpc_cp_time(u_char *p, ngx_str_t *unix_time)
-{
-    time_t     t;
-    ngx_tm_t   tm;
-
-    t = unix_time->len ? ngx_atotm(unix_time->data, unix_time->len) : 0;
-
-    if (t <= 0) {
-        return ngx_cpymem(p, NGX_HTTP_DSTACK_VPC_CP_ZERO_TIME,
-                          sizeof(NGX_HTTP_DSTACK_VPC_CP_ZERO_TIME) - 1);
-    }
-
-    ngx_gmtime(t, &tm);
-
-    return ngx_sprintf(p, "%4d-%02d-%02dT%02d:%02d:%02dZ",
-                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
-}
-
-
-/* --- output -------------------------------------------------------------- */
-
-static ngx_int_t
-ngx_http_dstack_vpc_cp_out_reserve(ngx_http_dstack_vpc_cp_out_t *out,
-    size_t len)
-{
-    u_char  *p;
-    size_t   size, used;
-
-    if (out->start != NULL && (size_t) (out->end - out->last) >= len) {
-        return NGX_OK;
-    }
-
-    used = out->last - out->start;
-    size = out->start ? 2 * (out->end - out->start) : 4096;
-
-    while (size < used + len) {
-        size *= 2;
-    }
-
-    p = ngx_alloc(size, ngx_cycle->log);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (used) {
-        ngx_memcpy(p, out->start, used);
-    }
-
-    ngx_free(out->start);
-
-    out->start = p;
-    out->last = p + used;
-    out->end = p + size;
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_http_dstack_vpc_cp_out_free(ngx_http_dstack_vpc_cp_out_t *out)
-{
-    ngx_free(out->start);
-
-    out->start = NULL;
-    out->last = NULL;
-    out->end = NULL;
-}
-
-
-/* the 4-byte length goes first; frame_end() fills it in */
-
-static ngx_int_t
-ngx_http_dstack_vpc_cp_frame_start(ngx_http_dstack_vpc_cp_out_t *out)
-{
-    if (ngx_http_dstack_vpc_cp_out_reserve(out, 4) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    out->last = out->start + 4;
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_http_dstack_vpc_cp_frame_end(ngx_http_dstack_vpc_cp_out_t *out)
-{
-    uint32_t  len;
-
-    len = out->last - out->start - 4;
-
-    out->start[0] = (u_char) (len & 0xff);
-    out->start[1] = (u_char) ((len >> 8) & 0xff);
-    out->start[2] = (u_char) ((len >> 16) & 0xff);
-    out->start[3] = (u_char) ((len >> 24) & 0xff);
-}
-
+/* --- replies ------------------------------------------------------------- */
 
 static ngx_int_t
 ngx_http_dstack_vpc_cp_reply_json(ngx_http_request_t *r, ngx_uint_t status,
@@ -3721,7 +2197,7 @@ ngx_http_dstack_vpc_cp_error(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
-static void
+void
 ngx_http_dstack_vpc_cp_finalize(ngx_http_request_t *r, ngx_int_t rc)
 {
     ngx_connection_t  *c;
@@ -3953,10 +2429,10 @@ ngx_http_dstack_vpc_cp_prefix(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_dstack_vpc_cp_main_conf_t *cmcf = conf;
 
-    u_char     *slash;
-    uint32_t    addr, mask;
-    ngx_int_t   bits;
-    ngx_str_t  *value;
+    uint32_t     mask;
+    ngx_int_t    rc;
+    ngx_str_t   *value;
+    ngx_cidr_t   cidr;
 
     if (cmcf->pool.data != NULL) {
         return "is duplicate";
@@ -3964,36 +2440,38 @@ ngx_http_dstack_vpc_cp_prefix(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    slash = ngx_strlchr(value[1].data, value[1].data + value[1].len, '/');
-
-    if (slash == NULL
-        || ngx_http_dstack_vpc_cp_ipv4(value[1].data, slash - value[1].data,
-                                       &addr)
-           != NGX_OK)
+    if (ngx_strlchr(value[1].data, value[1].data + value[1].len, '/')
+        == NULL)
     {
         goto invalid;
     }
 
-    bits = ngx_atoi(slash + 1, value[1].data + value[1].len - slash - 1);
+    rc = ngx_ptocidr(&value[1], &cidr);
 
-    if (bits < 8 || bits > 30) {
+    if (rc == NGX_ERROR || cidr.family != AF_INET) {
+        goto invalid;
+    }
+
+    mask = ntohl(cidr.u.in.mask);
+
+    /* /8 to /30 */
+
+    if (mask < 0xff000000 || mask > 0xfffffffc) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "prefix length of \"%V\" must be 8 to 30",
                            &value[1]);
         return NGX_CONF_ERROR;
     }
 
-    mask = (uint32_t) (0xffffffffu << (32 - bits));
-
-    if (addr & ~mask) {
+    if (rc == NGX_DONE) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"%V\" has host bits set", &value[1]);
         return NGX_CONF_ERROR;
     }
 
     cmcf->pool = value[1];
-    cmcf->base = addr;
-    cmcf->size = (uint32_t) 1 << (32 - bits);
+    cmcf->base = ntohl(cidr.u.in.addr);
+    cmcf->size = ~mask + 1;
 
     return NGX_CONF_OK;
 

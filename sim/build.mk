@@ -1,7 +1,7 @@
 # dstack-sim: the guest-agent simulator (sim/README in docs/sim.md)
 
-SIM_SRCS := sim/sim_main.c sim/sim_http.c sim/sim_api.c sim/sim_cert.c \
-            sim/sim_attest.c
+SIM_SRCS := sim/sim_main.c sim/sim_util.c sim/sim_http.c sim/sim_api.c \
+            sim/sim_cert.c sim/sim_attest.c
 SIM_RATLS := ratls/dstack_attest.c ratls/dstack_attest_verify.c \
              ratls/dstack_ratls.c
 

@@ -161,7 +161,7 @@ int sim_http_run(int fd, sim_handler_pt handler, void *data,
 /* sim_api.c */
 void sim_api_handler(sim_request_t *r, sim_response_t *resp, void *data);
 
-/* sim_main.c */
+/* sim_util.c */
 int sim_hex_decode(const char *hex, size_t hex_len, u_char *out,
     size_t max);
 void sim_hex_encode(const u_char *p, size_t len, char *out);

@@ -12,7 +12,7 @@ use Test::More;
 use Test::Dstack;
 use Test::Dstack::Api;
 
-my $t = Test::Dstack->new()->has(qw(auth api sim redis))->plan(24);
+my $t = Test::Dstack->new()->has(qw(auth api sim redis))->plan(30);
 
 my $api = Test::Dstack::Api->new($t);
 my ($A, $B, $SRV) = map { $api->app($_) } qw(a b server);
@@ -81,6 +81,21 @@ like(try_conf($redis, "dstack_vpc_api_server_gateway abc gw.test;",
     'dstack_vpc_api;'), qr/invalid server app id/, 'bad gateway app id');
 like(try_conf($redis, $url, 'dstack_vpc_api; dstack_vpc_api_key_ttl 0;'),
     qr/must be positive/, 'zero key ttl');
+
+# dstack_vpc_control_prefix (the control plane's address pool)
+
+sub prefix { try_conf("$redis dstack_vpc_control_prefix $_[0];", $url,
+    'dstack_vpc_api;') }
+
+is(prefix('10.99.0.0/29'), 'ok', 'prefix');
+like(prefix('10.99.0.1/29'), qr/"10.99.0.1\/29" has host bits set/,
+    'prefix with host bits');
+like(prefix('10.0.0.0/31'), qr/prefix length of "10.0.0.0\/31" must be 8/,
+    'prefix longer than /30');
+like(prefix('0.0.0.0/4'), qr/prefix length of "0.0.0.0\/4" must be 8/,
+    'prefix shorter than /8');
+like(prefix('10.0.0.0'), qr/invalid prefix "10.0.0.0"/, 'no prefix length');
+like(prefix('fd00::/64'), qr/invalid prefix "fd00::\/64"/, 'IPv6 refused');
 
 $out = try_conf($redis, $url, 'dstack_vpc_api;');
 $t->write_file('bad.conf', $t->read_file('bad.conf')
