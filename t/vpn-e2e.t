@@ -35,7 +35,7 @@ my $t = Test::Dstack->new()->has(qw(auth mesh api stream sim redis wgctl wg
 my $net = Test::DstackNetns->new()
     or $t->skip_all($Test::DstackNetns::WHY);
 
-$t->plan(34);
+$t->plan(35);
 
 # the server's timers, short for the test (docs/control-plane.md)
 my $KEEPALIVE = 2;
@@ -61,6 +61,25 @@ sub http_ok {
 sub pings {
     my ($from, $to) = @_;
     return ($vpn->run($from, 'ping', '-c', '1', '-w', '10', $to))[0] == 0;
+}
+
+# a peer's path in wgctl status: "direct <endpoint>" or "relay"
+sub path_to {
+    my ($name, $peer) = @_;
+    my ($rc, $out) = $vpn->wgctl_run($name, 'status', '--json',
+        '--state-dir', $vpn->state_dir($name));
+    my $s = eval { decode_json($out) } // {};
+    my ($p) = grep { ($_->{name} // '') =~ /^\Q$peer\E(\.|$)/ }
+        @{$s->{peers} || []};
+    return ($p // {})->{path} // '';
+}
+
+sub direct_pair {
+    my ($x, $y) = @_;
+    return wait_for(sub {
+        pings($x, addr($y));
+        path_to($x, $y) =~ /^direct/ && path_to($y, $x) =~ /^direct/;
+    }, 60);
 }
 
 sub peers_are {
@@ -149,6 +168,7 @@ is($code, 200, 'n1 can');
 # --- kill -9 and restart: same address, same key, no duplicate ----------------
 
 my ($a3, $k3) = (addr('n3'), pub('n3'));
+ok(direct_pair('n1', 'n3'), 'n1 and n3 on the direct path');
 $vpn->stop_agent('n3', 'KILL');
 ok(pings('n1', $a3), 'agent killed: n3 still answers over the VPN');
 
@@ -201,19 +221,7 @@ ok(wait_for(sub { $vpn->hosts('n1') !~ /n4\.dstack\.internal/ }, 10),
 # UDP flows here, so the pair settles on the direct path (a first handshake
 # that raced the peer's map may have sent it to the relay for a while);
 # only the direct path outlives the agent, whose relay engine goes with it
-sub path_to {
-    my ($name, $peer) = @_;
-    my ($rc, $out) = $vpn->wgctl_run($name, 'status', '--json',
-        '--state-dir', $vpn->state_dir($name));
-    my $s = eval { decode_json($out) } // {};
-    my ($p) = grep { ($_->{name} // '') =~ /^\Q$peer\E(\.|$)/ }
-        @{$s->{peers} || []};
-    return ($p // {})->{path} // '';
-}
-ok(wait_for(sub {
-    pings('n1', addr('n2'));
-    path_to('n1', 'n2') =~ /^direct/ && path_to('n2', 'n1') =~ /^direct/;
-}, 60), 'n1 and n2 on the direct path');
+ok(direct_pair('n1', 'n2'), 'n1 and n2 on the direct path');
 
 is($vpn->stop_agent('n2') >> 8, 0, 'SIGTERM: the agent exits 0');
 ok(pings('n1', addr('n2')), 'and the VPN stays up');
