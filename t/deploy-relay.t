@@ -22,7 +22,7 @@ use Time::HiRes qw(time sleep);
 use Test::Dstack qw(wait_for);
 
 my $t = Test::Dstack->new()
-    ->has(qw(entrypoint auth sim wgctl jq envsubst curl))->plan(15);
+    ->has(qw(auth sim wgctl jq envsubst curl))->plan(15);
 
 my $d = $t->testdir;
 my $repo = $t->repo;
@@ -45,7 +45,7 @@ sub render {
         DSTACK_VPC_DATA_DIR => "$r/data",
         DSTACK_VPC_MODULES => "$Test::Dstack::BUILD/modules",
         WGCTL => $wgctl, DSTACK_GATEWAY_DOMAIN => 'gw.test:443',
-        DSTACK_RESOLVER => '127.0.0.1', %env);
+        DSTACK_RESOLVER => '127.0.0.1', Test::Dstack::entry_env(), %env);
     my $envs = join ' ', map { "$_='$e{$_}'" } sort keys %e;
     my $out = `env -i $envs $repo/scripts/entrypoint.sh render 2>&1`;
     die "render $name failed:\n$out" if $?;
