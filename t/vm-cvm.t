@@ -125,13 +125,17 @@ for my $name (@nodes) {
 sub node_script {
     my ($name, $other) = @_;
     my $n = $v->{n}{$name};
+    # under make test-asan the guest's nginx loads ASan modules: the
+    # runtime (from the host's root over 9p) goes in first, as on the host
+    my %ne = Test::Dstack::_nginx_env();
+    my $ne = join ' ', map { "$_=$ne{$_}" } sort keys %ne;
 
     return <<EOF;
 export D=$d
 ip link set eth0 up
 ip addr add 10.0.2.15/24 dev eth0
 ip route add default via 10.0.2.2
-step nginx /usr/sbin/nginx -p \$D/ -c \$D/vpc-$name.conf -e \$D/logs/error-$name.log
+step nginx env $ne /usr/sbin/nginx -p \$D/ -c \$D/vpc-$name.conf -e \$D/logs/error-$name.log
 mkdir -p /var/lib/wgctl && chmod 700 /var/lib/wgctl
 $wgctl up --server http://127.0.0.1:80 --target-app $SERVER_APP \\
     --auth-key $key{$name} --hostname $name --instance-id $n->{instance} \\
