@@ -19,7 +19,6 @@
 
 
 #define NGX_HTTP_DSTACK_MESH_PREFIX      "x-dstack-target-"
-#define NGX_HTTP_DSTACK_MESH_USE_TLS     "x-dstack-target-use-tls"
 
 /*
  * What a pooled connection or a TLS session was verified for: the app_id,
@@ -50,7 +49,8 @@
 #define NGX_HTTP_DSTACK_MESH_APP             2
 #define NGX_HTTP_DSTACK_MESH_INSTANCE        3
 #define NGX_HTTP_DSTACK_MESH_PORT            4
-#define NGX_HTTP_DSTACK_MESH_UNCLEAR         5
+#define NGX_HTTP_DSTACK_MESH_USE_TLS         5
+#define NGX_HTTP_DSTACK_MESH_UNCLEAR         6
 
 #define NGX_HTTP_DSTACK_MESH_TLS_FAILED      525
 #define NGX_HTTP_DSTACK_MESH_PEER_REJECTED   526
@@ -172,6 +172,7 @@ typedef struct {
     ngx_buf_t                         *error;     /* a JSON error body */
     unsigned                           replaced:1;
     unsigned                           unattested:1;
+    unsigned                           ssl_data:1; /* set on a connection */
 
     u_char                             key[NGX_HTTP_DSTACK_MESH_KEY_LEN];
     u_char                             name_buf[NGX_SOCKADDR_STRLEN];

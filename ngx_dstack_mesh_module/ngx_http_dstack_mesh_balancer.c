@@ -190,10 +190,11 @@ ngx_http_dstack_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
     u = ctx->request->upstream;
     c = pc->connection;
 
-    if (c != NULL && c->ssl != NULL) {
+    if (ctx->ssl_data && c != NULL && c->ssl != NULL) {
         /* the verify callback's data lives no longer than the request */
         SSL_set_ex_data(c->ssl->connection, ngx_http_dstack_mesh_ssl_index,
                         NULL);
+        ctx->ssl_data = 0;
     }
 
     if (state & NGX_PEER_FAILED) {
@@ -419,6 +420,8 @@ ngx_http_dstack_mesh_set_session(ngx_peer_connection_t *pc, void *data)
         ngx_ssl_error(NGX_LOG_ALERT, pc->log, 0, "SSL_set_ex_data() failed");
         return NGX_ERROR;
     }
+
+    ctx->ssl_data = 1;
 
     if (ctx->unattested
         && ngx_http_dstack_mesh_unattested_ssl(pc, ctx) != NGX_OK)
