@@ -114,6 +114,7 @@ typedef struct {
     ngx_str_t                          agent;
     ngx_uint_t                         json_errors;
     ngx_flag_t                         allow_unattested;
+    ngx_flag_t                         attested_header;
     ngx_str_t                          vpn_ip_file;
 
     ngx_http_handler_pt                proxy_handler;
@@ -176,13 +177,13 @@ typedef struct {
 
     u_char                             key[NGX_HTTP_DSTACK_MESH_KEY_LEN];
     u_char                             name_buf[NGX_SOCKADDR_STRLEN];
-    u_char                             detail_buf[
-                                           NGX_HTTP_DSTACK_MESH_DETAIL_LEN];
+    u_char                            *detail_buf; /* _DETAIL_LEN, or NULL */
 } ngx_http_dstack_mesh_ctx_t;
 
 
 ngx_dstack_metrics_t *ngx_http_dstack_mesh_metrics(
     ngx_http_request_t *r);
+u_char *ngx_http_dstack_mesh_detail_buf(ngx_http_dstack_mesh_ctx_t *ctx);
 ngx_int_t ngx_http_dstack_mesh_init_upstream(ngx_conf_t *cf,
     ngx_http_upstream_srv_conf_t *us);
 

@@ -668,17 +668,22 @@ static void
 ngx_http_dstack_mesh_reject(ngx_http_dstack_mesh_ctx_t *ctx,
     ngx_connection_t *c, const char *fmt, ...)
 {
-    u_char                *p;
+    u_char                *p, *buf;
     va_list                args;
     ngx_dstack_metrics_t  *m;
 
-    va_start(args, fmt);
-    p = ngx_vslprintf(ctx->detail_buf,
-                      ctx->detail_buf + sizeof(ctx->detail_buf), fmt, args);
-    va_end(args);
+    buf = ngx_http_dstack_mesh_detail_buf(ctx);
 
-    ctx->detail.data = ctx->detail_buf;
-    ctx->detail.len = p - ctx->detail_buf;
+    if (buf != NULL) {
+        va_start(args, fmt);
+        p = ngx_vslprintf(buf, buf + NGX_HTTP_DSTACK_MESH_DETAIL_LEN, fmt,
+                          args);
+        va_end(args);
+
+        ctx->detail.data = buf;
+        ctx->detail.len = p - buf;
+    }
+
     ctx->failure = NGX_HTTP_DSTACK_MESH_FAIL_PEER;
 
     m = ngx_http_dstack_mesh_metrics(ctx->request);

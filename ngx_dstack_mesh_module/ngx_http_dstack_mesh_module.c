@@ -118,6 +118,8 @@ static ngx_int_t ngx_http_dstack_mesh_log_metrics(ngx_http_request_t *r);
 static ngx_int_t ngx_http_dstack_mesh_peer_host_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_uint_t ngx_http_dstack_mesh_local_host(ngx_str_t *host);
+static ngx_int_t ngx_http_dstack_mesh_upgrade_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_dstack_mesh_add_variables(ngx_conf_t *cf);
 static void *ngx_http_dstack_mesh_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_dstack_mesh_create_srv_conf(ngx_conf_t *cf);
@@ -157,6 +159,13 @@ static ngx_command_t  ngx_http_dstack_mesh_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_dstack_mesh_loc_conf_t, allow_unattested),
+      NULL },
+
+    { ngx_string("dstack_mesh_attested_header"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dstack_mesh_loc_conf_t, attested_header),
       NULL },
 
     { ngx_string("dstack_mesh_vpn_ip_file"),
@@ -298,6 +307,14 @@ static ngx_http_variable_t  ngx_http_dstack_mesh_vars[] = {
     /* changeable: a configuration that still maps it itself keeps working */
     { ngx_string("dstack_mesh_peer_host"), NULL,
       ngx_http_dstack_mesh_peer_host_variable, 0,
+      NGX_HTTP_VAR_CHANGEABLE, 0 },
+
+    { ngx_string("dstack_mesh_upgrade"), NULL,
+      ngx_http_dstack_mesh_upgrade_variable, 0, 0, 0 },
+
+    /* changeable: a configuration that still maps it itself keeps working */
+    { ngx_string("dstack_mesh_connection"), NULL,
+      ngx_http_dstack_mesh_upgrade_variable, 1,
       NGX_HTTP_VAR_CHANGEABLE, 0 },
 
       ngx_http_null_variable
@@ -1423,6 +1440,7 @@ ngx_http_dstack_mesh_resolve(ngx_http_request_t *r,
 static void
 ngx_http_dstack_mesh_resolve_handler(ngx_resolver_ctx_t *rctx)
 {
+    u_char                      *p;
     size_t                       len;
     ngx_int_t                    rc;
     ngx_uint_t                   i, async;
@@ -1444,11 +1462,15 @@ ngx_http_dstack_mesh_resolve_handler(ngx_resolver_ctx_t *rctx)
                       &rctx->name, rctx->state,
                       ngx_resolver_strerror(rctx->state));
 
-        ctx->detail.data = ctx->detail_buf;
-        ctx->detail.len = ngx_snprintf(ctx->detail_buf,
-                                       sizeof(ctx->detail_buf), "%s",
-                                       ngx_resolver_strerror(rctx->state))
-                          - ctx->detail_buf;
+        p = ngx_http_dstack_mesh_detail_buf(ctx);
+
+        if (p != NULL) {
+            ctx->detail.data = p;
+            ctx->detail.len = ngx_snprintf(p, NGX_HTTP_DSTACK_MESH_DETAIL_LEN,
+                                           "%s",
+                                           ngx_resolver_strerror(rctx->state))
+                              - p;
+        }
 
     } else {
         ctx->addrs = ngx_pcalloc(r->pool, rctx->naddrs * sizeof(ngx_addr_t));
@@ -1637,10 +1659,31 @@ ngx_http_dstack_mesh_header_filter(ngx_http_request_t *r)
     ngx_str_t                         detail;
     ngx_uint_t                        status;
     const char                       *code;
+    ngx_table_elt_t                  *h;
     ngx_http_dstack_mesh_ctx_t       *ctx;
     ngx_http_dstack_mesh_loc_conf_t  *mlcf;
 
     mlcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_mesh_module);
+
+    /*
+     * dstack_mesh_attested_header: what add_header X-Dstack-Mesh-Attested
+     * $dstack_mesh_attested always would add, without a script
+     */
+
+    if (mlcf->attested_header && r == r->main) {
+        ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_mesh_module);
+
+        if (ctx != NULL && ctx->attested.len) {
+            h = ngx_list_push(&r->headers_out.headers);
+            if (h == NULL) {
+                return NGX_ERROR;
+            }
+
+            h->hash = 1;
+            ngx_str_set(&h->key, "X-Dstack-Mesh-Attested");
+            h->value = ctx->attested;
+        }
+    }
 
     if (!mlcf->json_errors
         || r->err_status < NGX_HTTP_BAD_REQUEST
@@ -1658,6 +1701,8 @@ ngx_http_dstack_mesh_header_filter(ngx_http_request_t *r)
         if (ctx == NULL) {
             return NGX_ERROR;
         }
+
+        ctx->request = r;
 
         ngx_http_set_ctx(r, ctx, ngx_http_dstack_mesh_module);
 
@@ -1759,8 +1804,10 @@ ngx_http_dstack_mesh_explain(ngx_http_request_t *r,
 
     static ngx_str_t  unknown = ngx_string("(none)");
 
-    p = ctx->detail_buf;
-    last = p + sizeof(ctx->detail_buf);
+    /* no room (allocation failed): an empty detail */
+
+    p = ngx_http_dstack_mesh_detail_buf(ctx);
+    last = (p != NULL) ? p + NGX_HTTP_DSTACK_MESH_DETAIL_LEN : NULL;
 
     peer = ctx->peer ? ctx->peer : &unknown;
     host = &ctx->host;
@@ -1858,6 +1905,20 @@ done:
     detail->len = p - ctx->detail_buf;
 
     return status;
+}
+
+
+/* room for an error's detail, only where there is an error */
+
+u_char *
+ngx_http_dstack_mesh_detail_buf(ngx_http_dstack_mesh_ctx_t *ctx)
+{
+    if (ctx->detail_buf == NULL) {
+        ctx->detail_buf = ngx_pnalloc(ctx->request->pool,
+                                      NGX_HTTP_DSTACK_MESH_DETAIL_LEN);
+    }
+
+    return ctx->detail_buf;
 }
 
 
@@ -2048,6 +2109,44 @@ ngx_http_dstack_mesh_peer_host_variable(ngx_http_request_t *r,
 }
 
 
+/*
+ * $dstack_mesh_upgrade, the caller's Upgrade header (the first, as
+ * $http_upgrade), and $dstack_mesh_connection, "upgrade" with it: what
+ * the shipped configuration once computed with $http_upgrade and a map,
+ * from the header nginx already found.  Nothing without the header or
+ * with an empty one, so that proxy_set_header leaves them out.
+ */
+
+static ngx_int_t
+ngx_http_dstack_mesh_upgrade_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_table_elt_t  *h;
+
+    h = r->headers_in.upgrade;
+
+    if (h == NULL || h->value.len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    if (data) {
+        v->len = sizeof("upgrade") - 1;
+        v->data = (u_char *) "upgrade";
+
+    } else {
+        v->len = h->value.len;
+        v->data = h->value.data;
+    }
+
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
 /* localhost, 127.0.0.1 or [::1], optionally with ":<digits>" */
 
 static ngx_uint_t
@@ -2197,6 +2296,7 @@ ngx_http_dstack_mesh_create_loc_conf(ngx_conf_t *cf)
      */
 
     conf->allow_unattested = NGX_CONF_UNSET;
+    conf->attested_header = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -2223,6 +2323,7 @@ ngx_http_dstack_mesh_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_str_value(conf->agent, prev->agent, "");
     ngx_conf_merge_value(conf->allow_unattested, prev->allow_unattested, 0);
+    ngx_conf_merge_value(conf->attested_header, prev->attested_header, 0);
     ngx_conf_merge_str_value(conf->vpn_ip_file, prev->vpn_ip_file, "");
 
     if (!conf->target) {
