@@ -39,7 +39,7 @@ int relay_main(int argc, char **argv);
 int nodes_main(int argc, char **argv);
 int preauthkeys_main(int argc, char **argv);
 
-/* verify.c, on the attestation library in ratls/ */
+/* ratls/dstack_verify.c: the verifier CLI on the attestation library */
 int dstack_verify_main(int argc, char **argv);
 
 
