@@ -7,7 +7,7 @@
 #define _WGCTL_H_INCLUDED_
 
 
-#include "wgdev.h"
+#include "ipc.h"
 
 
 extern const char    *wgctl_prog;
@@ -28,6 +28,11 @@ int pubkey_main(int argc, char **argv);
 int up_main(int argc, char **argv);
 int status_main(int argc, char **argv);
 int metrics_main(int argc, char **argv);
+
+/* link.c: the device's life */
+int wg_link_create(const char *ifname, wg_backend_e backend, int verbose,
+    wg_backend_e *used);
+int wg_link_delete(const char *ifname);
 
 /* status.c: the agent's peers joined with the device's numbers */
 struct json_t *wg_status_peers(struct json_t *st, const wg_device_t *dev);
