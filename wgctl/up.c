@@ -1,11 +1,12 @@
 /*
- * wgctl up: the node agent.  Makes or loads the node key, registers with
- * a pre-auth key, holds the map stream open and keeps the WireGuard
- * device (key, port, peers), its address, MTU and route, and the hosts
- * block in step with every frame, applying only differences.  The device
- * stays up while the server is away; the agent reconnects with capped,
- * jittered exponential backoff and registers again when the server no
- * longer knows its key.
+ * wgctl up: the node agent's loop.  Makes or loads the node key, registers
+ * with a pre-auth key and holds the map stream open (both through the
+ * control-plane client, cpclient.c), and keeps the WireGuard device (key,
+ * port, peers), its address, MTU and route, and the hosts block in step
+ * with every frame, applying only differences.  The device stays up while
+ * the server is away; the agent reconnects with capped, jittered
+ * exponential backoff and registers again when the server no longer knows
+ * its key.
  */
 
 
@@ -28,151 +29,16 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <jansson.h>
-#include <openssl/rand.h>
 
-#include "wgctl.h"
-#include "ctrl.h"
+#include "up.h"
 #include "hosts.h"
-#include "path.h"
-#include "peermap.h"
-#include "relay.h"
 #include "rtnl.h"
 #include "state.h"
 
 
-#define WG_UP_IFNAME            "dstack0"
-#define WG_UP_PORT              41641
-#define WG_UP_MTU               1380
-#define WG_UP_MTU_MIN           1280
-#define WG_UP_MTU_MAX           1420
-#define WG_UP_PREFIX            "100.128.0.0/10"
-#define WG_UP_KEEPALIVE         30          /* s, the server's interval */
-#define WG_UP_BACKOFF_MIN       1000        /* ms */
-#define WG_UP_BACKOFF_MAX       60000       /* ms */
-#define WG_UP_RESYNC            60000       /* ms between device checks */
-#define WG_UP_RETRY             5000        /* ms after a failed sync */
-#define WG_UP_CONNECT_TIMEOUT   10000       /* ms */
-#define WG_UP_REQUEST_TIMEOUT   30000       /* ms */
-#define WG_UP_LOGOUT_TIMEOUT    5000        /* ms */
-#define WG_UP_AUTH_KEY_MAX      512
-#define WG_UP_ID_MAX            128
-#define WG_UP_RELAY_SOCKET      "/run/dstack-vpc/wg-relay.sock"
-#define WG_UP_RELAY_TARGET      443         /* peers' nginx :443 */
-#define WG_UP_PATH_TICK         1000        /* ms between looks at peers */
-#define WG_UP_STATUS_EVERY      2000        /* ms, counters in status.json */
-
-
-typedef enum {
-    WG_UP_REGISTERING = 0,
-    WG_UP_CONNECTING,
-    WG_UP_CONNECTED,
-    WG_UP_REFUSED,
-    WG_UP_STOPPED
-} wg_up_state_e;
-
-
-/* a peer's path and relay, kept across map changes, sorted by key */
-typedef struct {
-    uint8_t                  key[WG_KEY_SIZE];
-    int64_t                  id;
-    size_t                   node;          /* in the map, while updating */
-    char                     name[WG_MAP_NAME_MAX + 1];
-    wg_endpoint_t            direct;        /* first advertised endpoint */
-    struct sockaddr_in       relay_ep;
-    wg_relay_stats_t         relay;         /* as last read */
-    wg_path_t                path;
-    const char              *logged;        /* the last event logged */
-    unsigned                 has_direct:1;
-    unsigned                 has_relay:1;
-} wg_up_peer_t;
-
-
-typedef struct {
-    /* configuration */
-    char                     ifname[IFNAMSIZ];
-    const char              *server;
-    const char              *hostname;
-    const char              *state_dir;
-    const char              *hosts_file;
-    const char              *instance_id;
-    const char              *node_type;
-    char                    *auth_key;
-    wg_ctrl_t                ctrl;
-    wg_allowedip_t           prefix;
-    wg_endpoint_t            endpoints[WG_MAP_MAX_ENDPOINTS];
-    size_t                   nendpoints;
-    long                     silence;           /* ms */
-    long                     backoff_max;       /* ms */
-    uint32_t                 mtu;
-    uint16_t                 listen_port;
-    unsigned                 ephemeral:1;
-    unsigned                 down_on_exit:1;
-    unsigned                 has_path_mode:1;
-
-    /* the relay engine and each peer's path (docs/wgctl.md, "Paths") */
-    wg_relay_t              *relay;
-    const char              *relay_socket;
-    int                      relay_gid;
-    long                     relay_keepalive;   /* ms */
-    const char              *mesh;
-    char                     mesh_host[INET_ADDRSTRLEN];
-    uint16_t                 mesh_port;
-    char                     relay_error[160];
-    wg_relay_peer_t         *relay_peers;       /* as last given */
-    size_t                   nrelay_peers;
-    wg_path_mode_e           path_mode;
-    wg_path_conf_t           path_conf;
-    wg_up_peer_t            *peers;             /* by key */
-    size_t                   npeers;
-    long long                next_path;
-    long long                next_relay;
-    long long                next_status;
-    uint64_t                 if_tx;             /* packets into the device */
-    uint64_t                 direct_tx;         /* peers' bytes, not relayed */
-    unsigned                 counters_dirty:1;
-
-    /* the node */
-    uint8_t                  private_key[WG_KEY_SIZE];
-    uint8_t                  public_key[WG_KEY_SIZE];
-    char                     node_key[sizeof(WG_MAP_KEY_PREFIX)
-                                      + WG_KEY_HEX_LEN];
-    char                     name[WG_MAP_NAME_MAX + 1];
-    wg_allowedip_t           reg_address;
-    wg_peermap_t             map;
-
-    /* the device as last read, with our changes since: a delta costs what
-     * changed, not a read of every peer; read again on full maps, errors,
-     * SIGHUP and every WG_UP_RESYNC */
-    wg_device_t             *shadow;
-    uint32_t                 ifindex;
-    wg_allowedip_t           address;
-    unsigned                 has_reg_address:1;
-    unsigned                 address_set:1;
-    unsigned                 route_set:1;
-
-    /* the connection */
-    wg_up_state_e            state;
-    int                      pid_fd;
-    long                     backoff;
-    long long                last_frame;        /* monotonic ms */
-    long long                next_sync;
-    time_t                   connected_since;
-    char                     last_error[256];
-    unsigned                 registered:1;
-    unsigned                 ever_registered:1;
-    unsigned                 streaming:1;
-    unsigned                 dirty:1;
-    unsigned                 log_conflicts:1;
-    unsigned                 status_dirty:1;
-} wg_up_t;
-
-
 static void up_usage(FILE *out);
-static void up_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void up_map_log(void *data, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-static void up_quote(char *buf, size_t size, const char *text, size_t len);
-static long long up_now(void);
 static void up_signal(int signo);
 static int up_signals(void);
 static void up_drain(void);
@@ -182,12 +48,10 @@ static int up_options(wg_up_t *up, int argc, char **argv);
 static int up_mesh_parse(wg_up_t *up);
 static int up_read_secret(const char *path, char *buf, size_t size);
 static int up_key(wg_up_t *up);
-static void up_endpoints(wg_up_t *up, json_t *array);
 static void up_status_path(json_t *peer, const wg_up_peer_t *rec,
     long long now, time_t wall);
 static int up_status_write(wg_up_t *up);
 static int up_link(wg_up_t *up, int force);
-static void up_forget_device(wg_up_t *up);
 static int up_device(wg_up_t *up, int read);
 static void up_sync(wg_up_t *up, int force);
 static int up_relay_start(wg_up_t *up);
@@ -210,14 +74,6 @@ static int up_unsent(wg_up_t *up, const wg_device_t *dev,
     const wg_peer_t **sorted);
 static long long up_paths_tick(wg_up_t *up);
 static void up_background(wg_up_t *up);
-static int up_tick(void *data);
-static int up_frame(void *data, const char *frame, size_t len);
-static json_t *up_answer(const wg_ctrl_response_t *resp, char *err,
-    size_t errlen);
-static int up_register(wg_up_t *up);
-static int up_stream(wg_up_t *up);
-static void up_logout(wg_up_t *up);
-static long up_backoff(wg_up_t *up);
 static void up_cleanup(wg_up_t *up);
 
 
@@ -289,7 +145,7 @@ up_usage(FILE *out)
 
 /* a daemon's log: one line per event, UTC time to the millisecond */
 
-static void
+void
 up_log(const char *fmt, ...)
 {
     char             ts[32];
@@ -327,27 +183,7 @@ up_map_log(void *data, const char *fmt, ...)
 }
 
 
-/* something the server said, safe to log */
-
-static void
-up_quote(char *buf, size_t size, const char *text, size_t len)
-{
-    size_t  i, o;
-
-    for (i = 0, o = 0; i < len && o + 4 < size; i++) {
-        buf[o++] = (text[i] >= 0x20 && text[i] < 0x7f) ? text[i] : '?';
-    }
-
-    if (i < len && size >= 4) {
-        memcpy(buf + o, "...", 3);
-        o += 3;
-    }
-
-    buf[o] = '\0';
-}
-
-
-static long long
+long long
 up_now(void)
 {
     struct timespec  ts;
@@ -1045,82 +881,6 @@ up_key(wg_up_t *up)
 }
 
 
-/*
- * The endpoints announced: --endpoint, else every address of an up,
- * non-loopback interface other than the VPN device and the VPC prefix
- * (link-local IPv6 excluded), with the listen port.
- */
-
-static void
-up_endpoints(wg_up_t *up, json_t *array)
-{
-    char             text[INET6_ADDRSTRLEN + 16];
-    size_t           i, n;
-    wg_endpoint_t    ep;
-    wg_allowedip_t   aip;
-    struct ifaddrs  *ifa, *p;
-
-    for (i = 0; i < up->nendpoints; i++) {
-        if (wg_endpoint_format(text, sizeof(text), &up->endpoints[i]) == 0) {
-            json_array_append_new(array, json_string(text));
-        }
-    }
-
-    if (up->nendpoints > 0 || getifaddrs(&ifa) != 0) {
-        return;
-    }
-
-    n = 0;
-
-    for (p = ifa; p != NULL && n < WG_MAP_MAX_ENDPOINTS; p = p->ifa_next) {
-        if (p->ifa_addr == NULL || !(p->ifa_flags & IFF_UP)
-            || (p->ifa_flags & IFF_LOOPBACK)
-            || strcmp(p->ifa_name, up->ifname) == 0)
-        {
-            continue;
-        }
-
-        memset(&ep, 0, sizeof(ep));
-        memset(&aip, 0, sizeof(aip));
-
-        if (p->ifa_addr->sa_family == AF_INET) {
-            memcpy(&ep.sin, p->ifa_addr, sizeof(struct sockaddr_in));
-            ep.sin.sin_port = htons(up->listen_port);
-            aip.family = AF_INET;
-            aip.cidr = 32;
-            aip.addr.ip4 = ep.sin.sin_addr;
-
-            if (wg_map_prefix_contains(&up->prefix, &aip)) {
-                continue;
-            }
-
-        } else if (p->ifa_addr->sa_family == AF_INET6) {
-            memcpy(&ep.sin6, p->ifa_addr, sizeof(struct sockaddr_in6));
-
-            if (IN6_IS_ADDR_LINKLOCAL(&ep.sin6.sin6_addr)
-                || IN6_IS_ADDR_LOOPBACK(&ep.sin6.sin6_addr))
-            {
-                continue;
-            }
-
-            ep.sin6.sin6_port = htons(up->listen_port);
-            ep.sin6.sin6_scope_id = 0;
-            ep.sin6.sin6_flowinfo = 0;
-
-        } else {
-            continue;
-        }
-
-        if (wg_endpoint_format(text, sizeof(text), &ep) == 0) {
-            json_array_append_new(array, json_string(text));
-            n++;
-        }
-    }
-
-    freeifaddrs(ifa);
-}
-
-
 /* --- the status file --------------------------------------------------- */
 
 
@@ -1461,7 +1221,7 @@ up_link(wg_up_t *up, int force)
 }
 
 
-static void
+void
 up_forget_device(wg_up_t *up)
 {
     wg_device_free(up->shadow);
@@ -2425,12 +2185,9 @@ up_background(wg_up_t *up)
 }
 
 
-/* --- the control plane ------------------------------------------------- */
-
-
 /* between waits: signals, the stream's silence, device work */
 
-static int
+int
 up_tick(void *data)
 {
     wg_up_t    *up;
@@ -2468,451 +2225,6 @@ up_tick(void *data)
     up_background(up);
 
     return 0;
-}
-
-
-static int
-up_frame(void *data, const char *frame, size_t len)
-{
-    int               rc;
-    char              err[256];
-    wg_up_t          *up;
-    wg_map_result_t   res;
-
-    up = data;
-
-    rc = wg_peermap_apply(&up->map, frame, len, &res, err, sizeof(err));
-
-    if (rc != 0) {
-        up_log("map stream: %s; reconnecting", err);
-        snprintf(up->last_error, sizeof(up->last_error), "%s", err);
-        return rc;
-    }
-
-    if (up->state != WG_UP_CONNECTED && !res.full) {
-        up_log("map stream: the first frame is not a full map; "
-               "reconnecting");
-        snprintf(up->last_error, sizeof(up->last_error),
-                 "first frame not a full map");
-        return -EPROTO;
-    }
-
-    up->last_frame = up_now();
-
-    if (res.full) {
-        if (up->state != WG_UP_CONNECTED) {
-            up->state = WG_UP_CONNECTED;
-            up->connected_since = time(NULL);
-            up->last_error[0] = '\0';
-            up->backoff = 0;
-        }
-
-        up_log("map: full, %zu peers (%zu added, %zu changed, %zu removed, "
-               "%zu skipped)", up->map.npeers, res.added, res.changed,
-               res.removed, res.skipped);
-
-        up->dirty = 1;
-        up->log_conflicts = 1;
-        up->status_dirty = 1;
-
-        /* a new stream: compare with the device itself once */
-        up_forget_device(up);
-
-    } else if (res.added || res.changed || res.removed || res.patched
-               || res.self)
-    {
-        up_log("map: %zu added, %zu changed, %zu removed, %zu patched%s",
-               res.added, res.changed, res.removed, res.patched,
-               res.self ? ", this node changed" : "");
-
-        up->dirty = 1;
-        up->log_conflicts = 1;
-        up->status_dirty = 1;
-    }
-
-    if (res.self && up->map.has_self
-        && strcmp(up->name, up->map.self.name) != 0)
-    {
-        snprintf(up->name, sizeof(up->name), "%s", up->map.self.name);
-    }
-
-    /* applied now, not at the next tick: a burst is one sync anyway */
-    if (up->dirty) {
-        up->next_sync = 0;
-    }
-
-    return 0;
-}
-
-
-/* a JSON object answer, or NULL with err saying why */
-
-static json_t *
-up_answer(const wg_ctrl_response_t *resp, char *err, size_t errlen)
-{
-    json_t        *root;
-    json_error_t   jerr;
-
-    if (resp->body == NULL || resp->len == 0) {
-        snprintf(err, errlen, "empty answer");
-        return NULL;
-    }
-
-    if (!wg_json_depth_ok(resp->body, resp->len, WG_MAP_JSON_DEPTH)) {
-        snprintf(err, errlen, "answer nested too deep");
-        return NULL;
-    }
-
-    root = json_loadb(resp->body, resp->len, 0, &jerr);
-
-    if (!json_is_object(root)) {
-        json_decref(root);
-        snprintf(err, errlen, "answer is not a JSON object");
-        return NULL;
-    }
-
-    return root;
-}
-
-
-/*
- * 0 registered; -EAGAIN worth retrying (transport, 5xx); -EACCES refused
- * (401/403, or not authorized); -EINVAL our request was refused (400).
- */
-
-static int
-up_register(wg_up_t *up)
-{
-    int                   rc;
-    char                 *rest, *body, err[256], q[200];
-    size_t                len;
-    json_t               *req, *host, *answer, *v;
-    const char           *s;
-    wg_ctrl_ops_t         ops;
-    wg_allowedip_t        aip;
-    wg_ctrl_response_t    resp;
-
-    up->state = WG_UP_REGISTERING;
-
-    req = json_object();
-    host = json_object();
-
-    if (req == NULL || host == NULL) {
-        json_decref(req);
-        json_decref(host);
-        return -ENOMEM;
-    }
-
-    json_object_set_new(host, "Hostname", json_string(up->hostname));
-    json_object_set_new(req, "Version", json_integer(1));
-    json_object_set_new(req, "NodeKey", json_string(up->node_key));
-    json_object_set_new(req, "Hostinfo", host);
-    json_object_set_new(req, "Ephemeral", json_boolean(up->ephemeral));
-
-    if (up->instance_id != NULL) {
-        json_object_set_new(req, "InstanceID",
-                            json_string(up->instance_id));
-    }
-
-    if (up->node_type != NULL) {
-        json_object_set_new(req, "NodeType", json_string(up->node_type));
-    }
-
-    rest = json_dumps(req, JSON_COMPACT);
-    json_decref(req);
-
-    if (rest == NULL) {
-        return -ENOMEM;
-    }
-
-    /*
-     * The auth key is spliced in by hand, so that the only copy besides
-     * our own is this buffer, zeroed after use (jansson would free its
-     * copies unzeroed).  up_options() allowed no character that JSON
-     * would escape.
-     */
-    len = sizeof("{\"Auth\":{\"AuthKey\":\"\"},") + strlen(up->auth_key)
-          + strlen(rest);
-    body = malloc(len);
-
-    if (body == NULL) {
-        free(rest);
-        return -ENOMEM;
-    }
-
-    snprintf(body, len, "{\"Auth\":{\"AuthKey\":\"%s\"},%s", up->auth_key,
-             rest + 1);
-    free(rest);
-
-    ops.frame = NULL;
-    ops.tick = up_tick;
-    ops.data = up;
-    ops.wake_fd = up_wake[0];
-
-    up->streaming = 0;
-
-    rc = wg_ctrl_post(&up->ctrl, "/machine/register", body, strlen(body),
-                      WG_UP_REQUEST_TIMEOUT, &ops, &resp);
-
-    wg_memzero(body, len);
-    free(body);
-
-    if (rc == -ECANCELED) {
-        wg_ctrl_response_free(&resp);
-        return rc;
-    }
-
-    if (rc != 0) {
-        up_log("register: %s", resp.error);
-        snprintf(up->last_error, sizeof(up->last_error), "register: %.200s",
-                 resp.error);
-        wg_ctrl_response_free(&resp);
-        return -EAGAIN;
-    }
-
-    answer = up_answer(&resp, err, sizeof(err));
-
-    s = answer ? json_string_value(json_object_get(answer, "Error")) : NULL;
-    if (s == NULL) {
-        s = answer ? json_string_value(json_object_get(answer, "error"))
-                   : NULL;
-    }
-
-    if (s != NULL) {
-        up_quote(q, sizeof(q), s, strlen(s));
-
-    } else if (answer == NULL) {
-        snprintf(q, sizeof(q), "(%.190s)", err);
-
-    } else {
-        q[0] = '\0';
-    }
-
-    if (resp.status == 200 && answer == NULL) {
-        up_log("register: %s", err);
-        snprintf(up->last_error, sizeof(up->last_error), "register: %.200s",
-                 err);
-        wg_ctrl_response_free(&resp);
-        return -EAGAIN;
-    }
-
-    if (resp.status != 200
-        || !json_is_true(json_object_get(answer, "MachineAuthorized")))
-    {
-        up_log("register: refused with %ld: %s", resp.status,
-               q[0] ? q : "not authorized");
-        snprintf(up->last_error, sizeof(up->last_error),
-                 "register: %ld %s", resp.status, q);
-
-        rc = (resp.status == 400) ? -EINVAL
-             : (resp.status == 200 || resp.status == 401
-                || resp.status == 403) ? -EACCES
-             : -EAGAIN;
-
-        json_decref(answer);
-        wg_ctrl_response_free(&resp);
-        return rc;
-    }
-
-    s = json_string_value(json_object_get(answer, "Name"));
-
-    if (s != NULL && wg_map_name_parse(up->name, sizeof(up->name), s) != 0) {
-        up_quote(q, sizeof(q), s, strlen(s));
-        up_log("register: ignored invalid name \"%s\"", q);
-    }
-
-    v = json_array_get(json_object_get(answer, "Addresses"), 0);
-    s = json_string_value(v);
-
-    if (s != NULL && wg_allowedip_parse(&aip, s) == 0
-        && aip.family == AF_INET && aip.cidr == 32
-        && wg_map_prefix_contains(&up->prefix, &aip))
-    {
-        up->reg_address = aip;
-        up->has_reg_address = 1;
-
-    } else if (s != NULL) {
-        up_quote(q, sizeof(q), s, strlen(s));
-        up_log("register: ignored address \"%s\" (not a /32 in the VPC "
-               "prefix)", q);
-    }
-
-    up_log("registered as %s.%s (%s)", up->name[0] ? up->name : "?",
-           WG_HOSTS_DOMAIN, s ? s : "no address yet");
-
-    up->registered = 1;
-    up->ever_registered = 1;
-    up->last_error[0] = '\0';
-    up->status_dirty = 1;
-    up->next_sync = 0;
-
-    json_decref(answer);
-    wg_ctrl_response_free(&resp);
-
-    return 0;
-}
-
-
-/*
- * One map stream, until it ends.  0: it ended (the server closed it, or
- * it failed: reconnect after a delay); -EACCES: the key is unknown
- * (register again); -ECANCELED: a signal.
- */
-
-static int
-up_stream(wg_up_t *up)
-{
-    int                  rc;
-    char                *body, err[256], q[200];
-    json_t              *req, *host, *eps, *answer;
-    const char          *s;
-    wg_ctrl_ops_t        ops;
-    wg_ctrl_response_t   resp;
-
-    req = json_object();
-    host = json_object();
-    eps = json_array();
-
-    if (req == NULL || host == NULL || eps == NULL) {
-        json_decref(req);
-        json_decref(host);
-        json_decref(eps);
-        return -ENOMEM;
-    }
-
-    up_endpoints(up, eps);
-
-    json_object_set_new(host, "Hostname", json_string(up->hostname));
-    json_object_set_new(req, "Version", json_integer(1));
-    json_object_set_new(req, "NodeKey", json_string(up->node_key));
-    json_object_set_new(req, "Endpoints", eps);
-    json_object_set_new(req, "Hostinfo", host);
-    json_object_set_new(req, "Stream", json_true());
-
-    body = json_dumps(req, JSON_COMPACT);
-    json_decref(req);
-
-    if (body == NULL) {
-        return -ENOMEM;
-    }
-
-    ops.frame = up_frame;
-    ops.tick = up_tick;
-    ops.data = up;
-    ops.wake_fd = up_wake[0];
-
-    up->state = WG_UP_CONNECTING;
-    up->status_dirty = 1;
-    up->streaming = 1;
-    up->last_frame = up_now();
-
-    rc = wg_ctrl_stream(&up->ctrl, "/machine/map", body, strlen(body), &ops,
-                        &resp);
-
-    up->streaming = 0;
-    free(body);
-
-    if (up->state == WG_UP_CONNECTED) {
-        up->state = WG_UP_CONNECTING;
-        up->connected_since = 0;
-        up->status_dirty = 1;
-    }
-
-    if (rc == -ECANCELED) {
-        wg_ctrl_response_free(&resp);
-        return rc;
-    }
-
-    if (rc == 0 && resp.status != 200) {
-        answer = up_answer(&resp, err, sizeof(err));
-        s = answer ? json_string_value(json_object_get(answer, "Error"))
-                   : NULL;
-        if (s == NULL && answer != NULL) {
-            s = json_string_value(json_object_get(answer, "error"));
-        }
-
-        up_quote(q, sizeof(q), s ? s : "", s ? strlen(s) : 0);
-
-        up_log("map: answered %ld%s%s", resp.status, q[0] ? ": " : "", q);
-        snprintf(up->last_error, sizeof(up->last_error), "map: %ld %s",
-                 resp.status, q);
-
-        json_decref(answer);
-        wg_ctrl_response_free(&resp);
-
-        if (resp.status == 401) {
-            up_log("map: the server does not know this node's key; "
-                   "registering again");
-            return -EACCES;
-        }
-
-        return 0;
-    }
-
-    if (rc == 0) {
-        up_log("map stream closed by the server");
-
-    } else if (resp.error[0] != '\0') {
-        up_log("map stream: %s", resp.error);
-        snprintf(up->last_error, sizeof(up->last_error), "map: %.200s",
-                 resp.error);
-    }
-
-    wg_ctrl_response_free(&resp);
-
-    return 0;
-}
-
-
-/* POST /machine/logout: an ephemeral node leaves at once */
-
-static void
-up_logout(wg_up_t *up)
-{
-    int                  rc;
-    char                 body[128 + sizeof(up->node_key)];
-    wg_ctrl_response_t   resp;
-
-    snprintf(body, sizeof(body), "{\"NodeKey\":\"%s\"}", up->node_key);
-
-    rc = wg_ctrl_post(&up->ctrl, "/machine/logout", body, strlen(body),
-                      WG_UP_LOGOUT_TIMEOUT, NULL, &resp);
-
-    if (rc != 0) {
-        up_log("logout: %s", resp.error);
-
-    } else if (resp.status != 200) {
-        up_log("logout: answered %ld", resp.status);
-
-    } else {
-        up_log("logged out of the VPC");
-    }
-
-    wg_ctrl_response_free(&resp);
-}
-
-
-/* the next delay: doubling from 1 s to the cap, a random half of it off */
-
-static long
-up_backoff(wg_up_t *up)
-{
-    long          delay;
-    unsigned int  r;
-
-    up->backoff = up->backoff ? up->backoff * 2 : WG_UP_BACKOFF_MIN;
-
-    if (up->backoff > up->backoff_max) {
-        up->backoff = up->backoff_max;
-    }
-
-    if (RAND_bytes((unsigned char *) &r, sizeof(r)) != 1) {
-        r = (unsigned int) up_now();
-    }
-
-    delay = up->backoff / 2 + (long) (r % (unsigned int) (up->backoff / 2 + 1));
-
-    return delay;
 }
 
 
@@ -3018,6 +2330,8 @@ up_main(int argc, char **argv)
         goto done;
     }
 
+    up.wake_fd = up_wake[0];
+
     wg_peermap_init(&up.map, &up.prefix, up.public_key, up_map_log, NULL);
 
     rc = wg_link_create(up.ifname, wgctl_backend, wgctl_verbose, &used);
@@ -3040,7 +2354,7 @@ up_main(int argc, char **argv)
     while (!up_stop) {
 
         if (!up.registered) {
-            rc = up_register(&up);
+            rc = cp_register(&up);
 
             if (rc == -ECANCELED) {
                 break;
@@ -3059,7 +2373,7 @@ up_main(int argc, char **argv)
 
             if (rc != 0) {
                 up_status_write(&up);
-                delay = up_backoff(&up);
+                delay = cp_backoff(&up);
                 up_log("register: again in %ld ms", delay);
                 up_wait(&up, delay);
                 continue;
@@ -3069,7 +2383,7 @@ up_main(int argc, char **argv)
             up_status_write(&up);
         }
 
-        rc = up_stream(&up);
+        rc = cp_stream(&up);
 
         if (rc == -ECANCELED) {
             break;
@@ -3086,7 +2400,7 @@ up_main(int argc, char **argv)
             break;
         }
 
-        delay = up_backoff(&up);
+        delay = cp_backoff(&up);
         up_log("map: reconnecting in %ld ms", delay);
         up_wait(&up, delay);
     }
@@ -3094,7 +2408,7 @@ up_main(int argc, char **argv)
     up_log("stopping (signal %d)", (int) up_stop);
 
     if (up.ephemeral && up.ever_registered) {
-        up_logout(&up);
+        cp_logout(&up);
     }
 
     if (up.down_on_exit) {
