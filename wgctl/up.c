@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <limits.h>
 #include <getopt.h>
 #include <grp.h>
@@ -36,6 +37,25 @@
 #include "state.h"
 
 
+typedef struct up_option_s  up_option_t;
+
+typedef int (*up_option_set_pt)(wg_up_t *up, const up_option_t *opt,
+    char *arg);
+
+/* an option of "wgctl up" (up_option_table) */
+struct up_option_s {
+    const char              *name;
+    int                      has_arg;
+    up_option_set_pt         set;
+    size_t                   offset;        /* of its field in wg_up_t */
+    long                     min;           /* a number's range */
+    long                     max;
+    long                     scale;         /* number -> field */
+    const char              *what;          /* "invalid <what> ..." */
+    const char              *range;         /* after the value */
+};
+
+
 static void up_usage(FILE *out);
 static void up_map_log(void *data, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -45,6 +65,22 @@ static void up_drain(void);
 static int up_wait(wg_up_t *up, long ms);
 static int up_token_valid(const char *s, size_t max, const char *extra);
 static int up_options(wg_up_t *up, int argc, char **argv);
+static int up_set_string(wg_up_t *up, const up_option_t *opt, char *arg);
+static int up_set_flag(wg_up_t *up, const up_option_t *opt, char *arg);
+static int up_number(const up_option_t *opt, const char *arg, long *out);
+static int up_set_port(wg_up_t *up, const up_option_t *opt, char *arg);
+static int up_set_mtu(wg_up_t *up, const up_option_t *opt, char *arg);
+static int up_set_ms(wg_up_t *up, const up_option_t *opt, char *arg);
+static int up_set_auth_key(wg_up_t *up, const up_option_t *opt, char *arg);
+static int up_set_ifname(wg_up_t *up, const up_option_t *opt, char *arg);
+static int up_set_endpoint(wg_up_t *up, const up_option_t *opt, char *arg);
+static int up_set_route(wg_up_t *up, const up_option_t *opt, char *arg);
+static int up_set_path(wg_up_t *up, const up_option_t *opt, char *arg);
+static int up_set_relay_socket(wg_up_t *up, const up_option_t *opt,
+    char *arg);
+static int up_set_relay_group(wg_up_t *up, const up_option_t *opt,
+    char *arg);
+static int up_options_check(wg_up_t *up);
 static int up_mesh_parse(wg_up_t *up);
 static int up_read_secret(const char *path, char *buf, size_t size);
 static int up_key(wg_up_t *up);
@@ -379,273 +415,146 @@ up_read_secret(const char *path, char *buf, size_t size)
 }
 
 
+/*
+ * "wgctl up"'s options: each names the field of wg_up_t it sets and the
+ * function that checks and sets it; up_options() walks the table.
+ */
+
+static const up_option_t  up_option_table[] = {
+
+    { "server", required_argument, up_set_string,
+      offsetof(wg_up_t, server), 0, 0, 0, NULL, NULL },
+
+    { "auth-key", required_argument, up_set_auth_key, 0, 0, 0, 0,
+      NULL, NULL },
+
+    { "auth-key-file", required_argument, up_set_string,
+      offsetof(wg_up_t, auth_key_file), 0, 0, 0, NULL, NULL },
+
+    { "hostname", required_argument, up_set_string,
+      offsetof(wg_up_t, hostname), 0, 0, 0, NULL, NULL },
+
+    { "interface", required_argument, up_set_ifname, 0, 0, 0, 0,
+      NULL, NULL },
+
+    { "listen-port", required_argument, up_set_port,
+      offsetof(wg_up_t, listen_port), 1, 65535, 1, "listen port", "" },
+
+    { "endpoint", required_argument, up_set_endpoint, 0, 0, 0, 0,
+      NULL, NULL },
+
+    { "state-dir", required_argument, up_set_string,
+      offsetof(wg_up_t, state_dir), 0, 0, 0, NULL, NULL },
+
+    { "hosts-file", required_argument, up_set_string,
+      offsetof(wg_up_t, hosts_file), 0, 0, 0, NULL, NULL },
+
+    { "no-hosts", no_argument, up_set_string,
+      offsetof(wg_up_t, hosts_file), 0, 0, 0, NULL, NULL },
+
+    { "target-app", required_argument, up_set_string,
+      offsetof(wg_up_t, ctrl.target_app), 0, 0, 0, NULL, NULL },
+
+    { "instance-id", required_argument, up_set_string,
+      offsetof(wg_up_t, instance_id), 0, 0, 0, NULL, NULL },
+
+    { "node-type", required_argument, up_set_string,
+      offsetof(wg_up_t, node_type), 0, 0, 0, NULL, NULL },
+
+    { "ephemeral", no_argument, up_set_flag,
+      offsetof(wg_up_t, ephemeral), 0, 0, 0, NULL, NULL },
+
+    { "down-on-exit", no_argument, up_set_flag,
+      offsetof(wg_up_t, down_on_exit), 0, 0, 0, NULL, NULL },
+
+    { "mtu", required_argument, up_set_mtu,
+      offsetof(wg_up_t, mtu), WG_UP_MTU_MIN, WG_UP_MTU_MAX, 1,
+      "MTU", " (1280..1420)" },
+
+    { "route", required_argument, up_set_route, 0, 0, 0, 0, NULL, NULL },
+
+    { "keepalive", required_argument, up_set_ms,
+      offsetof(wg_up_t, silence), 1, 3600, 2 * 1000,
+      "keepalive", " (1..3600 seconds)" },
+
+    { "max-backoff", required_argument, up_set_ms,
+      offsetof(wg_up_t, backoff_max), 1, 3600, 1000,
+      "max backoff", " (1..3600 seconds)" },
+
+    { "cacert", required_argument, up_set_string,
+      offsetof(wg_up_t, ctrl.cacert), 0, 0, 0, NULL, NULL },
+
+    { "cert", required_argument, up_set_string,
+      offsetof(wg_up_t, ctrl.cert), 0, 0, 0, NULL, NULL },
+
+    { "key", required_argument, up_set_string,
+      offsetof(wg_up_t, ctrl.key), 0, 0, 0, NULL, NULL },
+
+    { "path", required_argument, up_set_path, 0, 0, 0, 0, NULL, NULL },
+
+    { "path-timeout", required_argument, up_set_ms,
+      offsetof(wg_up_t, path_conf.timeout), 1, 3600, 1000,
+      "path timeout", " (1..3600 seconds)" },
+
+    { "direct-retry", required_argument, up_set_ms,
+      offsetof(wg_up_t, path_conf.retry), 1, 3600, 1000,
+      "direct retry", " (1..3600 seconds)" },
+
+    { "relay-socket", required_argument, up_set_relay_socket, 0, 0, 0, 0,
+      NULL, NULL },
+
+    { "relay-group", required_argument, up_set_relay_group, 0, 0, 0, 0,
+      NULL, NULL },
+
+    { "relay-keepalive", required_argument, up_set_ms,
+      offsetof(wg_up_t, relay_keepalive), 1, 3600, 1000,
+      "relay keepalive", " (1..3600 seconds)" },
+
+    { "mesh", required_argument, up_set_string,
+      offsetof(wg_up_t, mesh), 0, 0, 0, NULL, NULL }
+};
+
+#define UP_NOPTIONS      (sizeof(up_option_table) / sizeof(up_option_t))
+#define UP_OPTION_FIRST  256        /* getopt_long()'s values for the table */
+
+
 static int
 up_options(wg_up_t *up, int argc, char **argv)
 {
-    int             c, idx;
-    char           *end, secret[WG_UP_AUTH_KEY_MAX + 2];
-    long            n;
-    const char     *key_file;
-    struct option   opts[] = {
-        { "server", required_argument, NULL, 's' },
-        { "auth-key", required_argument, NULL, 'a' },
-        { "auth-key-file", required_argument, NULL, 'A' },
-        { "hostname", required_argument, NULL, 'n' },
-        { "interface", required_argument, NULL, 'i' },
-        { "listen-port", required_argument, NULL, 'p' },
-        { "endpoint", required_argument, NULL, 'e' },
-        { "state-dir", required_argument, NULL, 'd' },
-        { "hosts-file", required_argument, NULL, 'H' },
-        { "no-hosts", no_argument, NULL, 'N' },
-        { "target-app", required_argument, NULL, 't' },
-        { "instance-id", required_argument, NULL, 'I' },
-        { "node-type", required_argument, NULL, 'T' },
-        { "ephemeral", no_argument, NULL, 'E' },
-        { "down-on-exit", no_argument, NULL, 'D' },
-        { "mtu", required_argument, NULL, 'm' },
-        { "route", required_argument, NULL, 'r' },
-        { "keepalive", required_argument, NULL, 'k' },
-        { "max-backoff", required_argument, NULL, 'b' },
-        { "cacert", required_argument, NULL, 'C' },
-        { "cert", required_argument, NULL, 'c' },
-        { "key", required_argument, NULL, 'K' },
-        { "path", required_argument, NULL, 'P' },
-        { "path-timeout", required_argument, NULL, 'o' },
-        { "direct-retry", required_argument, NULL, 'y' },
-        { "relay-socket", required_argument, NULL, 'S' },
-        { "relay-group", required_argument, NULL, 'g' },
-        { "relay-keepalive", required_argument, NULL, 'R' },
-        { "mesh", required_argument, NULL, 'M' },
-        { NULL, 0, NULL, 0 }
-    };
+    int                 c, idx;
+    size_t              i;
+    struct option       opts[UP_NOPTIONS + 1];
+    const up_option_t  *opt;
 
-    key_file = NULL;
+    for (i = 0; i < UP_NOPTIONS; i++) {
+        opts[i].name = up_option_table[i].name;
+        opts[i].has_arg = up_option_table[i].has_arg;
+        opts[i].flag = NULL;
+        opts[i].val = UP_OPTION_FIRST + (int) i;
+    }
+
+    memset(&opts[UP_NOPTIONS], 0, sizeof(struct option));
+
     opterr = 0;
     optind = 1;
 
     while ((c = getopt_long(argc, argv, "", opts, &idx)) != -1) {
 
-        switch (c) {
-
-        case 's':
-            up->server = optarg;
-            break;
-
-        case 'a':
-            free(up->auth_key);
-            up->auth_key = strdup(optarg);
-
-            /* not for everyone's eyes in /proc/<pid>/cmdline */
-            wg_memzero(optarg, strlen(optarg));
-
-            if (up->auth_key == NULL) {
-                return -1;
-            }
-            break;
-
-        case 'A':
-            key_file = optarg;
-            break;
-
-        case 'n':
-            up->hostname = optarg;
-            break;
-
-        case 'i':
-            if (!wg_ifname_valid(optarg)) {
-                fprintf(stderr, "%s: invalid interface name \"%s\"\n",
-                        wgctl_prog, optarg);
-                return -1;
-            }
-
-            snprintf(up->ifname, sizeof(up->ifname), "%s", optarg);
-            break;
-
-        case 'p':
-        case 'm':
-        case 'k':
-        case 'b':
-            n = strtol(optarg, &end, 10);
-
-            if (optarg[0] < '0' || optarg[0] > '9' || *end != '\0'
-                || (c == 'p' && (n < 1 || n > 65535))
-                || (c == 'm' && (n < WG_UP_MTU_MIN || n > WG_UP_MTU_MAX))
-                || (c == 'k' && (n < 1 || n > 3600))
-                || (c == 'b' && (n < 1 || n > 3600)))
-            {
-                fprintf(stderr, "%s: invalid %s \"%s\"%s\n", wgctl_prog,
-                        c == 'p' ? "listen port"
-                        : c == 'm' ? "MTU"
-                        : c == 'k' ? "keepalive" : "max backoff",
-                        optarg,
-                        c == 'm' ? " (1280..1420)"
-                        : c == 'p' ? "" : " (1..3600 seconds)");
-                return -1;
-            }
-
-            if (c == 'p') {
-                up->listen_port = (uint16_t) n;
-
-            } else if (c == 'm') {
-                up->mtu = (uint32_t) n;
-
-            } else if (c == 'k') {
-                up->silence = 2 * n * 1000;
-
-            } else {
-                up->backoff_max = n * 1000;
-            }
-            break;
-
-        case 'o':
-        case 'y':
-        case 'R':
-            n = strtol(optarg, &end, 10);
-
-            if (optarg[0] < '0' || optarg[0] > '9' || *end != '\0'
-                || n < 1 || n > 3600)
-            {
-                fprintf(stderr, "%s: invalid %s \"%s\" (1..3600 seconds)\n",
-                        wgctl_prog,
-                        c == 'o' ? "path timeout"
-                        : c == 'y' ? "direct retry" : "relay keepalive",
-                        optarg);
-                return -1;
-            }
-
-            if (c == 'o') {
-                up->path_conf.timeout = n * 1000;
-
-            } else if (c == 'y') {
-                up->path_conf.retry = n * 1000;
-
-            } else {
-                up->relay_keepalive = n * 1000;
-            }
-            break;
-
-        case 'P':
-            if (wg_path_parse(optarg, &up->path_mode) != 0) {
-                fprintf(stderr, "%s: invalid path \"%s\" (auto, direct or "
-                        "relay)\n", wgctl_prog, optarg);
-                return -1;
-            }
-
-            up->has_path_mode = 1;
-            break;
-
-        case 'S':
-            if (optarg[0] != '/' || strlen(optarg) >= 108) {
-                fprintf(stderr, "%s: invalid relay socket \"%s\" (an "
-                        "absolute path, under 108 bytes)\n", wgctl_prog,
-                        optarg);
-                return -1;
-            }
-
-            up->relay_socket = optarg;
-            break;
-
-        case 'g':
-            {
-                struct group  *gr;
-
-                gr = getgrnam(optarg);
-
-                if (gr == NULL) {
-                    fprintf(stderr, "%s: unknown relay group \"%s\"\n",
-                            wgctl_prog, optarg);
-                    return -1;
-                }
-
-                up->relay_gid = (int) gr->gr_gid;
-            }
-            break;
-
-        case 'M':
-            up->mesh = optarg;
-            break;
-
-        case 'e':
-            if (up->nendpoints == WG_MAP_MAX_ENDPOINTS) {
-                fprintf(stderr, "%s: more than %d endpoints\n", wgctl_prog,
-                        WG_MAP_MAX_ENDPOINTS);
-                return -1;
-            }
-
-            if (wg_endpoint_parse(&up->endpoints[up->nendpoints], optarg)
-                != 0)
-            {
-                fprintf(stderr, "%s: invalid endpoint \"%s\" (expected "
-                        "<ip>:<port>)\n", wgctl_prog, optarg);
-                return -1;
-            }
-
-            up->nendpoints++;
-            break;
-
-        case 'd':
-            up->state_dir = optarg;
-            break;
-
-        case 'H':
-            up->hosts_file = optarg;
-            break;
-
-        case 'N':
-            up->hosts_file = NULL;
-            break;
-
-        case 't':
-            up->ctrl.target_app = optarg;
-            break;
-
-        case 'I':
-            up->instance_id = optarg;
-            break;
-
-        case 'T':
-            up->node_type = optarg;
-            break;
-
-        case 'E':
-            up->ephemeral = 1;
-            break;
-
-        case 'D':
-            up->down_on_exit = 1;
-            break;
-
-        case 'r':
-            if (wg_allowedip_parse(&up->prefix, optarg) != 0
-                || up->prefix.family != AF_INET || up->prefix.cidr < 8
-                || up->prefix.cidr > 30)
-            {
-                fprintf(stderr, "%s: invalid route prefix \"%s\" (an IPv4 "
-                        "prefix, /8../30)\n", wgctl_prog, optarg);
-                return -1;
-            }
-            break;
-
-        case 'C':
-            up->ctrl.cacert = optarg;
-            break;
-
-        case 'c':
-            up->ctrl.cert = optarg;
-            break;
-
-        case 'K':
-            up->ctrl.key = optarg;
-            break;
-
-        case ':':
+        if (c == ':') {
             fprintf(stderr, "%s: option \"%s\" needs a value\n", wgctl_prog,
                     argv[optind - 1]);
             return -1;
+        }
 
-        default:
+        if (c < UP_OPTION_FIRST) {
             fprintf(stderr, "%s: up: invalid option \"%s\"\n", wgctl_prog,
                     argv[optind - 1]);
+            return -1;
+        }
+
+        opt = &up_option_table[c - UP_OPTION_FIRST];
+
+        if (opt->set(up, opt, optarg) != 0) {
             return -1;
         }
     }
@@ -656,10 +565,227 @@ up_options(wg_up_t *up, int argc, char **argv)
         return -1;
     }
 
-    if (key_file != NULL) {
-        if (up_read_secret(key_file, secret, sizeof(secret)) != 0) {
+    return up_options_check(up);
+}
+
+
+/* a field of wg_up_t: the argument itself, or NULL for a no_argument */
+
+static int
+up_set_string(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    *(const char **) ((char *) up + opt->offset) =
+        (opt->has_arg == no_argument) ? NULL : arg;
+
+    return 0;
+}
+
+
+static int
+up_set_flag(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    *(unsigned *) ((char *) up + opt->offset) = 1;
+
+    return 0;
+}
+
+
+/* a whole number in min..max, or an error naming the option */
+
+static int
+up_number(const up_option_t *opt, const char *arg, long *out)
+{
+    long   n;
+    char  *end;
+
+    n = strtol(arg, &end, 10);
+
+    if (arg[0] < '0' || arg[0] > '9' || *end != '\0'
+        || n < opt->min || n > opt->max)
+    {
+        fprintf(stderr, "%s: invalid %s \"%s\"%s\n", wgctl_prog, opt->what,
+                arg, opt->range);
+        return -1;
+    }
+
+    *out = n;
+
+    return 0;
+}
+
+
+static int
+up_set_port(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    long  n;
+
+    if (up_number(opt, arg, &n) != 0) {
+        return -1;
+    }
+
+    *(uint16_t *) ((char *) up + opt->offset) = (uint16_t) n;
+
+    return 0;
+}
+
+
+static int
+up_set_mtu(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    long  n;
+
+    if (up_number(opt, arg, &n) != 0) {
+        return -1;
+    }
+
+    *(uint32_t *) ((char *) up + opt->offset) = (uint32_t) n;
+
+    return 0;
+}
+
+
+/* seconds, kept as milliseconds times the option's factor */
+
+static int
+up_set_ms(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    long  n;
+
+    if (up_number(opt, arg, &n) != 0) {
+        return -1;
+    }
+
+    *(long *) ((char *) up + opt->offset) = n * opt->scale;
+
+    return 0;
+}
+
+
+static int
+up_set_auth_key(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    free(up->auth_key);
+    up->auth_key = strdup(arg);
+
+    /* not for everyone's eyes in /proc/<pid>/cmdline */
+    wg_memzero(arg, strlen(arg));
+
+    return (up->auth_key == NULL) ? -1 : 0;
+}
+
+
+static int
+up_set_ifname(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    if (!wg_ifname_valid(arg)) {
+        fprintf(stderr, "%s: invalid interface name \"%s\"\n", wgctl_prog,
+                arg);
+        return -1;
+    }
+
+    snprintf(up->ifname, sizeof(up->ifname), "%s", arg);
+
+    return 0;
+}
+
+
+static int
+up_set_endpoint(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    if (up->nendpoints == WG_MAP_MAX_ENDPOINTS) {
+        fprintf(stderr, "%s: more than %d endpoints\n", wgctl_prog,
+                WG_MAP_MAX_ENDPOINTS);
+        return -1;
+    }
+
+    if (wg_endpoint_parse(&up->endpoints[up->nendpoints], arg) != 0) {
+        fprintf(stderr, "%s: invalid endpoint \"%s\" (expected "
+                "<ip>:<port>)\n", wgctl_prog, arg);
+        return -1;
+    }
+
+    up->nendpoints++;
+
+    return 0;
+}
+
+
+static int
+up_set_route(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    if (wg_allowedip_parse(&up->prefix, arg) != 0
+        || up->prefix.family != AF_INET || up->prefix.cidr < 8
+        || up->prefix.cidr > 30)
+    {
+        fprintf(stderr, "%s: invalid route prefix \"%s\" (an IPv4 "
+                "prefix, /8../30)\n", wgctl_prog, arg);
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static int
+up_set_path(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    if (wg_path_parse(arg, &up->path_mode) != 0) {
+        fprintf(stderr, "%s: invalid path \"%s\" (auto, direct or "
+                "relay)\n", wgctl_prog, arg);
+        return -1;
+    }
+
+    up->has_path_mode = 1;
+
+    return 0;
+}
+
+
+static int
+up_set_relay_socket(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    if (arg[0] != '/' || strlen(arg) >= 108) {
+        fprintf(stderr, "%s: invalid relay socket \"%s\" (an absolute "
+                "path, under 108 bytes)\n", wgctl_prog, arg);
+        return -1;
+    }
+
+    up->relay_socket = arg;
+
+    return 0;
+}
+
+
+static int
+up_set_relay_group(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    struct group  *gr;
+
+    gr = getgrnam(arg);
+
+    if (gr == NULL) {
+        fprintf(stderr, "%s: unknown relay group \"%s\"\n", wgctl_prog,
+                arg);
+        return -1;
+    }
+
+    up->relay_gid = (int) gr->gr_gid;
+
+    return 0;
+}
+
+
+/* what one option alone cannot check: the options together */
+
+static int
+up_options_check(wg_up_t *up)
+{
+    char  secret[WG_UP_AUTH_KEY_MAX + 2];
+
+    if (up->auth_key_file != NULL) {
+        if (up_read_secret(up->auth_key_file, secret, sizeof(secret)) != 0) {
             fprintf(stderr, "%s: unable to read \"%s\": %s\n", wgctl_prog,
-                    key_file, strerror(errno));
+                    up->auth_key_file, strerror(errno));
             wg_memzero(secret, sizeof(secret));
             return -1;
         }

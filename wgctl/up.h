@@ -83,8 +83,9 @@ typedef struct {
     long                     backoff_max;       /* ms */
     uint32_t                 mtu;
     uint16_t                 listen_port;
-    unsigned                 ephemeral:1;
-    unsigned                 down_on_exit:1;
+    const char              *auth_key_file;
+    unsigned                 ephemeral;         /* 0 or 1 */
+    unsigned                 down_on_exit;      /* 0 or 1 */
     unsigned                 has_path_mode:1;
 
     /* the relay engine and each peer's path (docs/wgctl.md, "Paths") */
