@@ -6,7 +6,7 @@ WGCTL_LIBS      := -lmnl -lcrypto -ljansson -lcurl -lhiredis -lpthread
 WGCTL_OBJDIR    := $(BUILD)/obj/wgctl
 WGCTL_CORE      := wgdev keys wgdiff config ipc uapi genl rtnl hosts \
                    peermap path relay
-WGCTL_CMDS      := show setconf link genkey hostsconf up cpclient ctrl \
+WGCTL_CMDS      := show setconf link genkey hostsconf up cpclient log ctrl \
                    state status metrics admin cp_lua relay_main
 WGCTL_HDRS      := $(wildcard wgctl/*.h)
 WGCTL_CORE_OBJS := $(WGCTL_CORE:%=$(WGCTL_OBJDIR)/%.o)

@@ -1,8 +1,9 @@
 /*
  * wgctl up: the control plane's client (docs/control-plane.md).  Registers
- * the node key with a pre-auth key, holds the map stream open and hands
- * each frame to the peer table, logs out an ephemeral node and spaces the
- * reconnects; up.c, the agent loop, calls it and does the device work.
+ * the node key with a pre-auth key, holds the map stream open, logs out an
+ * ephemeral node and spaces the reconnects.  up.c, the agent loop, calls
+ * it; while a request waits, it calls back only through up->ops (the
+ * agent's frame and tick functions), never up.c by name.
  */
 
 
@@ -22,7 +23,6 @@
 
 static void cp_quote(char *buf, size_t size, const char *text, size_t len);
 static void cp_endpoints(wg_up_t *up, json_t *array);
-static int cp_frame(void *data, const char *frame, size_t len);
 static json_t *cp_answer(const wg_ctrl_response_t *resp, char *err,
     size_t errlen);
 
@@ -120,80 +120,6 @@ cp_endpoints(wg_up_t *up, json_t *array)
     }
 
     freeifaddrs(ifa);
-}
-
-
-static int
-cp_frame(void *data, const char *frame, size_t len)
-{
-    int               rc;
-    char              err[256];
-    wg_up_t          *up;
-    wg_map_result_t   res;
-
-    up = data;
-
-    rc = wg_peermap_apply(&up->map, frame, len, &res, err, sizeof(err));
-
-    if (rc != 0) {
-        up_log("map stream: %s; reconnecting", err);
-        snprintf(up->last_error, sizeof(up->last_error), "%s", err);
-        return rc;
-    }
-
-    if (up->state != WG_UP_CONNECTED && !res.full) {
-        up_log("map stream: the first frame is not a full map; "
-               "reconnecting");
-        snprintf(up->last_error, sizeof(up->last_error),
-                 "first frame not a full map");
-        return -EPROTO;
-    }
-
-    up->last_frame = up_now();
-
-    if (res.full) {
-        if (up->state != WG_UP_CONNECTED) {
-            up->state = WG_UP_CONNECTED;
-            up->connected_since = time(NULL);
-            up->last_error[0] = '\0';
-            up->backoff = 0;
-        }
-
-        up_log("map: full, %zu peers (%zu added, %zu changed, %zu removed, "
-               "%zu skipped)", up->map.npeers, res.added, res.changed,
-               res.removed, res.skipped);
-
-        up->dirty = 1;
-        up->log_conflicts = 1;
-        up->status_dirty = 1;
-
-        /* a new stream: compare with the device itself once */
-        up_forget_device(up);
-
-    } else if (res.added || res.changed || res.removed || res.patched
-               || res.self)
-    {
-        up_log("map: %zu added, %zu changed, %zu removed, %zu patched%s",
-               res.added, res.changed, res.removed, res.patched,
-               res.self ? ", this node changed" : "");
-
-        up->dirty = 1;
-        up->log_conflicts = 1;
-        up->status_dirty = 1;
-    }
-
-    if (res.self && up->map.has_self
-        && strcmp(up->name, up->map.self.name) != 0)
-    {
-        snprintf(up->name, sizeof(up->name), "%s", up->map.self.name);
-    }
-
-    /* applied now, not at the next tick: a burst is one sync anyway */
-    if (up->dirty) {
-        up->next_sync = 0;
-    }
-
-    return 0;
 }
 
 
@@ -296,10 +222,9 @@ cp_register(wg_up_t *up)
              rest + 1);
     free(rest);
 
+    /* no frames here: the agent's tick alone */
+    ops = up->ops;
     ops.frame = NULL;
-    ops.tick = up_tick;
-    ops.data = up;
-    ops.wake_fd = up->wake_fd;
 
     up->streaming = 0;
 
@@ -315,7 +240,7 @@ cp_register(wg_up_t *up)
     }
 
     if (rc != 0) {
-        up_log("register: %s", resp.error);
+        wg_log("register: %s", resp.error);
         snprintf(up->last_error, sizeof(up->last_error), "register: %.200s",
                  resp.error);
         wg_ctrl_response_free(&resp);
@@ -341,7 +266,7 @@ cp_register(wg_up_t *up)
     }
 
     if (resp.status == 200 && answer == NULL) {
-        up_log("register: %s", err);
+        wg_log("register: %s", err);
         snprintf(up->last_error, sizeof(up->last_error), "register: %.200s",
                  err);
         wg_ctrl_response_free(&resp);
@@ -351,7 +276,7 @@ cp_register(wg_up_t *up)
     if (resp.status != 200
         || !json_is_true(json_object_get(answer, "MachineAuthorized")))
     {
-        up_log("register: refused with %ld: %s", resp.status,
+        wg_log("register: refused with %ld: %s", resp.status,
                q[0] ? q : "not authorized");
         snprintf(up->last_error, sizeof(up->last_error),
                  "register: %ld %s", resp.status, q);
@@ -370,7 +295,7 @@ cp_register(wg_up_t *up)
 
     if (s != NULL && wg_map_name_parse(up->name, sizeof(up->name), s) != 0) {
         cp_quote(q, sizeof(q), s, strlen(s));
-        up_log("register: ignored invalid name \"%s\"", q);
+        wg_log("register: ignored invalid name \"%s\"", q);
     }
 
     v = json_array_get(json_object_get(answer, "Addresses"), 0);
@@ -385,11 +310,11 @@ cp_register(wg_up_t *up)
 
     } else if (s != NULL) {
         cp_quote(q, sizeof(q), s, strlen(s));
-        up_log("register: ignored address \"%s\" (not a /32 in the VPC "
+        wg_log("register: ignored address \"%s\" (not a /32 in the VPC "
                "prefix)", q);
     }
 
-    up_log("registered as %s.%s (%s)", up->name[0] ? up->name : "?",
+    wg_log("registered as %s.%s (%s)", up->name[0] ? up->name : "?",
            WG_HOSTS_DOMAIN, s ? s : "no address yet");
 
     up->registered = 1;
@@ -448,15 +373,12 @@ cp_stream(wg_up_t *up)
         return -ENOMEM;
     }
 
-    ops.frame = cp_frame;
-    ops.tick = up_tick;
-    ops.data = up;
-    ops.wake_fd = up->wake_fd;
+    ops = up->ops;
 
     up->state = WG_UP_CONNECTING;
     up->status_dirty = 1;
     up->streaming = 1;
-    up->last_frame = up_now();
+    up->last_frame = wg_now_ms();
 
     rc = wg_ctrl_stream(&up->ctrl, "/machine/map", body, strlen(body), &ops,
                         &resp);
@@ -485,7 +407,7 @@ cp_stream(wg_up_t *up)
 
         cp_quote(q, sizeof(q), s ? s : "", s ? strlen(s) : 0);
 
-        up_log("map: answered %ld%s%s", resp.status, q[0] ? ": " : "", q);
+        wg_log("map: answered %ld%s%s", resp.status, q[0] ? ": " : "", q);
         snprintf(up->last_error, sizeof(up->last_error), "map: %ld %s",
                  resp.status, q);
 
@@ -493,7 +415,7 @@ cp_stream(wg_up_t *up)
         wg_ctrl_response_free(&resp);
 
         if (resp.status == 401) {
-            up_log("map: the server does not know this node's key; "
+            wg_log("map: the server does not know this node's key; "
                    "registering again");
             return -EACCES;
         }
@@ -502,10 +424,10 @@ cp_stream(wg_up_t *up)
     }
 
     if (rc == 0) {
-        up_log("map stream closed by the server");
+        wg_log("map stream closed by the server");
 
     } else if (resp.error[0] != '\0') {
-        up_log("map stream: %s", resp.error);
+        wg_log("map stream: %s", resp.error);
         snprintf(up->last_error, sizeof(up->last_error), "map: %.200s",
                  resp.error);
     }
@@ -531,13 +453,13 @@ cp_logout(wg_up_t *up)
                       WG_UP_LOGOUT_TIMEOUT, NULL, &resp);
 
     if (rc != 0) {
-        up_log("logout: %s", resp.error);
+        wg_log("logout: %s", resp.error);
 
     } else if (resp.status != 200) {
-        up_log("logout: answered %ld", resp.status);
+        wg_log("logout: answered %ld", resp.status);
 
     } else {
-        up_log("logged out of the VPC");
+        wg_log("logged out of the VPC");
     }
 
     wg_ctrl_response_free(&resp);
@@ -559,7 +481,7 @@ cp_backoff(wg_up_t *up)
     }
 
     if (RAND_bytes((unsigned char *) &r, sizeof(r)) != 1) {
-        r = (unsigned int) up_now();
+        r = (unsigned int) wg_now_ms();
     }
 
     delay = up->backoff / 2 + (long) (r % (unsigned int) (up->backoff / 2 + 1));

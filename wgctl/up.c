@@ -88,6 +88,7 @@ static void up_status_path(json_t *peer, const wg_up_peer_t *rec,
     long long now, time_t wall);
 static int up_status_write(wg_up_t *up);
 static int up_link(wg_up_t *up, int force);
+static void up_forget_device(wg_up_t *up);
 static int up_device(wg_up_t *up, int read);
 static void up_sync(wg_up_t *up, int force);
 static int up_relay_start(wg_up_t *up);
@@ -110,6 +111,8 @@ static int up_unsent(wg_up_t *up, const wg_device_t *dev,
     const wg_peer_t **sorted);
 static long long up_paths_tick(wg_up_t *up);
 static void up_background(wg_up_t *up);
+static int up_frame(void *data, const char *frame, size_t len);
+static int up_tick(void *data);
 static void up_cleanup(wg_up_t *up);
 
 
@@ -179,32 +182,6 @@ up_usage(FILE *out)
 }
 
 
-/* a daemon's log: one line per event, UTC time to the millisecond */
-
-void
-up_log(const char *fmt, ...)
-{
-    char             ts[32];
-    va_list          args;
-    struct tm        tm;
-    struct timespec  now;
-
-    clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
-    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-
-    fprintf(stderr, "%s.%03ldZ %s: ", ts, now.tv_nsec / 1000000,
-            wgctl_prog);
-
-    va_start(args, fmt);
-    vfprintf(stderr, fmt, args);
-    va_end(args);
-
-    fputc('\n', stderr);
-    fflush(stderr);
-}
-
-
 static void
 up_map_log(void *data, const char *fmt, ...)
 {
@@ -215,18 +192,7 @@ up_map_log(void *data, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, args);
     va_end(args);
 
-    up_log("map: %s", msg);
-}
-
-
-long long
-up_now(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-
-    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    wg_log("map: %s", msg);
 }
 
 
@@ -319,13 +285,13 @@ up_wait(wg_up_t *up, long ms)
     long long      deadline, now, until;
     struct pollfd  pfd;
 
-    deadline = up_now() + ms;
+    deadline = wg_now_ms() + ms;
 
     while (!up_stop) {
         /* the paths are watched while the server is away, too */
         up_background(up);
 
-        now = up_now();
+        now = wg_now_ms();
 
         if (now >= deadline) {
             return 0;
@@ -956,7 +922,7 @@ up_key(wg_up_t *up)
 
     if (lstat(path, &st) == 0) {
         if (!S_ISREG(st.st_mode) || (st.st_mode & 0077)) {
-            up_log("%s: not a regular file of mode 0600 (mode %04o); "
+            wg_log("%s: not a regular file of mode 0600 (mode %04o); "
                    "refusing to use it", path, (unsigned) st.st_mode & 07777);
             return -EPERM;
         }
@@ -964,7 +930,7 @@ up_key(wg_up_t *up)
         rc = up_read_secret(path, b64, sizeof(b64));
 
         if (rc == 0 && wg_key_from_base64(up->private_key, b64) != 0) {
-            up_log("%s: not a WireGuard private key", path);
+            wg_log("%s: not a WireGuard private key", path);
             rc = -EINVAL;
         }
 
@@ -987,11 +953,11 @@ up_key(wg_up_t *up)
         wg_memzero(b64, sizeof(b64));
 
         if (rc != 0) {
-            up_log("unable to write \"%s\": %s", path, wg_strerror(rc));
+            wg_log("unable to write \"%s\": %s", path, wg_strerror(rc));
             return rc;
         }
 
-        up_log("new node key in %s", path);
+        wg_log("new node key in %s", path);
 
     } else {
         return -errno;
@@ -1161,7 +1127,7 @@ up_status_write(wg_up_t *up)
                   "mesh", up->mesh_host[0] ? up->mesh_host : NULL,
                   "error", up->relay_error[0] ? up->relay_error : NULL));
 
-    now = up_now();
+    now = wg_now_ms();
     wall = time(NULL);
 
     for (i = 0; i < up->map.npeers; i++) {
@@ -1225,7 +1191,7 @@ up_status_write(wg_up_t *up)
     up->next_status = now + WG_UP_STATUS_EVERY;
 
     if (rc != 0) {
-        up_log("unable to write %s/%s: %s", up->state_dir, WG_STATE_STATUS,
+        wg_log("unable to write %s/%s: %s", up->state_dir, WG_STATE_STATUS,
                wg_strerror(rc));
     }
 
@@ -1259,18 +1225,18 @@ up_link(wg_up_t *up, int force)
         rc = wg_link_create(up->ifname, wgctl_backend, wgctl_verbose, &used);
 
         if (rc != 0) {
-            up_log("unable to create interface \"%s\": %s", up->ifname,
+            wg_log("unable to create interface \"%s\": %s", up->ifname,
                    wg_strerror(rc));
             return rc;
         }
 
-        up_log("%s created over %s", up->ifname, wg_backend_name(used));
+        wg_log("%s created over %s", up->ifname, wg_backend_name(used));
 
         rc = wg_rtnl_link_get(up->ifname, &link);
     }
 
     if (rc != 0) {
-        up_log("unable to find interface \"%s\": %s", up->ifname,
+        wg_log("unable to find interface \"%s\": %s", up->ifname,
                wg_strerror(rc));
         return rc;
     }
@@ -1286,7 +1252,7 @@ up_link(wg_up_t *up, int force)
         rc = wg_rtnl_link_set(link.ifindex, 1,
                               link.mtu != up->mtu ? up->mtu : 0);
         if (rc != 0) {
-            up_log("unable to bring \"%s\" up with MTU %u: %s", up->ifname,
+            wg_log("unable to bring \"%s\" up with MTU %u: %s", up->ifname,
                    up->mtu, wg_strerror(rc));
             return rc;
         }
@@ -1312,7 +1278,7 @@ up_link(wg_up_t *up, int force)
         rc = wg_rtnl_addr_set(link.ifindex, AF_INET, &want.addr.ip4, 32);
 
         if (rc != 0) {
-            up_log("unable to set the address of \"%s\": %s", up->ifname,
+            wg_log("unable to set the address of \"%s\": %s", up->ifname,
                    wg_strerror(rc));
             return rc;
         }
@@ -1320,7 +1286,7 @@ up_link(wg_up_t *up, int force)
         if (!up->address_set || wg_allowedip_cmp(&want, &up->address) != 0)
         {
             inet_ntop(AF_INET, &want.addr.ip4, text, sizeof(text));
-            up_log("%s has address %s/32", up->ifname, text);
+            wg_log("%s has address %s/32", up->ifname, text);
             up->status_dirty = 1;
 
             /* the kernel may have dropped it with the old address */
@@ -1335,7 +1301,7 @@ up_link(wg_up_t *up, int force)
         rc = wg_rtnl_route_add(link.ifindex, AF_INET, &up->prefix.addr.ip4,
                                up->prefix.cidr);
         if (rc != 0) {
-            up_log("unable to add the route through \"%s\": %s", up->ifname,
+            wg_log("unable to add the route through \"%s\": %s", up->ifname,
                    wg_strerror(rc));
             return rc;
         }
@@ -1347,7 +1313,7 @@ up_link(wg_up_t *up, int force)
 }
 
 
-void
+static void
 up_forget_device(wg_up_t *up)
 {
     wg_device_free(up->shadow);
@@ -1390,7 +1356,7 @@ up_device(wg_up_t *up, int read)
         rc = wg_device_get(up->ifname, backend, &up->shadow);
         if (rc != 0) {
             up->shadow = NULL;
-            up_log("unable to read interface \"%s\": %s", up->ifname,
+            wg_log("unable to read interface \"%s\": %s", up->ifname,
                    wg_strerror(rc));
             return rc;
         }
@@ -1426,7 +1392,7 @@ up_device(wg_up_t *up, int read)
             rc = wg_device_set(changes, backend, &io);
 
             if (rc != 0) {
-                up_log("unable to configure \"%s\": %s", up->ifname,
+                wg_log("unable to configure \"%s\": %s", up->ifname,
                        wg_strerror(rc));
                 goto done;
             }
@@ -1467,12 +1433,12 @@ up_device(wg_up_t *up, int read)
         rc = wg_device_set(changes, backend, &io);
 
         if (rc != 0) {
-            up_log("unable to configure \"%s\": %s", up->ifname,
+            wg_log("unable to configure \"%s\": %s", up->ifname,
                    wg_strerror(rc));
             goto done;
         }
 
-        up_log("%s: %zu added, %zu removed, %zu changed, %zu unchanged "
+        wg_log("%s: %zu added, %zu removed, %zu changed, %zu unchanged "
                "peers%s%s; %zu request%s, %zu bytes over %s", up->ifname,
                ds.added, ds.removed, ds.changed, ds.unchanged,
                ds.private_key ? "; private key set" : "",
@@ -1492,10 +1458,10 @@ up_device(wg_up_t *up, int read)
 
         /* the VPN works without names: tried again at the next check */
         if (rc < 0) {
-            up_log("%s: %s", up->hosts_file, err);
+            wg_log("%s: %s", up->hosts_file, err);
 
         } else if (rc > 0) {
-            up_log("%s: %zu names", up->hosts_file, nhosts);
+            wg_log("%s: %zu names", up->hosts_file, nhosts);
         }
 
         rc = 0;
@@ -1528,12 +1494,12 @@ up_sync(wg_up_t *up, int force)
     }
 
     if (rc != 0) {
-        up->next_sync = up_now() + WG_UP_RETRY;
+        up->next_sync = wg_now_ms() + WG_UP_RETRY;
         return;
     }
 
     up->dirty = 0;
-    up->next_sync = up_now() + WG_UP_RESYNC;
+    up->next_sync = wg_now_ms() + WG_UP_RESYNC;
 
     if (up->status_dirty) {
         up_status_write(up);
@@ -1552,7 +1518,7 @@ up_relay_start(wg_up_t *up)
 
     if (up->mesh_host[0] == '\0') {
         if (up->relay_error[0] == '\0') {
-            up_log("relay: off: the server \"%s\" is not an IPv4 address; "
+            wg_log("relay: off: the server \"%s\" is not an IPv4 address; "
                    "--mesh says where the mesh is", up->server);
             snprintf(up->relay_error, sizeof(up->relay_error),
                      "no mesh address (--mesh)");
@@ -1572,23 +1538,23 @@ up_relay_start(wg_up_t *up)
     conf.device_port = up->listen_port;
     conf.keepalive = up->relay_keepalive;
     conf.buffer_max = WG_RELAY_BUFFER;
-    conf.log = up_log;
+    conf.log = wg_log;
 
     rc = wg_relay_start(&up->relay, &conf);
 
     if (rc != 0) {
         up->relay = NULL;
-        up->next_relay = up_now() + WG_UP_RESYNC;
+        up->next_relay = wg_now_ms() + WG_UP_RESYNC;
         snprintf(up->relay_error, sizeof(up->relay_error), "%s: %s",
                  up->relay_socket, wg_strerror(rc));
-        up_log("relay: unable to start on \"%s\": %s; direct paths only, "
+        wg_log("relay: unable to start on \"%s\": %s; direct paths only, "
                "trying again in %d s", up->relay_socket, wg_strerror(rc),
                WG_UP_RESYNC / 1000);
         up->status_dirty = 1;
         return rc;
     }
 
-    up_log("relay: tunnels in on %s, out through %s:%u", up->relay_socket,
+    wg_log("relay: tunnels in on %s, out through %s:%u", up->relay_socket,
            up->mesh_host, (unsigned) up->mesh_port);
 
     up->relay_error[0] = '\0';
@@ -1934,7 +1900,7 @@ up_paths_update(wg_up_t *up)
         rc = wg_relay_set_peers(up->relay, rps, n);
 
         if (rc != 0) {
-            up_log("relay: unable to set %zu peers: %s", n, wg_strerror(rc));
+            wg_log("relay: unable to set %zu peers: %s", n, wg_strerror(rc));
             free(rps);
             rps = NULL;
             n = 0;
@@ -2099,7 +2065,7 @@ up_paths_tick(wg_up_t *up)
     const wg_peer_t   *wp, **sorted;
     wg_relay_stats_t   st;
 
-    next = up_now() + WG_UP_PATH_TICK;
+    next = wg_now_ms() + WG_UP_PATH_TICK;
 
     if (!up->map.has_full || up->dirty || up->npeers == 0) {
         return next;
@@ -2154,7 +2120,7 @@ up_paths_tick(wg_up_t *up)
         }
 
         memset(&obs, 0, sizeof(wg_path_obs_t));
-        obs.now = up_now();
+        obs.now = wg_now_ms();
         obs.rx_bytes = wp->rx_bytes;
         obs.tx_bytes = wp->tx_bytes;
         obs.relay_rx = st.rx_bytes;
@@ -2214,7 +2180,7 @@ up_paths_tick(wg_up_t *up)
                 text[0] = '\0';
             }
 
-            up_log("path: %s.%s: %s%s%s", rec->name, WG_HOSTS_DOMAIN,
+            wg_log("path: %s.%s: %s%s%s", rec->name, WG_HOSTS_DOMAIN,
                    rec->path.event, text[0] ? " " : "", text);
         }
 
@@ -2246,7 +2212,7 @@ up_paths_tick(wg_up_t *up)
     }
 
     if (rc != 0) {
-        up_log("path: unable to set %zu endpoint%s on \"%s\": %s", nch,
+        wg_log("path: unable to set %zu endpoint%s on \"%s\": %s", nch,
                nch == 1 ? "" : "s", up->ifname, wg_strerror(rc));
         up_forget_device(up);
         goto done;
@@ -2275,7 +2241,7 @@ up_background(wg_up_t *up)
 {
     long long  now;
 
-    now = up_now();
+    now = wg_now_ms();
 
     if (up->relay == NULL && up->relay_socket != NULL
         && now >= up->next_relay)
@@ -2311,9 +2277,83 @@ up_background(wg_up_t *up)
 }
 
 
+static int
+up_frame(void *data, const char *frame, size_t len)
+{
+    int               rc;
+    char              err[256];
+    wg_up_t          *up;
+    wg_map_result_t   res;
+
+    up = data;
+
+    rc = wg_peermap_apply(&up->map, frame, len, &res, err, sizeof(err));
+
+    if (rc != 0) {
+        wg_log("map stream: %s; reconnecting", err);
+        snprintf(up->last_error, sizeof(up->last_error), "%s", err);
+        return rc;
+    }
+
+    if (up->state != WG_UP_CONNECTED && !res.full) {
+        wg_log("map stream: the first frame is not a full map; "
+               "reconnecting");
+        snprintf(up->last_error, sizeof(up->last_error),
+                 "first frame not a full map");
+        return -EPROTO;
+    }
+
+    up->last_frame = wg_now_ms();
+
+    if (res.full) {
+        if (up->state != WG_UP_CONNECTED) {
+            up->state = WG_UP_CONNECTED;
+            up->connected_since = time(NULL);
+            up->last_error[0] = '\0';
+            up->backoff = 0;
+        }
+
+        wg_log("map: full, %zu peers (%zu added, %zu changed, %zu removed, "
+               "%zu skipped)", up->map.npeers, res.added, res.changed,
+               res.removed, res.skipped);
+
+        up->dirty = 1;
+        up->log_conflicts = 1;
+        up->status_dirty = 1;
+
+        /* a new stream: compare with the device itself once */
+        up_forget_device(up);
+
+    } else if (res.added || res.changed || res.removed || res.patched
+               || res.self)
+    {
+        wg_log("map: %zu added, %zu changed, %zu removed, %zu patched%s",
+               res.added, res.changed, res.removed, res.patched,
+               res.self ? ", this node changed" : "");
+
+        up->dirty = 1;
+        up->log_conflicts = 1;
+        up->status_dirty = 1;
+    }
+
+    if (res.self && up->map.has_self
+        && strcmp(up->name, up->map.self.name) != 0)
+    {
+        snprintf(up->name, sizeof(up->name), "%s", up->map.self.name);
+    }
+
+    /* applied now, not at the next tick: a burst is one sync anyway */
+    if (up->dirty) {
+        up->next_sync = 0;
+    }
+
+    return 0;
+}
+
+
 /* between waits: signals, the stream's silence, device work */
 
-int
+static int
 up_tick(void *data)
 {
     wg_up_t    *up;
@@ -2327,17 +2367,17 @@ up_tick(void *data)
         return -ECANCELED;
     }
 
-    now = up_now();
+    now = wg_now_ms();
 
     /* SIGHUP: check and repair the device now */
     if (up_resync) {
         up_resync = 0;
-        up_log("SIGHUP: checking the device");
+        wg_log("SIGHUP: checking the device");
         up->next_sync = 0;
     }
 
     if (up->streaming && now - up->last_frame > up->silence) {
-        up_log("map stream: no frame for %lld ms; reconnecting",
+        wg_log("map stream: no frame for %lld ms; reconnecting",
                now - up->last_frame);
         snprintf(up->last_error, sizeof(up->last_error),
                  "map stream silent for %lld ms", now - up->last_frame);
@@ -2456,21 +2496,25 @@ up_main(int argc, char **argv)
         goto done;
     }
 
-    up.wake_fd = up_wake[0];
+    /* what the control-plane client calls back while it waits */
+    up.ops.frame = up_frame;
+    up.ops.tick = up_tick;
+    up.ops.data = &up;
+    up.ops.wake_fd = up_wake[0];
 
     wg_peermap_init(&up.map, &up.prefix, up.public_key, up_map_log, NULL);
 
     rc = wg_link_create(up.ifname, wgctl_backend, wgctl_verbose, &used);
 
     if (rc != 0) {
-        up_log("unable to create interface \"%s\": %s", up.ifname,
+        wg_log("unable to create interface \"%s\": %s", up.ifname,
                rc == -EEXIST ? "it exists and is not a WireGuard device"
                              : wg_strerror(rc));
         wg_ctrl_cleanup();
         goto done;
     }
 
-    up_log("%s over %s, node key %s", up.ifname, wg_backend_name(used),
+    wg_log("%s over %s, node key %s", up.ifname, wg_backend_name(used),
            up.node_key);
 
     up_sync(&up, 1);
@@ -2491,7 +2535,7 @@ up_main(int argc, char **argv)
                 up_status_write(&up);
 
                 if (!up.ever_registered) {
-                    up_log("giving up: the registration was refused");
+                    wg_log("giving up: the registration was refused");
                     wg_ctrl_cleanup();
                     goto done;
                 }
@@ -2500,7 +2544,7 @@ up_main(int argc, char **argv)
             if (rc != 0) {
                 up_status_write(&up);
                 delay = cp_backoff(&up);
-                up_log("register: again in %ld ms", delay);
+                wg_log("register: again in %ld ms", delay);
                 up_wait(&up, delay);
                 continue;
             }
@@ -2527,11 +2571,11 @@ up_main(int argc, char **argv)
         }
 
         delay = cp_backoff(&up);
-        up_log("map: reconnecting in %ld ms", delay);
+        wg_log("map: reconnecting in %ld ms", delay);
         up_wait(&up, delay);
     }
 
-    up_log("stopping (signal %d)", (int) up_stop);
+    wg_log("stopping (signal %d)", (int) up_stop);
 
     if (up.ephemeral && up.ever_registered) {
         cp_logout(&up);
@@ -2542,14 +2586,14 @@ up_main(int argc, char **argv)
 
         rc = wg_link_delete(up.ifname);
         if (rc != 0 && rc != -ENODEV) {
-            up_log("unable to remove \"%s\": %s", up.ifname,
+            wg_log("unable to remove \"%s\": %s", up.ifname,
                    wg_strerror(rc));
         }
 
         if (up.hosts_file != NULL
             && wg_hosts_update(up.hosts_file, NULL, 0, err, sizeof(err)) < 0)
         {
-            up_log("%s: %s", up.hosts_file, err);
+            wg_log("%s: %s", up.hosts_file, err);
         }
     }
 

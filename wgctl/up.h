@@ -143,15 +143,9 @@ typedef struct {
     unsigned                 dirty:1;
     unsigned                 log_conflicts:1;
     unsigned                 status_dirty:1;
-    int                      wake_fd;           /* signals' wake-up pipe */
+    wg_ctrl_ops_t            ops;               /* the agent's callbacks */
 } wg_up_t;
 
-
-/* up.c: the agent */
-void up_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-long long up_now(void);
-int up_tick(void *data);
-void up_forget_device(wg_up_t *up);
 
 /* cpclient.c: the control plane's client */
 int cp_register(wg_up_t *up);

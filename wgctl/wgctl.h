@@ -29,6 +29,10 @@ int up_main(int argc, char **argv);
 int status_main(int argc, char **argv);
 int metrics_main(int argc, char **argv);
 
+/* log.c: the agent's log and clock */
+void wg_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+long long wg_now_ms(void);
+
 /* link.c: the device's life */
 int wg_link_create(const char *ifname, wg_backend_e backend, int verbose,
     wg_backend_e *used);
