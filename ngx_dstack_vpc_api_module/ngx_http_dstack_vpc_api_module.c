@@ -599,9 +599,14 @@ ngx_http_dstack_vpc_api_identify(ngx_http_request_t *r,
     if (alcf->allow_mode == NGX_HTTP_DSTACK_VPC_API_ALLOW_LIST) {
         ids = alcf->allow->elts;
 
+        /*
+         * both sides lowercase: the list since configuration, the
+         * identity as dstack_auth renders it (any other fails closed)
+         */
+
         for (i = 0; i < alcf->allow->nelts; i++) {
-            if (ngx_strncasecmp(ids[i].data, vv->data,
-                                NGX_HTTP_DSTACK_VPC_API_APP_ID_LEN)
+            if (ngx_memcmp(ids[i].data, vv->data,
+                           NGX_HTTP_DSTACK_VPC_API_APP_ID_LEN)
                 == 0)
             {
                 return NGX_DECLINED;
