@@ -17,7 +17,7 @@ use Test::More;
 use Test::Dstack qw(wait_for);
 use Test::Dstack::Api;
 
-my $t = Test::Dstack->new()->has(qw(auth api sim redis curl))->plan(34);
+my $t = Test::Dstack->new()->has(qw(auth api sim redis curl))->plan(40);
 
 my $api = Test::Dstack::Api->new($t);
 my $r = $api->run_redis_conf();
@@ -119,13 +119,18 @@ is(update('uuid=n1&node_type=db&tailscale_ip=100.64.0.1&hostname=db-1', $p1),
 ok(everywhere('db', 'db-1', $p1, $p2), 'discover through both');
 $api->get('/api/nodes', as => 'a', port => $_) for ($p1, $p2) x 6;
 
-my %pids;
-for my $port (8443, 9443) {
-    for my $line (split /\n/, $t->read_file("logs/api-$port.log")) {
-        $pids{$1}++ if $line =~ /^(\d+) 200 .*discover/;
+# reuseport spreads connections at random: until each worker has served
+sub workers {
+    my %pids;
+    for my $port (8443, 9443) {
+        for my $line (split /\n/, $t->read_file("logs/api-$port.log")) {
+            $pids{$1}++ if $line =~ /^(\d+) 200 .*discover/;
+        }
     }
+    return scalar keys %pids;
 }
-is(scalar keys %pids, 4, 'all four workers served');
+ok(wait_for(sub { workers() == 4 || !everywhere('db', 'db-1', $p1, $p2) },
+    30) && workers() == 4, 'all four workers served');
 
 mark();
 ok(everywhere('db', 'db-1', $p1, $p2), 'again');
@@ -253,6 +258,39 @@ $big += length $api->get('/api/discover/big', as => 'a', port => $p3)
     ->{body} for 1 .. 3;
 cmp_ok($big / 3, '>', 16384, 'larger than size=');
 is(reads(), 3, 'not kept');
+
+###############################################################################
+# the directive
+
+sub try_cache {
+    my ($args) = @_;
+    $t->write_file_expand('bad.conf', <<"EOF");
+%%TEST_GLOBALS%%
+events {}
+http {
+    %%TEST_GLOBALS_HTTP%%
+    dstack_vpc_redis 127.0.0.1:6379;
+    dstack_vpc_api_cache $args;
+    server {
+        listen 127.0.0.1:%%PORT_8080%%;
+        location / {
+            dstack_vpc_api;
+            dstack_vpc_api_server_url https://vpc.test;
+        }
+    }
+}
+EOF
+    my ($ok, $out) = $t->test_config('bad.conf');
+    return $ok ? 'ok' : $out;
+}
+
+is(try_cache('entries=10 size=1m valid=1s'), 'ok', 'all parameters');
+is(try_cache('off'), 'ok', 'off');
+like(try_cache('entries=0'), qr/invalid parameter "entries=0"/,
+    'no entries');
+like(try_cache('size=0'), qr/invalid parameter "size=0"/, 'no size');
+like(try_cache('valid=x'), qr/invalid parameter "valid=x"/, 'bad time');
+like(try_cache('on off'), qr/invalid parameter "on"/, 'on with more');
 
 ###############################################################################
 
