@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <grp.h>
 #include <ifaddrs.h>
 #include <net/if.h>
@@ -2590,6 +2591,12 @@ up_frame(void *data, const char *frame, size_t len)
         /* a new stream: compare with the device itself once */
         up_forget_device(up);
 
+        /*
+         * the full map's JSON tree (~2 KB per peer, small blocks among
+         * the kept ones) is freed: give its pages back
+         */
+        malloc_trim(0);
+
     } else if (res.added || res.changed || res.removed || res.patched
                || res.self)
     {
@@ -3039,6 +3046,13 @@ up_main(int argc, char **argv)
         up_usage(stdout);
         return 0;
     }
+
+    /*
+     * a fixed threshold (glibc raises it to the largest block freed, up
+     * to 32 MB): map frames, status texts and device dumps of 10k peers
+     * stay separate mappings, given back whole when freed
+     */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
 
     memset(&up, 0, sizeof(wg_up_t));
     snprintf(up.ifname, sizeof(up.ifname), "%s", WG_UP_IFNAME);
