@@ -24,13 +24,12 @@ static const char  wg_b64_alphabet[] =
 void
 wg_memzero(void *p, size_t n)
 {
-    volatile unsigned char  *v;
-
-    v = p;
-
-    while (n--) {
-        *v++ = 0;
-    }
+    /*
+     * glibc's: never optimized away, and memset's speed (a volatile byte
+     * loop was 13 % of "wgctl syncconf" of 10k peers: it also wipes
+     * buffers and arrays of megabytes)
+     */
+    explicit_bzero(p, n);
 }
 
 
