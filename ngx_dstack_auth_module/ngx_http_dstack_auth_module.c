@@ -743,12 +743,21 @@ ngx_http_dstack_auth_identity(ngx_http_request_t *r)
         return ctx;
     }
 
-    ctx = ngx_pcalloc(r->main->pool, sizeof(ngx_http_dstack_auth_ctx_t));
+    /* every field set here: no zeroing per request */
+
+    ctx = ngx_palloc(r->main->pool, sizeof(ngx_http_dstack_auth_ctx_t));
     if (ctx == NULL) {
         return NULL;
     }
 
+    ngx_str_null(&ctx->app_id);
+    ngx_str_null(&ctx->usage);
+    ctx->error = NULL;
     ctx->status = NGX_HTTP_UNAUTHORIZED;
+    ctx->deny = NULL;
+    ctx->attest = NULL;
+    ctx->attest_source = NGX_HTTP_DSTACK_AUTH_ATTEST_NONE;
+    ctx->id = NULL;
 
     if (r->connection->ssl == NULL) {
         ctx->error = "no TLS client certificate (plain connection)";
