@@ -4,3 +4,4 @@
  */
 
 #include "../ratls/dstack_ratls.c"
+#include "../ratls/dstack_header.c"
