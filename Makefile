@@ -32,10 +32,13 @@ TESTS       ?= t/
 
 # Folders add their own targets through a build.mk fragment; each appends
 # to BINS (programs built into $(BUILD)/bin) or FUZZ_TARGETS (phony targets
-# run by `make fuzz`) and may use the variables above.
+# run by `make fuzz`) or LINT_TARGETS (phony targets run by `make lint`)
+# and may use the variables above.
 BINS        :=
 FUZZ_TARGETS :=
-MODULE_SRCS := $(wildcard config */config.module ngx_dstack_*/*.[ch] ratls/*.[ch])
+LINT_TARGETS :=
+MODULE_SRCS := $(wildcard config */config.module ngx_dstack_*/*.[ch] ratls/*.[ch] \
+                          lua/*.[ch])
 
 # a bare `make` builds everything, whatever rule an included fragment has
 # first
@@ -43,7 +46,7 @@ MODULE_SRCS := $(wildcard config */config.module ngx_dstack_*/*.[ch] ratls/*.[ch
 
 -include */build.mk
 
-.PHONY: all modules bins deps test test-asan test-vm bench fuzz clean
+.PHONY: all modules bins deps lint test test-asan test-vm bench fuzz clean
 
 all: modules bins
 
@@ -57,13 +60,13 @@ modules: $(MODULES_DIR)/.stamp
 $(NGX_BUILD)/.configured: config $(wildcard */config.module)
 	@rm -rf $(NGX_BUILD) && mkdir -p $(BUILD) && cp -r $(NGX_SRC) $(NGX_BUILD)
 	cd $(NGX_BUILD) && . ./conf_flags \
-	    && ./configure "$${NGX_CONF_FLAGS[@]}" \
+	    && DSTACK_LUA_GEN=$(LUA_GEN) ./configure "$${NGX_CONF_FLAGS[@]}" \
 	        --with-cc-opt="$(CFLAGS)" --with-ld-opt="$(LDFLAGS)" \
 	        --add-dynamic-module=$(CURDIR) >$(NGX_BUILD)/configure.log 2>&1 \
 	    || { tail -20 $(NGX_BUILD)/configure.log; exit 1; }
 	@touch $@
 
-$(MODULES_DIR)/.stamp: $(NGX_BUILD)/.configured $(MODULE_SRCS)
+$(MODULES_DIR)/.stamp: $(NGX_BUILD)/.configured $(MODULE_SRCS) $(LUA_GEN_HDRS)
 	$(MAKE) -s -C $(NGX_BUILD) -f objs/Makefile modules
 	@# rename over the old file: running nginx processes keep their mapping
 	@mkdir -p $(MODULES_DIR) && for so in $(NGX_BUILD)/objs/*.so; do \
@@ -74,6 +77,10 @@ $(MODULES_DIR)/.stamp: $(NGX_BUILD)/.configured $(MODULE_SRCS)
 
 bins: $(BINS)
 
+# static checks that need no build (luacheck: lua/build.mk); make test runs
+# them
+lint: $(LINT_TARGETS)
+
 # Files that skip append "t/file.t: reason" to $(BUILD)/test-skips.log (the
 # harness, t/lib/Test/Dstack.pm); the last line of the run lists them.
 # Under CI=true a missing requirement fails instead of skipping.
@@ -83,7 +90,7 @@ SKIP_SUMMARY = { printf 'skipped: '; \
     else echo none; fi; }
 
 test: deps
-	$(MAKE) all
+	$(MAKE) all lint
 	@rm -f $(BUILD)/test-skips.log
 	DSTACK_BUILD=$(BUILD) $(PROVE) -r -j2 $(TESTS); \
 	    rc=$$?; $(call SKIP_SUMMARY,$(BUILD)); exit $$rc
