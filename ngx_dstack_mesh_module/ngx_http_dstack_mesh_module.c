@@ -37,7 +37,10 @@
  * keep-alive client that calls one peer repeatedly is not parsed again.
  * Kept in the connection's pool (found again by its cleanup handler) and
  * used only by main requests of connections that carry one request at a
- * time, whose ctx then points into it.
+ * time, whose target points into it.  Such a request's ctx lives here as
+ * well, reset for each request: one request at a time uses it, and the
+ * request pool keeps its room for what nginx allocates (a request that
+ * overflows the pool's first block costs another block and a malloc).
  */
 typedef struct {
     ngx_http_dstack_mesh_srv_conf_t  *conf;
@@ -57,15 +60,17 @@ typedef struct {
     u_char                            instance_hex[DSTACK_APP_ID_HEX_LEN];
     u_char                            port_buf[NGX_INT_T_LEN];
     u_char                           *host_buf;  /* host_size */
+    ngx_http_dstack_mesh_ctx_t        ctx;
 } ngx_http_dstack_mesh_last_t;
 
 
 static ngx_int_t ngx_http_dstack_mesh_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_dstack_mesh_target(ngx_http_request_t *r,
     ngx_http_dstack_mesh_loc_conf_t *mlcf, ngx_http_dstack_mesh_ctx_t *ctx,
-    ngx_uint_t *use_tls_n, ngx_str_t *use_tls);
+    ngx_http_dstack_mesh_last_t *last, ngx_uint_t *use_tls_n,
+    ngx_str_t *use_tls);
 static ngx_http_dstack_mesh_last_t *ngx_http_dstack_mesh_last(
-    ngx_http_request_t *r, ngx_http_dstack_mesh_ctx_t *ctx);
+    ngx_http_request_t *r, ngx_http_dstack_mesh_srv_conf_t *conf);
 static void ngx_http_dstack_mesh_last_save(ngx_http_dstack_mesh_last_t *last,
     ngx_http_dstack_mesh_ctx_t *ctx, ngx_str_t *app, ngx_str_t *instance,
     ngx_str_t *port);
@@ -340,13 +345,22 @@ ngx_http_dstack_mesh_handler(ngx_http_request_t *r)
     ngx_str_t                         use_tls;
     ngx_uint_t                        n;
     ngx_http_dstack_mesh_ctx_t       *ctx;
+    ngx_http_dstack_mesh_last_t      *last;
     ngx_http_dstack_mesh_loc_conf_t  *mlcf;
 
     mlcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_mesh_module);
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_dstack_mesh_ctx_t));
-    if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    last = ngx_http_dstack_mesh_last(r, mlcf->mesh);
+
+    if (last != NULL) {
+        ctx = &last->ctx;
+        ngx_memzero(ctx, sizeof(ngx_http_dstack_mesh_ctx_t));
+
+    } else {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_dstack_mesh_ctx_t));
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
 
     ctx->conf = mlcf->mesh;
@@ -354,7 +368,7 @@ ngx_http_dstack_mesh_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, ctx, ngx_http_dstack_mesh_module);
 
-    rc = ngx_http_dstack_mesh_target(r, mlcf, ctx, &n, &use_tls);
+    rc = ngx_http_dstack_mesh_target(r, mlcf, ctx, last, &n, &use_tls);
 
     if (rc == NGX_DECLINED) {
         return ngx_http_dstack_mesh_agent(r, mlcf, ctx);
@@ -406,7 +420,8 @@ ngx_http_dstack_mesh_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_dstack_mesh_target(ngx_http_request_t *r,
     ngx_http_dstack_mesh_loc_conf_t *mlcf, ngx_http_dstack_mesh_ctx_t *ctx,
-    ngx_uint_t *use_tls_n, ngx_str_t *use_tls)
+    ngx_http_dstack_mesh_last_t *last, ngx_uint_t *use_tls_n,
+    ngx_str_t *use_tls)
 {
     u_char                       *p, *key;
     uint64_t                      stripped;
@@ -414,7 +429,6 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
     ngx_str_t                     app, instance, port_text, port_in, *id;
     ngx_uint_t                    i, n, kind, strip;
     ngx_list_part_t              *part;
-    ngx_http_dstack_mesh_last_t  *last;
     ngx_table_elt_t              *h, *fields[NGX_HTTP_DSTACK_MESH_USE_TLS + 1];
     ngx_uint_t                    dups[NGX_HTTP_DSTACK_MESH_USE_TLS + 1];
 
@@ -508,8 +522,6 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
 
         return NGX_DECLINED;
     }
-
-    last = ngx_http_dstack_mesh_last(r, ctx);
 
     if (last != NULL
         && last->app_len == app.len
@@ -625,7 +637,7 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
 
 static ngx_http_dstack_mesh_last_t *
 ngx_http_dstack_mesh_last(ngx_http_request_t *r,
-    ngx_http_dstack_mesh_ctx_t *ctx)
+    ngx_http_dstack_mesh_srv_conf_t *conf)
 {
     size_t                        size;
     ngx_connection_t             *c;
@@ -648,13 +660,13 @@ ngx_http_dstack_mesh_last(ngx_http_request_t *r,
         if (cln->handler == ngx_http_dstack_mesh_last_cleanup) {
             last = cln->data;
 
-            if (last->conf == ctx->conf) {
+            if (last->conf == conf) {
                 return last;
             }
 
             /* another upstream{}: its domain may be longer */
             size = DSTACK_APP_ID_HEX_LEN + 1 + NGX_HTTP_DSTACK_MESH_PORT_LEN
-                   + 2 + ctx->conf->domain.len + 1;
+                   + 2 + conf->domain.len + 1;
 
             if (size > last->host_size) {
                 last->host_buf = ngx_pnalloc(c->pool, size);
@@ -666,7 +678,7 @@ ngx_http_dstack_mesh_last(ngx_http_request_t *r,
                 last->host_size = size;
             }
 
-            last->conf = ctx->conf;
+            last->conf = conf;
             last->app_len = 0;
 
             return last;
@@ -674,7 +686,7 @@ ngx_http_dstack_mesh_last(ngx_http_request_t *r,
     }
 
     size = DSTACK_APP_ID_HEX_LEN + 1 + NGX_HTTP_DSTACK_MESH_PORT_LEN + 2
-           + ctx->conf->domain.len + 1;
+           + conf->domain.len + 1;
 
     cln = ngx_pool_cleanup_add(c->pool, sizeof(ngx_http_dstack_mesh_last_t));
     if (cln == NULL) {
@@ -682,7 +694,7 @@ ngx_http_dstack_mesh_last(ngx_http_request_t *r,
     }
 
     last = cln->data;
-    last->conf = ctx->conf;
+    last->conf = conf;
     last->app_len = 0;
 
     last->host_buf = ngx_pnalloc(c->pool, size);
