@@ -353,8 +353,9 @@ ngx_http_dstack_mesh_handler(ngx_http_request_t *r)
     last = ngx_http_dstack_mesh_last(r, mlcf->mesh);
 
     if (last != NULL) {
+        /* the key is set whole by ngx_http_dstack_mesh_target() */
         ctx = &last->ctx;
-        ngx_memzero(ctx, sizeof(ngx_http_dstack_mesh_ctx_t));
+        ngx_memzero(ctx, offsetof(ngx_http_dstack_mesh_ctx_t, key));
 
     } else {
         ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_dstack_mesh_ctx_t));
@@ -528,8 +529,12 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
         && last->instance_len == instance.len
         && last->port_len == port_text.len
         && ngx_memcmp(last->app_in, app.data, app.len) == 0
-        && ngx_memcmp(last->instance_in, instance.data, instance.len) == 0
-        && ngx_memcmp(last->port_in, port_text.data, port_text.len) == 0)
+        && (instance.len == 0
+            || ngx_memcmp(last->instance_in, instance.data, instance.len)
+               == 0)
+        && (port_text.len == 0
+            || ngx_memcmp(last->port_in, port_text.data, port_text.len)
+               == 0))
     {
         ngx_memcpy(ctx->key, last->key, NGX_HTTP_DSTACK_MESH_KEY_LEN);
         ctx->app = last->app;
@@ -541,6 +546,7 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
     }
 
     key = ctx->key;
+    ngx_memzero(key, NGX_HTTP_DSTACK_MESH_KEY_LEN);
     port_in = port_text;
 
     if (ngx_http_dstack_mesh_hex_id(r, &app, key, &ctx->app) != NGX_OK) {
@@ -2164,34 +2170,43 @@ ngx_http_dstack_mesh_upgrade_variable(ngx_http_request_t *r,
 static ngx_uint_t
 ngx_http_dstack_mesh_local_host(ngx_str_t *host)
 {
-    size_t      i, n;
-    ngx_str_t  *name;
+    size_t  i, n;
 
-    static ngx_str_t  names[] = {
-        ngx_string("localhost"),
-        ngx_string("127.0.0.1"),
-        ngx_string("[::1]")
-    };
-
-    /* the names start with different characters */
+    /*
+     * the names start with different characters; compared with constant
+     * lengths, which the compiler does inline
+     */
 
     switch (host->data[0]) {
+
     case 'l':
-        name = &names[0];
+        n = sizeof("localhost") - 1;
+
+        if (host->len < n || ngx_memcmp(host->data, "localhost", n) != 0) {
+            return 0;
+        }
+
         break;
+
     case '1':
-        name = &names[1];
+        n = sizeof("127.0.0.1") - 1;
+
+        if (host->len < n || ngx_memcmp(host->data, "127.0.0.1", n) != 0) {
+            return 0;
+        }
+
         break;
+
     case '[':
-        name = &names[2];
+        n = sizeof("[::1]") - 1;
+
+        if (host->len < n || ngx_memcmp(host->data, "[::1]", n) != 0) {
+            return 0;
+        }
+
         break;
+
     default:
-        return 0;
-    }
-
-    n = name->len;
-
-    if (host->len < n || ngx_strncmp(host->data, name->data, n) != 0) {
         return 0;
     }
 
