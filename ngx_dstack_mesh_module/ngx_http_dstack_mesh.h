@@ -166,18 +166,23 @@ typedef struct {
     ngx_str_t                          code;      /* the error's, or none */
     ngx_uint_t                         reject;    /* why a peer was refused */
 
-    socklen_t                          socklen;   /* of a pooled connection */
-    ngx_sockaddr_t                     sockaddr;
-    ngx_str_t                          name;
-
     ngx_buf_t                         *error;     /* a JSON error body */
+    u_char                            *detail_buf; /* _DETAIL_LEN, or NULL */
+    ngx_http_dstack_mesh_cache_t      *item;      /* a pooled connection's */
     unsigned                           replaced:1;
     unsigned                           unattested:1;
     unsigned                           ssl_data:1; /* set on a connection */
 
+    /*
+     * Not zeroed for a new request (ngx_http_dstack_mesh_handler): the key
+     * is set whole, the rest only with a pooled connection.
+     */
     u_char                             key[NGX_HTTP_DSTACK_MESH_KEY_LEN];
+
+    socklen_t                          socklen;   /* of a pooled connection */
+    ngx_str_t                          name;
+    ngx_sockaddr_t                     sockaddr;
     u_char                             name_buf[NGX_SOCKADDR_STRLEN];
-    u_char                            *detail_buf; /* _DETAIL_LEN, or NULL */
 } ngx_http_dstack_mesh_ctx_t;
 
 

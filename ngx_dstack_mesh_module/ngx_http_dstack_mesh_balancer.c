@@ -133,6 +133,7 @@ ngx_http_dstack_mesh_get_peer(ngx_peer_connection_t *pc, void *data)
 found:
 
     c = item->connection;
+    ctx->item = item;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
                    "dstack mesh: pooled connection %p for \"%V\"",
@@ -190,6 +191,10 @@ ngx_http_dstack_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
     u = ctx->request->upstream;
     c = pc->connection;
 
+    /* the pool entry this connection was taken from, if it was */
+    item = ctx->item;
+    ctx->item = NULL;
+
     if (ctx->ssl_data && c != NULL && c->ssl != NULL) {
         /* the verify callback's data lives no longer than the request */
         SSL_set_ex_data(c->ssl->connection, ngx_http_dstack_mesh_ssl_index,
@@ -228,6 +233,25 @@ ngx_http_dstack_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
         return;
     }
 
+    if (item != NULL && item->connection == c) {
+
+        /*
+         * back to the entry it came from, still in the free list and
+         * unchanged: another request that took the entry since put its
+         * own connection there (a different one: this one was ours)
+         */
+
+        q = &item->queue;
+        ngx_queue_remove(q);
+        ngx_queue_insert_head(&mscf->cache, q);
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                       "dstack mesh: pooling connection %p for \"%V\" "
+                       "again", c, &ctx->host);
+
+        goto pooled;
+    }
+
     if (ngx_queue_empty(&mscf->free)) {
         q = ngx_queue_last(&mscf->cache);
         ngx_queue_remove(q);
@@ -255,6 +279,8 @@ ngx_http_dstack_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
     ngx_memcpy(&item->sockaddr, pc->sockaddr, pc->socklen);
     item->name_len = ngx_min(pc->name->len, NGX_SOCKADDR_STRLEN);
     ngx_memcpy(item->name, pc->name->data, item->name_len);
+
+pooled:
 
     pc->connection = NULL;
 

@@ -37,7 +37,10 @@
  * keep-alive client that calls one peer repeatedly is not parsed again.
  * Kept in the connection's pool (found again by its cleanup handler) and
  * used only by main requests of connections that carry one request at a
- * time, whose ctx then points into it.
+ * time, whose target points into it.  Such a request's ctx lives here as
+ * well, reset for each request: one request at a time uses it, and the
+ * request pool keeps its room for what nginx allocates (a request that
+ * overflows the pool's first block costs another block and a malloc).
  */
 typedef struct {
     ngx_http_dstack_mesh_srv_conf_t  *conf;
@@ -57,15 +60,17 @@ typedef struct {
     u_char                            instance_hex[DSTACK_APP_ID_HEX_LEN];
     u_char                            port_buf[NGX_INT_T_LEN];
     u_char                           *host_buf;  /* host_size */
+    ngx_http_dstack_mesh_ctx_t        ctx;
 } ngx_http_dstack_mesh_last_t;
 
 
 static ngx_int_t ngx_http_dstack_mesh_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_dstack_mesh_target(ngx_http_request_t *r,
     ngx_http_dstack_mesh_loc_conf_t *mlcf, ngx_http_dstack_mesh_ctx_t *ctx,
-    ngx_uint_t *use_tls_n, ngx_str_t *use_tls);
+    ngx_http_dstack_mesh_last_t *last, ngx_uint_t *use_tls_n,
+    ngx_str_t *use_tls);
 static ngx_http_dstack_mesh_last_t *ngx_http_dstack_mesh_last(
-    ngx_http_request_t *r, ngx_http_dstack_mesh_ctx_t *ctx);
+    ngx_http_request_t *r, ngx_http_dstack_mesh_srv_conf_t *conf);
 static void ngx_http_dstack_mesh_last_save(ngx_http_dstack_mesh_last_t *last,
     ngx_http_dstack_mesh_ctx_t *ctx, ngx_str_t *app, ngx_str_t *instance,
     ngx_str_t *port);
@@ -340,13 +345,23 @@ ngx_http_dstack_mesh_handler(ngx_http_request_t *r)
     ngx_str_t                         use_tls;
     ngx_uint_t                        n;
     ngx_http_dstack_mesh_ctx_t       *ctx;
+    ngx_http_dstack_mesh_last_t      *last;
     ngx_http_dstack_mesh_loc_conf_t  *mlcf;
 
     mlcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_mesh_module);
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_dstack_mesh_ctx_t));
-    if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    last = ngx_http_dstack_mesh_last(r, mlcf->mesh);
+
+    if (last != NULL) {
+        /* the key is set whole by ngx_http_dstack_mesh_target() */
+        ctx = &last->ctx;
+        ngx_memzero(ctx, offsetof(ngx_http_dstack_mesh_ctx_t, key));
+
+    } else {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_dstack_mesh_ctx_t));
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
 
     ctx->conf = mlcf->mesh;
@@ -354,7 +369,7 @@ ngx_http_dstack_mesh_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, ctx, ngx_http_dstack_mesh_module);
 
-    rc = ngx_http_dstack_mesh_target(r, mlcf, ctx, &n, &use_tls);
+    rc = ngx_http_dstack_mesh_target(r, mlcf, ctx, last, &n, &use_tls);
 
     if (rc == NGX_DECLINED) {
         return ngx_http_dstack_mesh_agent(r, mlcf, ctx);
@@ -406,7 +421,8 @@ ngx_http_dstack_mesh_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_dstack_mesh_target(ngx_http_request_t *r,
     ngx_http_dstack_mesh_loc_conf_t *mlcf, ngx_http_dstack_mesh_ctx_t *ctx,
-    ngx_uint_t *use_tls_n, ngx_str_t *use_tls)
+    ngx_http_dstack_mesh_last_t *last, ngx_uint_t *use_tls_n,
+    ngx_str_t *use_tls)
 {
     u_char                       *p, *key;
     uint64_t                      stripped;
@@ -414,7 +430,6 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
     ngx_str_t                     app, instance, port_text, port_in, *id;
     ngx_uint_t                    i, n, kind, strip;
     ngx_list_part_t              *part;
-    ngx_http_dstack_mesh_last_t  *last;
     ngx_table_elt_t              *h, *fields[NGX_HTTP_DSTACK_MESH_USE_TLS + 1];
     ngx_uint_t                    dups[NGX_HTTP_DSTACK_MESH_USE_TLS + 1];
 
@@ -509,15 +524,17 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    last = ngx_http_dstack_mesh_last(r, ctx);
-
     if (last != NULL
         && last->app_len == app.len
         && last->instance_len == instance.len
         && last->port_len == port_text.len
         && ngx_memcmp(last->app_in, app.data, app.len) == 0
-        && ngx_memcmp(last->instance_in, instance.data, instance.len) == 0
-        && ngx_memcmp(last->port_in, port_text.data, port_text.len) == 0)
+        && (instance.len == 0
+            || ngx_memcmp(last->instance_in, instance.data, instance.len)
+               == 0)
+        && (port_text.len == 0
+            || ngx_memcmp(last->port_in, port_text.data, port_text.len)
+               == 0))
     {
         ngx_memcpy(ctx->key, last->key, NGX_HTTP_DSTACK_MESH_KEY_LEN);
         ctx->app = last->app;
@@ -529,6 +546,7 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
     }
 
     key = ctx->key;
+    ngx_memzero(key, NGX_HTTP_DSTACK_MESH_KEY_LEN);
     port_in = port_text;
 
     if (ngx_http_dstack_mesh_hex_id(r, &app, key, &ctx->app) != NGX_OK) {
@@ -625,7 +643,7 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
 
 static ngx_http_dstack_mesh_last_t *
 ngx_http_dstack_mesh_last(ngx_http_request_t *r,
-    ngx_http_dstack_mesh_ctx_t *ctx)
+    ngx_http_dstack_mesh_srv_conf_t *conf)
 {
     size_t                        size;
     ngx_connection_t             *c;
@@ -648,13 +666,13 @@ ngx_http_dstack_mesh_last(ngx_http_request_t *r,
         if (cln->handler == ngx_http_dstack_mesh_last_cleanup) {
             last = cln->data;
 
-            if (last->conf == ctx->conf) {
+            if (last->conf == conf) {
                 return last;
             }
 
             /* another upstream{}: its domain may be longer */
             size = DSTACK_APP_ID_HEX_LEN + 1 + NGX_HTTP_DSTACK_MESH_PORT_LEN
-                   + 2 + ctx->conf->domain.len + 1;
+                   + 2 + conf->domain.len + 1;
 
             if (size > last->host_size) {
                 last->host_buf = ngx_pnalloc(c->pool, size);
@@ -666,7 +684,7 @@ ngx_http_dstack_mesh_last(ngx_http_request_t *r,
                 last->host_size = size;
             }
 
-            last->conf = ctx->conf;
+            last->conf = conf;
             last->app_len = 0;
 
             return last;
@@ -674,7 +692,7 @@ ngx_http_dstack_mesh_last(ngx_http_request_t *r,
     }
 
     size = DSTACK_APP_ID_HEX_LEN + 1 + NGX_HTTP_DSTACK_MESH_PORT_LEN + 2
-           + ctx->conf->domain.len + 1;
+           + conf->domain.len + 1;
 
     cln = ngx_pool_cleanup_add(c->pool, sizeof(ngx_http_dstack_mesh_last_t));
     if (cln == NULL) {
@@ -682,7 +700,7 @@ ngx_http_dstack_mesh_last(ngx_http_request_t *r,
     }
 
     last = cln->data;
-    last->conf = ctx->conf;
+    last->conf = conf;
     last->app_len = 0;
 
     last->host_buf = ngx_pnalloc(c->pool, size);
@@ -2152,34 +2170,43 @@ ngx_http_dstack_mesh_upgrade_variable(ngx_http_request_t *r,
 static ngx_uint_t
 ngx_http_dstack_mesh_local_host(ngx_str_t *host)
 {
-    size_t      i, n;
-    ngx_str_t  *name;
+    size_t  i, n;
 
-    static ngx_str_t  names[] = {
-        ngx_string("localhost"),
-        ngx_string("127.0.0.1"),
-        ngx_string("[::1]")
-    };
-
-    /* the names start with different characters */
+    /*
+     * the names start with different characters; compared with constant
+     * lengths, which the compiler does inline
+     */
 
     switch (host->data[0]) {
+
     case 'l':
-        name = &names[0];
+        n = sizeof("localhost") - 1;
+
+        if (host->len < n || ngx_memcmp(host->data, "localhost", n) != 0) {
+            return 0;
+        }
+
         break;
+
     case '1':
-        name = &names[1];
+        n = sizeof("127.0.0.1") - 1;
+
+        if (host->len < n || ngx_memcmp(host->data, "127.0.0.1", n) != 0) {
+            return 0;
+        }
+
         break;
+
     case '[':
-        name = &names[2];
+        n = sizeof("[::1]") - 1;
+
+        if (host->len < n || ngx_memcmp(host->data, "[::1]", n) != 0) {
+            return 0;
+        }
+
         break;
+
     default:
-        return 0;
-    }
-
-    n = name->len;
-
-    if (host->len < n || ngx_strncmp(host->data, name->data, n) != 0) {
         return 0;
     }
 
