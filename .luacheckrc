@@ -1,4 +1,4 @@
--- luacheck for lua/ (`make lint`): the control plane's Redis scripts.
+-- luacheck for lua/ (`make lint`): the REST API's and the control plane's Redis scripts.
 -- Redis runs Lua 5.1 with globals of its own.
 std = "lua51"
 read_globals = { "redis", "KEYS", "ARGV", "cjson", "cmsgpack", "bit",
