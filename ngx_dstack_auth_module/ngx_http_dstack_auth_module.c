@@ -794,7 +794,8 @@ ngx_http_dstack_auth_from_cert(ngx_http_request_t *r,
         ci->has_usage = 0;
 
         if (ci->rc == DSTACK_RATLS_OK) {
-            dstack_ratls_hex(ci->id, DSTACK_APP_ID_LEN, (char *) ci->hex);
+            (void) dstack_hex_encode((char *) ci->hex, ci->id,
+                                     DSTACK_APP_ID_LEN);
 
             if (dstack_ratls_usage(cert, (char *) ci->usage_buf)
                 == DSTACK_RATLS_OK)
@@ -2479,9 +2480,9 @@ ngx_http_dstack_auth_allow(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             return NGX_CONF_ERROR;
         }
 
-        if (dstack_ratls_parse_app_id((char *) value[i].data, value[i].len,
-                                      id)
-            != 0)
+        if (dstack_hex_decode(id, DSTACK_APP_ID_LEN, (char *) value[i].data,
+                              value[i].len)
+            != DSTACK_APP_ID_LEN)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid app id \"%V\" in \"%V\": "

@@ -5,6 +5,7 @@
  * override each other's symbols.
  */
 
+#include "../ratls/dstack_hex.c"
 #include "../ratls/dstack_ratls.c"
 #include "../ratls/dstack_attest.c"
 #include "../ratls/dstack_attest_verify.c"

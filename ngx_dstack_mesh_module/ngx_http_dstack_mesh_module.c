@@ -267,8 +267,6 @@ static ngx_http_variable_t  ngx_http_dstack_mesh_vars[] = {
 
 
 static u_char  ngx_http_dstack_mesh_fold[256];
-/* a hex digit's value, 0xff for anything else */
-static u_char  ngx_http_dstack_mesh_hexval[256];
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
@@ -547,39 +545,23 @@ static ngx_int_t
 ngx_http_dstack_mesh_hex_id(ngx_http_request_t *r, ngx_str_t *value,
     u_char *id, ngx_str_t *hex)
 {
-    u_char      hi, lo, *p, *q;
-    ngx_uint_t  i;
+    /* the bytes for the key, the lowercase text for logs and variables */
 
-    static u_char  digits[] = "0123456789abcdef";
-
-    /* as dstack_ratls_parse_app_id() and dstack_ratls_hex(), in one pass */
-
-    if (value->len != DSTACK_APP_ID_HEX_LEN) {
+    if (dstack_hex_decode(id, DSTACK_APP_ID_LEN, (char *) value->data,
+                          value->len)
+        != DSTACK_APP_ID_LEN)
+    {
         return NGX_ERROR;
     }
 
-    q = ngx_pnalloc(r->pool, DSTACK_APP_ID_HEX_LEN);
-    if (q == NULL) {
+    hex->data = ngx_pnalloc(r->pool, DSTACK_APP_ID_HEX_LEN);
+    if (hex->data == NULL) {
         return NGX_ERROR;
     }
 
-    p = value->data;
-
-    for (i = 0; i < DSTACK_APP_ID_LEN; i++) {
-        hi = ngx_http_dstack_mesh_hexval[p[2 * i]];
-        lo = ngx_http_dstack_mesh_hexval[p[2 * i + 1]];
-
-        if ((hi | lo) > 0x0f) {
-            return NGX_ERROR;
-        }
-
-        id[i] = (u_char) (hi << 4 | lo);
-        q[2 * i] = digits[hi];
-        q[2 * i + 1] = digits[lo];
-    }
-
-    hex->data = q;
     hex->len = DSTACK_APP_ID_HEX_LEN;
+
+    (void) dstack_hex_encode((char *) hex->data, id, DSTACK_APP_ID_LEN);
 
     return NGX_OK;
 }
@@ -617,7 +599,7 @@ ngx_http_dstack_mesh_parse_port(u_char *data, size_t len)
 /*
  * A header name's characters as classified: letters in lower case, "_"
  * as "-" (underscores_in_headers), digits and "-" as they are, anything
- * else 0.  And the values of hex digits.
+ * else 0.
  */
 
 static void
@@ -639,10 +621,6 @@ ngx_http_dstack_mesh_fold_init(void)
         ngx_http_dstack_mesh_fold[i] = ((c >= 'a' && c <= 'z')
                                         || (c >= '0' && c <= '9')
                                         || c == '-') ? c : 0;
-
-        ngx_http_dstack_mesh_hexval[i] = (c >= '0' && c <= '9') ? c - '0'
-                                         : (c >= 'a' && c <= 'f')
-                                           ? c - 'a' + 10 : 0xff;
     }
 }
 
@@ -2168,7 +2146,8 @@ ngx_http_dstack_mesh_target_conf(ngx_conf_t *cf, ngx_command_t *cmd,
 
         if (cvp == &mlcf->port
             ? ngx_http_dstack_mesh_parse_port(v.data, v.len) == NGX_ERROR
-            : dstack_ratls_parse_app_id((char *) v.data, v.len, id) != 0)
+            : dstack_hex_decode(id, DSTACK_APP_ID_LEN, (char *) v.data, v.len)
+              != DSTACK_APP_ID_LEN)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid value in \"%V\": %s", &value[i],

@@ -13,6 +13,7 @@
 #include <jansson.h>
 
 #include "dstack_attest.h"
+#include "dstack_hex.h"
 
 
 #define DSTACK_VERIFY_DEFAULT_ROOT  "/etc/dstack/sgx-root-ca.pem"
@@ -409,10 +410,7 @@ static json_t *
 dstack_verify_hex_json(const u_char *p, size_t n)
 {
     char    *s;
-    size_t   i;
     json_t  *j;
-
-    static const char  digits[] = "0123456789abcdef";
 
     s = malloc(2 * n + 1);
 
@@ -420,12 +418,7 @@ dstack_verify_hex_json(const u_char *p, size_t n)
         return NULL;
     }
 
-    for (i = 0; i < n; i++) {
-        s[2 * i] = digits[p[i] >> 4];
-        s[2 * i + 1] = digits[p[i] & 0xf];
-    }
-
-    j = json_stringn(s, 2 * n);
+    j = json_stringn(s, dstack_hex_encode(s, p, n) - s);
     free(s);
 
     return j;
