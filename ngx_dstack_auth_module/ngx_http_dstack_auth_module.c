@@ -2239,8 +2239,8 @@ ngx_http_dstack_auth_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_memzero(collateral_hash, sizeof(collateral_hash));
 
     if (amcf->time.len) {
-        if (dstack_attest_parse_time((char *) amcf->time.data,
-                                     amcf->time.len, &now)
+        if (dstack_time_parse((char *) amcf->time.data, amcf->time.len,
+                              &now)
             != 0)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

@@ -6,6 +6,7 @@
  */
 
 #include "../ratls/dstack_hex.c"
+#include "../ratls/dstack_time.c"
 #include "../ratls/dstack_ratls.c"
 #include "../ratls/dstack_attest.c"
 #include "../ratls/dstack_attest_verify.c"

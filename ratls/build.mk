@@ -3,8 +3,9 @@
 # nginx modules compile the same sources through their config.module.
 
 ATTEST_SRCS := ratls/dstack_attest.c ratls/dstack_attest_verify.c \
-               ratls/dstack_ratls.c ratls/dstack_hex.c
-ATTEST_HDRS := ratls/dstack_attest.h ratls/dstack_ratls.h ratls/dstack_hex.h
+               ratls/dstack_ratls.c ratls/dstack_hex.c ratls/dstack_time.c
+ATTEST_HDRS := ratls/dstack_attest.h ratls/dstack_ratls.h ratls/dstack_hex.h \
+               ratls/dstack_time.h
 ATTEST_LIBS := -lcrypto -ljansson
 
 BINS += $(BUILD)/bin/attest-unit $(BUILD)/bin/dstack-verify \

@@ -26,6 +26,8 @@
 #include <sys/types.h>
 #include <openssl/x509.h>
 
+#include "dstack_time.h"
+
 
 #pragma GCC visibility push(hidden)
 
@@ -257,9 +259,6 @@ const char *dstack_check_name(dstack_check_e c);
 const char *dstack_check_status_name(dstack_check_status_e s);
 const char *dstack_tcb_status_name(dstack_tcb_status_e s);
 int dstack_tcb_status_parse(const char *s, size_t len);
-
-/* RFC 3339 ("2025-07-01T00:00:00Z", offsets allowed) to Unix time */
-int dstack_attest_parse_time(const char *s, size_t len, time_t *t);
 
 /* blocking helpers for configuration time and the CLI */
 int dstack_attest_load_file(const char *path, u_char **data, size_t *len,

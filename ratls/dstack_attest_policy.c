@@ -216,7 +216,7 @@ dstack_attest_opts_load(dstack_attest_opts_t *opts, const char *root,
     memset(opts, 0, sizeof(dstack_attest_opts_t));
 
     if (now != NULL
-        && dstack_attest_parse_time(now, strlen(now), &t) == 0)
+        && dstack_time_parse(now, strlen(now), &t) == 0)
     {
         opts->now = t;
 

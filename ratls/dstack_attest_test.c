@@ -729,15 +729,15 @@ test_time(void)
 {
     time_t  t;
 
-    ok(dstack_attest_parse_time("2025-07-01T00:00:00Z", 20, &t) == 0
+    ok(dstack_time_parse("2025-07-01T00:00:00Z", 20, &t) == 0
        && t == T_VALID, "RFC 3339 time, Z");
-    ok(dstack_attest_parse_time("2025-08-01T02:30:00.123+02:30", 29, &t)
+    ok(dstack_time_parse("2025-08-01T02:30:00.123+02:30", 29, &t)
        == 0 && t == T_EXPIRED, "RFC 3339 time, fraction and offset");
-    ok(dstack_attest_parse_time("2024-02-29T12:00:00Z", 20, &t) == 0
+    ok(dstack_time_parse("2024-02-29T12:00:00Z", 20, &t) == 0
        && t == 1709208000, "RFC 3339 time, leap day");
-    ok(dstack_attest_parse_time("2025-13-01T00:00:00Z", 20, &t) != 0
-       && dstack_attest_parse_time("2025-07-01 00:00", 16, &t) != 0
-       && dstack_attest_parse_time("2025-07-01T00:00:00", 19, &t) != 0,
+    ok(dstack_time_parse("2025-13-01T00:00:00Z", 20, &t) != 0
+       && dstack_time_parse("2025-07-01 00:00", 16, &t) != 0
+       && dstack_time_parse("2025-07-01T00:00:00", 19, &t) != 0,
        "bad times rejected");
 }
 

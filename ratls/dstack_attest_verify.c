@@ -1126,8 +1126,8 @@ dstack_jtime(json_t *obj, const char *key, time_t *t)
         return -1;
     }
 
-    return dstack_attest_parse_time(json_string_value(v),
-                                    json_string_length(v), t);
+    return dstack_time_parse(json_string_value(v), json_string_length(v),
+                             t);
 }
 
 

@@ -3,7 +3,7 @@
 SIM_SRCS := sim/sim_main.c sim/sim_util.c sim/sim_http.c sim/sim_api.c \
             sim/sim_cert.c sim/sim_attest.c sim/sim_scale.c
 SIM_RATLS := ratls/dstack_attest.c ratls/dstack_attest_verify.c \
-             ratls/dstack_ratls.c ratls/dstack_hex.c
+             ratls/dstack_ratls.c ratls/dstack_hex.c ratls/dstack_time.c
 
 BINS += $(BUILD)/bin/dstack-sim
 

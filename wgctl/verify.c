@@ -125,7 +125,7 @@ dstack_verify_parse_args(int argc, char **argv, dstack_verify_args_t *args)
             args->root = v;
 
         } else if (strcmp(argv[i - 1], "--now") == 0) {
-            if (dstack_attest_parse_time(v, strlen(v), &args->opts.now) != 0
+            if (dstack_time_parse(v, strlen(v), &args->opts.now) != 0
                 || args->opts.now <= 0)
             {
                 fprintf(stderr, "%s: invalid time \"%s\" (want RFC 3339, "
