@@ -7,6 +7,8 @@ ATTEST_SRCS := ratls/dstack_attest.c ratls/dstack_attest_verify.c \
 ATTEST_HDRS := ratls/dstack_attest.h ratls/dstack_ratls.h ratls/dstack_hex.h \
                ratls/dstack_time.h
 ATTEST_LIBS := -lcrypto -ljansson
+# the verifier's command line, shared by dstack-verify and `wgctl verify`
+ATTEST_CLI_SRCS := ratls/dstack_verify.c
 
 BINS += $(BUILD)/bin/attest-unit $(BUILD)/bin/dstack-verify \
         $(BUILD)/bin/attest-bench
@@ -18,11 +20,11 @@ $(BUILD)/bin/attest-unit: ratls/dstack_attest_test.c $(ATTEST_SRCS) \
 	$(CC) $(CFLAGS) -Iratls -Isim -o $@ ratls/dstack_attest_test.c \
 	    sim/sim_scale.c $(ATTEST_SRCS) $(LDFLAGS) $(ATTEST_LIBS)
 
-$(BUILD)/bin/dstack-verify: ratls/dstack_verify_main.c wgctl/verify.c \
+$(BUILD)/bin/dstack-verify: ratls/dstack_verify_main.c $(ATTEST_CLI_SRCS) \
                             $(ATTEST_SRCS) $(ATTEST_HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Iratls -o $@ ratls/dstack_verify_main.c \
-	    wgctl/verify.c $(ATTEST_SRCS) $(LDFLAGS) $(ATTEST_LIBS)
+	    $(ATTEST_CLI_SRCS) $(ATTEST_SRCS) $(LDFLAGS) $(ATTEST_LIBS)
 
 $(BUILD)/bin/attest-bench: bench/attest/attest_bench.c $(ATTEST_SRCS) \
                            $(ATTEST_HDRS) ratls/dstack_attest_policy.c \

@@ -1,6 +1,6 @@
 /*
  * The standalone `dstack-verify` program; `wgctl verify` runs the same
- * dstack_verify_main() (wgctl/verify.c).
+ * dstack_verify_main() (ratls/dstack_verify.c).
  */
 
 

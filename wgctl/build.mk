@@ -1,16 +1,18 @@
 # wgctl: the WireGuard helper, and its unit tests (TAP).  "wgctl verify"
-# (wgctl/verify.c) links the attestation library of ratls/build.mk.
+# is the verifier of ratls/build.mk (ratls/dstack_verify.c) on the
+# attestation library there.
 
 WGCTL_LIBS      := -lmnl -lcrypto -ljansson -lcurl -lhiredis -lpthread
 WGCTL_OBJDIR    := $(BUILD)/obj/wgctl
-WGCTL_CORE      := wgdev keys wgdiff config uapi genl rtnl hosts peermap \
-                   path relay
-WGCTL_CMDS      := show setconf link genkey hostsconf verify up ctrl \
+WGCTL_CORE      := wgdev keys wgdiff config ipc uapi genl rtnl hosts \
+                   peermap path relay
+WGCTL_CMDS      := show setconf link genkey hostsconf up cpclient log ctrl \
                    state status metrics admin cp_lua relay_main
 WGCTL_HDRS      := $(wildcard wgctl/*.h)
 WGCTL_CORE_OBJS := $(WGCTL_CORE:%=$(WGCTL_OBJDIR)/%.o)
 WGCTL_CMD_OBJS  := $(WGCTL_CMDS:%=$(WGCTL_OBJDIR)/%.o) \
-                   $(ATTEST_SRCS:ratls/%.c=$(WGCTL_OBJDIR)/ratls/%.o)
+                   $(ATTEST_SRCS:ratls/%.c=$(WGCTL_OBJDIR)/ratls/%.o) \
+                   $(ATTEST_CLI_SRCS:ratls/%.c=$(WGCTL_OBJDIR)/ratls/%.o)
 WGCTL_TEST_OBJS := $(patsubst wgctl/%.c,$(WGCTL_OBJDIR)/%.o,\
                      $(wildcard wgctl/test_*.c))
 
@@ -19,10 +21,6 @@ BINS += $(BUILD)/bin/wgctl $(BUILD)/bin/wgctl-unit
 $(WGCTL_OBJDIR)/%.o: wgctl/%.c $(WGCTL_HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -std=gnu11 -c -o $@ $<
-
-$(WGCTL_OBJDIR)/verify.o: wgctl/verify.c $(ATTEST_HDRS)
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -std=gnu11 -Iratls -c -o $@ $<
 
 # the admin commands run the control plane's own Lua scripts
 WGCTL_CP_DIR    := ngx_dstack_vpc_api_module

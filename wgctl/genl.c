@@ -16,7 +16,7 @@
 #include <linux/netlink.h>
 #include <linux/wireguard.h>
 
-#include "wgdev.h"
+#include "genl.h"
 #include "rtnl.h"
 
 

@@ -1,6 +1,7 @@
 /*
  * wgctl: WireGuard keys, their base64 and hex forms, X25519 through
- * OpenSSL.  Encodings are strict: exactly one spelling per key.
+ * OpenSSL.  Encodings are strict (exactly one spelling per key; hex of
+ * either case is read, lower case written) and in constant time.
  */
 
 
@@ -13,12 +14,10 @@
 #include "wgdev.h"
 
 
-static int wg_b64_value(int c);
-static int wg_hex_value(int c);
-
-
-static const char  wg_b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static int wg_b64_encode_6(int v);
+static int wg_b64_decode_6(int c);
+static int wg_hex_encode_4(int v);
+static int wg_hex_decode_4(int c);
 
 
 void
@@ -34,49 +33,71 @@ wg_memzero(void *p, size_t n)
 }
 
 
+/*
+ * The encodings run in constant time: a key's bytes choose no table entry
+ * and no branch.  WG_CT_IN(c, lo, hi) is -1 when lo <= c <= hi, else 0,
+ * for c, lo, hi in 0..255: both differences are negative only inside the
+ * range, and an arithmetic shift spreads the sign.  Only the validity of
+ * the whole text, which its spelling shows anyway, decides a branch.
+ */
+
+#define WG_CT_IN(c, lo, hi)  ((((lo) - 1 - (c)) & ((c) - ((hi) + 1))) >> 8)
+
+/* the alphabet A-Z a-z 0-9 + /, as offsets added under masks */
+
 static int
-wg_b64_value(int c)
+wg_b64_encode_6(int v)
 {
-    if (c >= 'A' && c <= 'Z') {
-        return c - 'A';
-    }
+    int  c;
 
-    if (c >= 'a' && c <= 'z') {
-        return c - 'a' + 26;
-    }
+    c = 'A' + v;
+    c += ((25 - v) >> 8) & ('a' - 'A' - 26);
+    c += ((51 - v) >> 8) & ('0' - 'a' - 26);
+    c += ((61 - v) >> 8) & ('+' - '0' - 10);
+    c += ((62 - v) >> 8) & ('/' - '+' - 1);
 
-    if (c >= '0' && c <= '9') {
-        return c - '0' + 52;
-    }
+    return c;
+}
 
-    if (c == '+') {
-        return 62;
-    }
 
-    if (c == '/') {
-        return 63;
-    }
+/* 0..63, or -1 for a character outside the alphabet */
 
-    return -1;
+static int
+wg_b64_decode_6(int c)
+{
+    int  v;
+
+    v = -1;
+    v += WG_CT_IN(c, 'A', 'Z') & (c - 'A' + 1);
+    v += WG_CT_IN(c, 'a', 'z') & (c - 'a' + 26 + 1);
+    v += WG_CT_IN(c, '0', '9') & (c - '0' + 52 + 1);
+    v += WG_CT_IN(c, '+', '+') & (62 + 1);
+    v += WG_CT_IN(c, '/', '/') & (63 + 1);
+
+    return v;
 }
 
 
 static int
-wg_hex_value(int c)
+wg_hex_encode_4(int v)
 {
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
+    return '0' + v + (((9 - v) >> 8) & ('a' - '0' - 10));
+}
 
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
 
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
+/* 0..15 from either case, or -1 */
 
-    return -1;
+static int
+wg_hex_decode_4(int c)
+{
+    int  v;
+
+    v = -1;
+    v += WG_CT_IN(c, '0', '9') & (c - '0' + 1);
+    v += WG_CT_IN(c, 'a', 'f') & (c - 'a' + 10 + 1);
+    v += WG_CT_IN(c, 'A', 'F') & (c - 'A' + 10 + 1);
+
+    return v;
 }
 
 
@@ -90,17 +111,17 @@ wg_key_to_base64(char *out, const uint8_t *key)
 
     for (i = 0; i + 3 <= WG_KEY_SIZE; i += 3) {
         v = (uint32_t) key[i] << 16 | (uint32_t) key[i + 1] << 8 | key[i + 2];
-        out[o++] = wg_b64_alphabet[(v >> 18) & 0x3f];
-        out[o++] = wg_b64_alphabet[(v >> 12) & 0x3f];
-        out[o++] = wg_b64_alphabet[(v >> 6) & 0x3f];
-        out[o++] = wg_b64_alphabet[v & 0x3f];
+        out[o++] = (char) wg_b64_encode_6((v >> 18) & 0x3f);
+        out[o++] = (char) wg_b64_encode_6((v >> 12) & 0x3f);
+        out[o++] = (char) wg_b64_encode_6((v >> 6) & 0x3f);
+        out[o++] = (char) wg_b64_encode_6(v & 0x3f);
     }
 
     /* 32 = 3 * 10 + 2: the last group has two bytes and one '=' */
     v = (uint32_t) key[30] << 16 | (uint32_t) key[31] << 8;
-    out[o++] = wg_b64_alphabet[(v >> 18) & 0x3f];
-    out[o++] = wg_b64_alphabet[(v >> 12) & 0x3f];
-    out[o++] = wg_b64_alphabet[(v >> 6) & 0x3f];
+    out[o++] = (char) wg_b64_encode_6((v >> 18) & 0x3f);
+    out[o++] = (char) wg_b64_encode_6((v >> 12) & 0x3f);
+    out[o++] = (char) wg_b64_encode_6((v >> 6) & 0x3f);
     out[o++] = '=';
     out[o] = '\0';
 }
@@ -109,7 +130,7 @@ wg_key_to_base64(char *out, const uint8_t *key)
 int
 wg_key_from_base64(uint8_t *key, const char *text)
 {
-    int       c[4], k;
+    int       c, k, bad;
     size_t    i, o;
     uint8_t   tmp[WG_KEY_SIZE];
     uint32_t  v;
@@ -118,21 +139,19 @@ wg_key_from_base64(uint8_t *key, const char *text)
         return -1;
     }
 
+    bad = 0;
     o = 0;
 
     for (i = 0; i < WG_KEY_B64_LEN; i += 4) {
+        v = 0;
 
         for (k = 0; k < 4; k++) {
-            c[k] = (i + k == WG_KEY_B64_LEN - 1)
-                   ? 0 : wg_b64_value(text[i + k]);
-            if (c[k] < 0) {
-                wg_memzero(tmp, sizeof(tmp));
-                return -1;
-            }
+            /* the '=' at the end stands for six zero bits */
+            c = (i + k == WG_KEY_B64_LEN - 1)
+                ? 0 : wg_b64_decode_6((unsigned char) text[i + k]);
+            bad |= c;
+            v = v << 6 | (uint32_t) (c & 0x3f);
         }
-
-        v = (uint32_t) c[0] << 18 | (uint32_t) c[1] << 12
-            | (uint32_t) c[2] << 6 | (uint32_t) c[3];
 
         tmp[o++] = (v >> 16) & 0xff;
         tmp[o++] = (v >> 8) & 0xff;
@@ -140,11 +159,16 @@ wg_key_from_base64(uint8_t *key, const char *text)
         if (o < WG_KEY_SIZE) {
             tmp[o++] = v & 0xff;
 
-        } else if (v & 0xff) {
-            /* non-canonical: the bits after the last byte must be zero */
-            wg_memzero(tmp, sizeof(tmp));
-            return -1;
+        } else {
+            /* canonical: the bits after the last byte are zero */
+            bad |= -(int) (v & 0xff);
         }
+    }
+
+    /* any -1 above left bad negative */
+    if (bad < 0) {
+        wg_memzero(tmp, sizeof(tmp));
+        return -1;
     }
 
     memcpy(key, tmp, WG_KEY_SIZE);
@@ -157,12 +181,11 @@ wg_key_from_base64(uint8_t *key, const char *text)
 void
 wg_key_to_hex(char *out, const uint8_t *key)
 {
-    size_t             i;
-    static const char  hex[] = "0123456789abcdef";
+    size_t  i;
 
     for (i = 0; i < WG_KEY_SIZE; i++) {
-        out[2 * i] = hex[key[i] >> 4];
-        out[2 * i + 1] = hex[key[i] & 0x0f];
+        out[2 * i] = (char) wg_hex_encode_4(key[i] >> 4);
+        out[2 * i + 1] = (char) wg_hex_encode_4(key[i] & 0x0f);
     }
 
     out[WG_KEY_HEX_LEN] = '\0';
@@ -172,7 +195,7 @@ wg_key_to_hex(char *out, const uint8_t *key)
 int
 wg_key_from_hex(uint8_t *key, const char *text)
 {
-    int      hi, lo;
+    int      hi, lo, bad;
     size_t   i;
     uint8_t  tmp[WG_KEY_SIZE];
 
@@ -180,16 +203,19 @@ wg_key_from_hex(uint8_t *key, const char *text)
         return -1;
     }
 
+    bad = 0;
+
     for (i = 0; i < WG_KEY_SIZE; i++) {
-        hi = wg_hex_value(text[2 * i]);
-        lo = wg_hex_value(text[2 * i + 1]);
+        hi = wg_hex_decode_4((unsigned char) text[2 * i]);
+        lo = wg_hex_decode_4((unsigned char) text[2 * i + 1]);
+        bad |= hi | lo;
 
-        if (hi < 0 || lo < 0) {
-            wg_memzero(tmp, sizeof(tmp));
-            return -1;
-        }
+        tmp[i] = (uint8_t) ((hi & 0x0f) << 4 | (lo & 0x0f));
+    }
 
-        tmp[i] = (uint8_t) (hi << 4 | lo);
+    if (bad < 0) {
+        wg_memzero(tmp, sizeof(tmp));
+        return -1;
     }
 
     memcpy(key, tmp, WG_KEY_SIZE);

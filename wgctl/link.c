@@ -1,26 +1,261 @@
 /*
- * wgctl create|addr|down: the device's link, address, MTU and routes.
+ * wgctl: the device's life, below "wgctl create|addr|down" and "wgctl up":
+ * a kernel link of kind "wireguard" or a wireguard-go daemon, created,
+ * adopted or removed; its address, MTU and routes.
  */
 
 
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 #include <arpa/inet.h>
+#include <sys/wait.h>
 
 #include "wgctl.h"
 #include "hosts.h"
 #include "rtnl.h"
 #include "state.h"
+#include "uapi.h"
 
 
 #define WGCTL_MAX_ROUTES  64
 
 
+static void wg_sleep_ms(long ms);
+static int wg_userspace_start(const char *ifname, int verbose);
 static int link_ifname(const char *cmd, int argc, char **argv);
 static int link_parse_addr(const char *text, int *family, uint8_t *addr,
     uint8_t *prefixlen);
+
+
+static void
+wg_sleep_ms(long ms)
+{
+    struct timespec  ts;
+
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (ms % 1000) * 1000000L;
+
+    nanosleep(&ts, NULL);
+}
+
+
+/*
+ * Starts "wireguard-go <ifname>", which creates the tun device and the UAPI
+ * socket, then daemonizes: its first process exits once both exist.
+ */
+
+static int
+wg_userspace_start(const char *ifname, int verbose)
+{
+    int          fd, status, i;
+    pid_t        pid, rc;
+    const char  *prog;
+
+    prog = getenv("WGCTL_WIREGUARD_GO");
+    if (prog == NULL || prog[0] == '\0') {
+        prog = "wireguard-go";
+    }
+
+    pid = fork();
+
+    if (pid < 0) {
+        return -errno;
+    }
+
+    if (pid == 0) {
+        /* the daemon inherits these: never hold the caller's pipes open */
+        fd = open("/dev/null", O_RDWR);
+        if (fd >= 0) {
+            dup2(fd, STDIN_FILENO);
+            dup2(fd, STDOUT_FILENO);
+            if (!verbose) {
+                dup2(fd, STDERR_FILENO);
+            }
+            if (fd > STDERR_FILENO) {
+                close(fd);
+            }
+        }
+
+        execlp(prog, prog, ifname, (char *) NULL);
+        _exit(127);
+    }
+
+    status = 0;
+
+    for (i = 0; i < 100; i++) {
+        rc = waitpid(pid, &status, WNOHANG);
+
+        if (rc == pid) {
+            break;
+        }
+
+        if (rc < 0) {
+            return -errno;
+        }
+
+        wg_sleep_ms(100);
+    }
+
+    if (i == 100) {
+        kill(pid, SIGTERM);
+        waitpid(pid, &status, 0);
+        return -ETIMEDOUT;
+    }
+
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "wgctl: \"%s %s\" failed with status %d\n",
+                prog, ifname,
+                WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        return -ECHILD;
+    }
+
+    for (i = 0; i < 50; i++) {
+        if (wg_uapi_exists(ifname)) {
+            return 0;
+        }
+
+        wg_sleep_ms(20);
+    }
+
+    return -ENOENT;
+}
+
+
+/*
+ * Creates the device: a kernel link of kind "wireguard", or, when the
+ * kernel lacks that kind (or the UAPI backend is asked for), wireguard-go.
+ * An existing WireGuard device of either kind is adopted as it is.
+ */
+
+int
+wg_link_create(const char *ifname, wg_backend_e backend, int verbose,
+    wg_backend_e *used)
+{
+    int              rc;
+    char             path[sizeof(WG_UAPI_DIR) + IFNAMSIZ + 8];
+    wg_device_t     *dev;
+    wg_rtnl_link_t   link;
+
+    if (wg_uapi_exists(ifname) && backend != WG_BACKEND_NETLINK) {
+        rc = wg_uapi_get(ifname, &dev);
+
+        if (rc == 0) {
+            wg_device_free(dev);
+            *used = WG_BACKEND_UAPI;
+            return 0;
+        }
+
+        if (rc != -ECONNREFUSED) {
+            return rc;
+        }
+
+        /* a socket left by a wireguard-go that is gone */
+        if (wg_uapi_path(path, sizeof(path), ifname) == 0) {
+            unlink(path);
+        }
+    }
+
+    rc = wg_rtnl_link_get(ifname, &link);
+
+    if (rc == 0) {
+        if (strcmp(link.kind, "wireguard") == 0
+            && backend != WG_BACKEND_UAPI)
+        {
+            *used = WG_BACKEND_NETLINK;
+            return 0;
+        }
+
+        return -EEXIST;
+    }
+
+    if (backend != WG_BACKEND_UAPI) {
+        rc = wg_rtnl_link_add(ifname, "wireguard");
+
+        if (rc == 0) {
+            *used = WG_BACKEND_NETLINK;
+            return 0;
+        }
+
+        if (backend == WG_BACKEND_NETLINK || rc != -EOPNOTSUPP) {
+            return rc == -EOPNOTSUPP ? -EPROTONOSUPPORT : rc;
+        }
+
+        if (verbose) {
+            fprintf(stderr, "wgctl: no kernel WireGuard, "
+                    "starting wireguard-go for \"%s\"\n", ifname);
+        }
+    }
+
+    rc = wg_userspace_start(ifname, verbose);
+    if (rc == 0) {
+        *used = WG_BACKEND_UAPI;
+    }
+
+    return rc;
+}
+
+
+/*
+ * Removes the device.  Deleting the tun link of a wireguard-go device makes
+ * wireguard-go exit and remove its socket; wait for that, bounded.
+ */
+
+int
+wg_link_delete(const char *ifname)
+{
+    int              rc, i, fd, userspace;
+    char             path[sizeof(WG_UAPI_DIR) + IFNAMSIZ + 8];
+    wg_rtnl_link_t   link;
+
+    userspace = wg_uapi_exists(ifname);
+
+    rc = wg_rtnl_link_get(ifname, &link);
+
+    if (rc == 0) {
+        rc = wg_rtnl_link_del(link.ifindex);
+    }
+
+    if (!userspace) {
+        return rc;
+    }
+
+    if (rc == -ENODEV) {
+        fd = wg_uapi_connect(ifname);
+
+        if (fd >= 0) {
+            /* alive, so its tun is in another network namespace */
+            close(fd);
+            return -ENODEV;
+        }
+
+        /* stale: nothing listens there any more */
+        if (wg_uapi_path(path, sizeof(path), ifname) == 0) {
+            unlink(path);
+        }
+
+        return 0;
+    }
+
+    if (rc != 0) {
+        return rc;
+    }
+
+    for (i = 0; i < 150 && wg_uapi_exists(ifname); i++) {
+        wg_sleep_ms(20);
+    }
+
+    if (wg_uapi_exists(ifname)) {
+        return -EBUSY;
+    }
+
+    return 0;
+}
 
 
 static int

@@ -14,6 +14,7 @@
 #include <linux/wireguard.h>
 
 #include "test.h"
+#include "genl.h"
 
 
 #define TEST_PEERS    1000

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "test.h"
+#include "uapi.h"
 
 
 static int test_get(const char *text, wg_device_t **out);

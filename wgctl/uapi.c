@@ -17,7 +17,7 @@
 #include <sys/time.h>
 #include <sys/un.h>
 
-#include "wgdev.h"
+#include "uapi.h"
 
 
 #define WG_UAPI_TIMEOUT      10             /* seconds per read or write */

@@ -1,16 +1,18 @@
 /*
- * wgctl up: the node agent.  Makes or loads the node key, registers with
- * a pre-auth key, holds the map stream open and keeps the WireGuard
- * device (key, port, peers), its address, MTU and route, and the hosts
- * block in step with every frame, applying only differences.  The device
- * stays up while the server is away; the agent reconnects with capped,
- * jittered exponential backoff and registers again when the server no
- * longer knows its key.
+ * wgctl up: the node agent's loop.  Makes or loads the node key, registers
+ * with a pre-auth key and holds the map stream open (both through the
+ * control-plane client, cpclient.c), and keeps the WireGuard device (key,
+ * port, peers), its address, MTU and route, and the hosts block in step
+ * with every frame, applying only differences.  The device stays up while
+ * the server is away; the agent reconnects with capped, jittered
+ * exponential backoff and registers again when the server no longer knows
+ * its key.
  */
 
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <limits.h>
 #include <getopt.h>
 #include <grp.h>
@@ -28,161 +30,60 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <jansson.h>
-#include <openssl/rand.h>
 
-#include "wgctl.h"
-#include "ctrl.h"
+#include "up.h"
 #include "hosts.h"
-#include "path.h"
-#include "peermap.h"
-#include "relay.h"
 #include "rtnl.h"
 #include "state.h"
 
 
-#define WG_UP_IFNAME            "dstack0"
-#define WG_UP_PORT              41641
-#define WG_UP_MTU               1380
-#define WG_UP_MTU_MIN           1280
-#define WG_UP_MTU_MAX           1420
-#define WG_UP_PREFIX            "100.128.0.0/10"
-#define WG_UP_KEEPALIVE         30          /* s, the server's interval */
-#define WG_UP_BACKOFF_MIN       1000        /* ms */
-#define WG_UP_BACKOFF_MAX       60000       /* ms */
-#define WG_UP_RESYNC            60000       /* ms between device checks */
-#define WG_UP_RETRY             5000        /* ms after a failed sync */
-#define WG_UP_CONNECT_TIMEOUT   10000       /* ms */
-#define WG_UP_REQUEST_TIMEOUT   30000       /* ms */
-#define WG_UP_LOGOUT_TIMEOUT    5000        /* ms */
-#define WG_UP_AUTH_KEY_MAX      512
-#define WG_UP_ID_MAX            128
-#define WG_UP_RELAY_SOCKET      "/run/dstack-vpc/wg-relay.sock"
-#define WG_UP_RELAY_TARGET      443         /* peers' nginx :443 */
-#define WG_UP_PATH_TICK         1000        /* ms between looks at peers */
-#define WG_UP_STATUS_EVERY      2000        /* ms, counters in status.json */
+typedef struct up_option_s  up_option_t;
 
+typedef int (*up_option_set_pt)(wg_up_t *up, const up_option_t *opt,
+    char *arg);
 
-typedef enum {
-    WG_UP_REGISTERING = 0,
-    WG_UP_CONNECTING,
-    WG_UP_CONNECTED,
-    WG_UP_REFUSED,
-    WG_UP_STOPPED
-} wg_up_state_e;
-
-
-/* a peer's path and relay, kept across map changes, sorted by key */
-typedef struct {
-    uint8_t                  key[WG_KEY_SIZE];
-    int64_t                  id;
-    size_t                   node;          /* in the map, while updating */
-    char                     name[WG_MAP_NAME_MAX + 1];
-    wg_endpoint_t            direct;        /* first advertised endpoint */
-    struct sockaddr_in       relay_ep;
-    wg_relay_stats_t         relay;         /* as last read */
-    wg_path_t                path;
-    const char              *logged;        /* the last event logged */
-    unsigned                 has_direct:1;
-    unsigned                 has_relay:1;
-} wg_up_peer_t;
-
-
-typedef struct {
-    /* configuration */
-    char                     ifname[IFNAMSIZ];
-    const char              *server;
-    const char              *hostname;
-    const char              *state_dir;
-    const char              *hosts_file;
-    const char              *instance_id;
-    const char              *node_type;
-    char                    *auth_key;
-    wg_ctrl_t                ctrl;
-    wg_allowedip_t           prefix;
-    wg_endpoint_t            endpoints[WG_MAP_MAX_ENDPOINTS];
-    size_t                   nendpoints;
-    long                     silence;           /* ms */
-    long                     backoff_max;       /* ms */
-    uint32_t                 mtu;
-    uint16_t                 listen_port;
-    unsigned                 ephemeral:1;
-    unsigned                 down_on_exit:1;
-    unsigned                 has_path_mode:1;
-
-    /* the relay engine and each peer's path (docs/wgctl.md, "Paths") */
-    wg_relay_t              *relay;
-    const char              *relay_socket;
-    int                      relay_gid;
-    long                     relay_keepalive;   /* ms */
-    const char              *mesh;
-    char                     mesh_host[INET_ADDRSTRLEN];
-    uint16_t                 mesh_port;
-    char                     relay_error[160];
-    wg_relay_peer_t         *relay_peers;       /* as last given */
-    size_t                   nrelay_peers;
-    wg_path_mode_e           path_mode;
-    wg_path_conf_t           path_conf;
-    wg_up_peer_t            *peers;             /* by key */
-    size_t                   npeers;
-    long long                next_path;
-    long long                next_relay;
-    long long                next_status;
-    uint64_t                 if_tx;             /* packets into the device */
-    uint64_t                 direct_tx;         /* peers' bytes, not relayed */
-    unsigned                 counters_dirty:1;
-
-    /* the node */
-    uint8_t                  private_key[WG_KEY_SIZE];
-    uint8_t                  public_key[WG_KEY_SIZE];
-    char                     node_key[sizeof(WG_MAP_KEY_PREFIX)
-                                      + WG_KEY_HEX_LEN];
-    char                     name[WG_MAP_NAME_MAX + 1];
-    wg_allowedip_t           reg_address;
-    wg_peermap_t             map;
-
-    /* the device as last read, with our changes since: a delta costs what
-     * changed, not a read of every peer; read again on full maps, errors,
-     * SIGHUP and every WG_UP_RESYNC */
-    wg_device_t             *shadow;
-    uint32_t                 ifindex;
-    wg_allowedip_t           address;
-    unsigned                 has_reg_address:1;
-    unsigned                 address_set:1;
-    unsigned                 route_set:1;
-
-    /* the connection */
-    wg_up_state_e            state;
-    int                      pid_fd;
-    long                     backoff;
-    long long                last_frame;        /* monotonic ms */
-    long long                next_sync;
-    time_t                   connected_since;
-    char                     last_error[256];
-    unsigned                 registered:1;
-    unsigned                 ever_registered:1;
-    unsigned                 streaming:1;
-    unsigned                 dirty:1;
-    unsigned                 log_conflicts:1;
-    unsigned                 status_dirty:1;
-} wg_up_t;
+/* an option of "wgctl up" (up_option_table) */
+struct up_option_s {
+    const char              *name;
+    int                      has_arg;
+    up_option_set_pt         set;
+    size_t                   offset;        /* of its field in wg_up_t */
+    long                     min;           /* a number's range */
+    long                     max;
+    long                     scale;         /* number -> field */
+    const char              *what;          /* "invalid <what> ..." */
+    const char              *range;         /* after the value */
+};
 
 
 static void up_usage(FILE *out);
-static void up_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void up_map_log(void *data, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-static void up_quote(char *buf, size_t size, const char *text, size_t len);
-static long long up_now(void);
 static void up_signal(int signo);
 static int up_signals(void);
 static void up_drain(void);
 static int up_wait(wg_up_t *up, long ms);
 static int up_token_valid(const char *s, size_t max, const char *extra);
 static int up_options(wg_up_t *up, int argc, char **argv);
+static int up_set_string(wg_up_t *up, const up_option_t *opt, char *arg);
+static int up_set_flag(wg_up_t *up, const up_option_t *opt, char *arg);
+static int up_number(const up_option_t *opt, const char *arg, long *out);
+static int up_set_port(wg_up_t *up, const up_option_t *opt, char *arg);
+static int up_set_mtu(wg_up_t *up, const up_option_t *opt, char *arg);
+static int up_set_ms(wg_up_t *up, const up_option_t *opt, char *arg);
+static int up_set_auth_key(wg_up_t *up, const up_option_t *opt, char *arg);
+static int up_set_ifname(wg_up_t *up, const up_option_t *opt, char *arg);
+static int up_set_endpoint(wg_up_t *up, const up_option_t *opt, char *arg);
+static int up_set_route(wg_up_t *up, const up_option_t *opt, char *arg);
+static int up_set_path(wg_up_t *up, const up_option_t *opt, char *arg);
+static int up_set_relay_socket(wg_up_t *up, const up_option_t *opt,
+    char *arg);
+static int up_set_relay_group(wg_up_t *up, const up_option_t *opt,
+    char *arg);
+static int up_options_check(wg_up_t *up);
 static int up_mesh_parse(wg_up_t *up);
 static int up_read_secret(const char *path, char *buf, size_t size);
 static int up_key(wg_up_t *up);
-static void up_endpoints(wg_up_t *up, json_t *array);
 static void up_status_path(json_t *peer, const wg_up_peer_t *rec,
     long long now, time_t wall);
 static int up_status_write(wg_up_t *up);
@@ -210,14 +111,8 @@ static int up_unsent(wg_up_t *up, const wg_device_t *dev,
     const wg_peer_t **sorted);
 static long long up_paths_tick(wg_up_t *up);
 static void up_background(wg_up_t *up);
-static int up_tick(void *data);
 static int up_frame(void *data, const char *frame, size_t len);
-static json_t *up_answer(const wg_ctrl_response_t *resp, char *err,
-    size_t errlen);
-static int up_register(wg_up_t *up);
-static int up_stream(wg_up_t *up);
-static void up_logout(wg_up_t *up);
-static long up_backoff(wg_up_t *up);
+static int up_tick(void *data);
 static void up_cleanup(wg_up_t *up);
 
 
@@ -287,32 +182,6 @@ up_usage(FILE *out)
 }
 
 
-/* a daemon's log: one line per event, UTC time to the millisecond */
-
-static void
-up_log(const char *fmt, ...)
-{
-    char             ts[32];
-    va_list          args;
-    struct tm        tm;
-    struct timespec  now;
-
-    clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
-    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-
-    fprintf(stderr, "%s.%03ldZ %s: ", ts, now.tv_nsec / 1000000,
-            wgctl_prog);
-
-    va_start(args, fmt);
-    vfprintf(stderr, fmt, args);
-    va_end(args);
-
-    fputc('\n', stderr);
-    fflush(stderr);
-}
-
-
 static void
 up_map_log(void *data, const char *fmt, ...)
 {
@@ -323,38 +192,7 @@ up_map_log(void *data, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, args);
     va_end(args);
 
-    up_log("map: %s", msg);
-}
-
-
-/* something the server said, safe to log */
-
-static void
-up_quote(char *buf, size_t size, const char *text, size_t len)
-{
-    size_t  i, o;
-
-    for (i = 0, o = 0; i < len && o + 4 < size; i++) {
-        buf[o++] = (text[i] >= 0x20 && text[i] < 0x7f) ? text[i] : '?';
-    }
-
-    if (i < len && size >= 4) {
-        memcpy(buf + o, "...", 3);
-        o += 3;
-    }
-
-    buf[o] = '\0';
-}
-
-
-static long long
-up_now(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-
-    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    wg_log("map: %s", msg);
 }
 
 
@@ -447,13 +285,13 @@ up_wait(wg_up_t *up, long ms)
     long long      deadline, now, until;
     struct pollfd  pfd;
 
-    deadline = up_now() + ms;
+    deadline = wg_now_ms() + ms;
 
     while (!up_stop) {
         /* the paths are watched while the server is away, too */
         up_background(up);
 
-        now = up_now();
+        now = wg_now_ms();
 
         if (now >= deadline) {
             return 0;
@@ -543,273 +381,146 @@ up_read_secret(const char *path, char *buf, size_t size)
 }
 
 
+/*
+ * "wgctl up"'s options: each names the field of wg_up_t it sets and the
+ * function that checks and sets it; up_options() walks the table.
+ */
+
+static const up_option_t  up_option_table[] = {
+
+    { "server", required_argument, up_set_string,
+      offsetof(wg_up_t, server), 0, 0, 0, NULL, NULL },
+
+    { "auth-key", required_argument, up_set_auth_key, 0, 0, 0, 0,
+      NULL, NULL },
+
+    { "auth-key-file", required_argument, up_set_string,
+      offsetof(wg_up_t, auth_key_file), 0, 0, 0, NULL, NULL },
+
+    { "hostname", required_argument, up_set_string,
+      offsetof(wg_up_t, hostname), 0, 0, 0, NULL, NULL },
+
+    { "interface", required_argument, up_set_ifname, 0, 0, 0, 0,
+      NULL, NULL },
+
+    { "listen-port", required_argument, up_set_port,
+      offsetof(wg_up_t, listen_port), 1, 65535, 1, "listen port", "" },
+
+    { "endpoint", required_argument, up_set_endpoint, 0, 0, 0, 0,
+      NULL, NULL },
+
+    { "state-dir", required_argument, up_set_string,
+      offsetof(wg_up_t, state_dir), 0, 0, 0, NULL, NULL },
+
+    { "hosts-file", required_argument, up_set_string,
+      offsetof(wg_up_t, hosts_file), 0, 0, 0, NULL, NULL },
+
+    { "no-hosts", no_argument, up_set_string,
+      offsetof(wg_up_t, hosts_file), 0, 0, 0, NULL, NULL },
+
+    { "target-app", required_argument, up_set_string,
+      offsetof(wg_up_t, ctrl.target_app), 0, 0, 0, NULL, NULL },
+
+    { "instance-id", required_argument, up_set_string,
+      offsetof(wg_up_t, instance_id), 0, 0, 0, NULL, NULL },
+
+    { "node-type", required_argument, up_set_string,
+      offsetof(wg_up_t, node_type), 0, 0, 0, NULL, NULL },
+
+    { "ephemeral", no_argument, up_set_flag,
+      offsetof(wg_up_t, ephemeral), 0, 0, 0, NULL, NULL },
+
+    { "down-on-exit", no_argument, up_set_flag,
+      offsetof(wg_up_t, down_on_exit), 0, 0, 0, NULL, NULL },
+
+    { "mtu", required_argument, up_set_mtu,
+      offsetof(wg_up_t, mtu), WG_UP_MTU_MIN, WG_UP_MTU_MAX, 1,
+      "MTU", " (1280..1420)" },
+
+    { "route", required_argument, up_set_route, 0, 0, 0, 0, NULL, NULL },
+
+    { "keepalive", required_argument, up_set_ms,
+      offsetof(wg_up_t, silence), 1, 3600, 2 * 1000,
+      "keepalive", " (1..3600 seconds)" },
+
+    { "max-backoff", required_argument, up_set_ms,
+      offsetof(wg_up_t, backoff_max), 1, 3600, 1000,
+      "max backoff", " (1..3600 seconds)" },
+
+    { "cacert", required_argument, up_set_string,
+      offsetof(wg_up_t, ctrl.cacert), 0, 0, 0, NULL, NULL },
+
+    { "cert", required_argument, up_set_string,
+      offsetof(wg_up_t, ctrl.cert), 0, 0, 0, NULL, NULL },
+
+    { "key", required_argument, up_set_string,
+      offsetof(wg_up_t, ctrl.key), 0, 0, 0, NULL, NULL },
+
+    { "path", required_argument, up_set_path, 0, 0, 0, 0, NULL, NULL },
+
+    { "path-timeout", required_argument, up_set_ms,
+      offsetof(wg_up_t, path_conf.timeout), 1, 3600, 1000,
+      "path timeout", " (1..3600 seconds)" },
+
+    { "direct-retry", required_argument, up_set_ms,
+      offsetof(wg_up_t, path_conf.retry), 1, 3600, 1000,
+      "direct retry", " (1..3600 seconds)" },
+
+    { "relay-socket", required_argument, up_set_relay_socket, 0, 0, 0, 0,
+      NULL, NULL },
+
+    { "relay-group", required_argument, up_set_relay_group, 0, 0, 0, 0,
+      NULL, NULL },
+
+    { "relay-keepalive", required_argument, up_set_ms,
+      offsetof(wg_up_t, relay_keepalive), 1, 3600, 1000,
+      "relay keepalive", " (1..3600 seconds)" },
+
+    { "mesh", required_argument, up_set_string,
+      offsetof(wg_up_t, mesh), 0, 0, 0, NULL, NULL }
+};
+
+#define UP_NOPTIONS      (sizeof(up_option_table) / sizeof(up_option_t))
+#define UP_OPTION_FIRST  256        /* getopt_long()'s values for the table */
+
+
 static int
 up_options(wg_up_t *up, int argc, char **argv)
 {
-    int             c, idx;
-    char           *end, secret[WG_UP_AUTH_KEY_MAX + 2];
-    long            n;
-    const char     *key_file;
-    struct option   opts[] = {
-        { "server", required_argument, NULL, 's' },
-        { "auth-key", required_argument, NULL, 'a' },
-        { "auth-key-file", required_argument, NULL, 'A' },
-        { "hostname", required_argument, NULL, 'n' },
-        { "interface", required_argument, NULL, 'i' },
-        { "listen-port", required_argument, NULL, 'p' },
-        { "endpoint", required_argument, NULL, 'e' },
-        { "state-dir", required_argument, NULL, 'd' },
-        { "hosts-file", required_argument, NULL, 'H' },
-        { "no-hosts", no_argument, NULL, 'N' },
-        { "target-app", required_argument, NULL, 't' },
-        { "instance-id", required_argument, NULL, 'I' },
-        { "node-type", required_argument, NULL, 'T' },
-        { "ephemeral", no_argument, NULL, 'E' },
-        { "down-on-exit", no_argument, NULL, 'D' },
-        { "mtu", required_argument, NULL, 'm' },
-        { "route", required_argument, NULL, 'r' },
-        { "keepalive", required_argument, NULL, 'k' },
-        { "max-backoff", required_argument, NULL, 'b' },
-        { "cacert", required_argument, NULL, 'C' },
-        { "cert", required_argument, NULL, 'c' },
-        { "key", required_argument, NULL, 'K' },
-        { "path", required_argument, NULL, 'P' },
-        { "path-timeout", required_argument, NULL, 'o' },
-        { "direct-retry", required_argument, NULL, 'y' },
-        { "relay-socket", required_argument, NULL, 'S' },
-        { "relay-group", required_argument, NULL, 'g' },
-        { "relay-keepalive", required_argument, NULL, 'R' },
-        { "mesh", required_argument, NULL, 'M' },
-        { NULL, 0, NULL, 0 }
-    };
+    int                 c, idx;
+    size_t              i;
+    struct option       opts[UP_NOPTIONS + 1];
+    const up_option_t  *opt;
 
-    key_file = NULL;
+    for (i = 0; i < UP_NOPTIONS; i++) {
+        opts[i].name = up_option_table[i].name;
+        opts[i].has_arg = up_option_table[i].has_arg;
+        opts[i].flag = NULL;
+        opts[i].val = UP_OPTION_FIRST + (int) i;
+    }
+
+    memset(&opts[UP_NOPTIONS], 0, sizeof(struct option));
+
     opterr = 0;
     optind = 1;
 
     while ((c = getopt_long(argc, argv, "", opts, &idx)) != -1) {
 
-        switch (c) {
-
-        case 's':
-            up->server = optarg;
-            break;
-
-        case 'a':
-            free(up->auth_key);
-            up->auth_key = strdup(optarg);
-
-            /* not for everyone's eyes in /proc/<pid>/cmdline */
-            wg_memzero(optarg, strlen(optarg));
-
-            if (up->auth_key == NULL) {
-                return -1;
-            }
-            break;
-
-        case 'A':
-            key_file = optarg;
-            break;
-
-        case 'n':
-            up->hostname = optarg;
-            break;
-
-        case 'i':
-            if (!wg_ifname_valid(optarg)) {
-                fprintf(stderr, "%s: invalid interface name \"%s\"\n",
-                        wgctl_prog, optarg);
-                return -1;
-            }
-
-            snprintf(up->ifname, sizeof(up->ifname), "%s", optarg);
-            break;
-
-        case 'p':
-        case 'm':
-        case 'k':
-        case 'b':
-            n = strtol(optarg, &end, 10);
-
-            if (optarg[0] < '0' || optarg[0] > '9' || *end != '\0'
-                || (c == 'p' && (n < 1 || n > 65535))
-                || (c == 'm' && (n < WG_UP_MTU_MIN || n > WG_UP_MTU_MAX))
-                || (c == 'k' && (n < 1 || n > 3600))
-                || (c == 'b' && (n < 1 || n > 3600)))
-            {
-                fprintf(stderr, "%s: invalid %s \"%s\"%s\n", wgctl_prog,
-                        c == 'p' ? "listen port"
-                        : c == 'm' ? "MTU"
-                        : c == 'k' ? "keepalive" : "max backoff",
-                        optarg,
-                        c == 'm' ? " (1280..1420)"
-                        : c == 'p' ? "" : " (1..3600 seconds)");
-                return -1;
-            }
-
-            if (c == 'p') {
-                up->listen_port = (uint16_t) n;
-
-            } else if (c == 'm') {
-                up->mtu = (uint32_t) n;
-
-            } else if (c == 'k') {
-                up->silence = 2 * n * 1000;
-
-            } else {
-                up->backoff_max = n * 1000;
-            }
-            break;
-
-        case 'o':
-        case 'y':
-        case 'R':
-            n = strtol(optarg, &end, 10);
-
-            if (optarg[0] < '0' || optarg[0] > '9' || *end != '\0'
-                || n < 1 || n > 3600)
-            {
-                fprintf(stderr, "%s: invalid %s \"%s\" (1..3600 seconds)\n",
-                        wgctl_prog,
-                        c == 'o' ? "path timeout"
-                        : c == 'y' ? "direct retry" : "relay keepalive",
-                        optarg);
-                return -1;
-            }
-
-            if (c == 'o') {
-                up->path_conf.timeout = n * 1000;
-
-            } else if (c == 'y') {
-                up->path_conf.retry = n * 1000;
-
-            } else {
-                up->relay_keepalive = n * 1000;
-            }
-            break;
-
-        case 'P':
-            if (wg_path_parse(optarg, &up->path_mode) != 0) {
-                fprintf(stderr, "%s: invalid path \"%s\" (auto, direct or "
-                        "relay)\n", wgctl_prog, optarg);
-                return -1;
-            }
-
-            up->has_path_mode = 1;
-            break;
-
-        case 'S':
-            if (optarg[0] != '/' || strlen(optarg) >= 108) {
-                fprintf(stderr, "%s: invalid relay socket \"%s\" (an "
-                        "absolute path, under 108 bytes)\n", wgctl_prog,
-                        optarg);
-                return -1;
-            }
-
-            up->relay_socket = optarg;
-            break;
-
-        case 'g':
-            {
-                struct group  *gr;
-
-                gr = getgrnam(optarg);
-
-                if (gr == NULL) {
-                    fprintf(stderr, "%s: unknown relay group \"%s\"\n",
-                            wgctl_prog, optarg);
-                    return -1;
-                }
-
-                up->relay_gid = (int) gr->gr_gid;
-            }
-            break;
-
-        case 'M':
-            up->mesh = optarg;
-            break;
-
-        case 'e':
-            if (up->nendpoints == WG_MAP_MAX_ENDPOINTS) {
-                fprintf(stderr, "%s: more than %d endpoints\n", wgctl_prog,
-                        WG_MAP_MAX_ENDPOINTS);
-                return -1;
-            }
-
-            if (wg_endpoint_parse(&up->endpoints[up->nendpoints], optarg)
-                != 0)
-            {
-                fprintf(stderr, "%s: invalid endpoint \"%s\" (expected "
-                        "<ip>:<port>)\n", wgctl_prog, optarg);
-                return -1;
-            }
-
-            up->nendpoints++;
-            break;
-
-        case 'd':
-            up->state_dir = optarg;
-            break;
-
-        case 'H':
-            up->hosts_file = optarg;
-            break;
-
-        case 'N':
-            up->hosts_file = NULL;
-            break;
-
-        case 't':
-            up->ctrl.target_app = optarg;
-            break;
-
-        case 'I':
-            up->instance_id = optarg;
-            break;
-
-        case 'T':
-            up->node_type = optarg;
-            break;
-
-        case 'E':
-            up->ephemeral = 1;
-            break;
-
-        case 'D':
-            up->down_on_exit = 1;
-            break;
-
-        case 'r':
-            if (wg_allowedip_parse(&up->prefix, optarg) != 0
-                || up->prefix.family != AF_INET || up->prefix.cidr < 8
-                || up->prefix.cidr > 30)
-            {
-                fprintf(stderr, "%s: invalid route prefix \"%s\" (an IPv4 "
-                        "prefix, /8../30)\n", wgctl_prog, optarg);
-                return -1;
-            }
-            break;
-
-        case 'C':
-            up->ctrl.cacert = optarg;
-            break;
-
-        case 'c':
-            up->ctrl.cert = optarg;
-            break;
-
-        case 'K':
-            up->ctrl.key = optarg;
-            break;
-
-        case ':':
+        if (c == ':') {
             fprintf(stderr, "%s: option \"%s\" needs a value\n", wgctl_prog,
                     argv[optind - 1]);
             return -1;
+        }
 
-        default:
+        if (c < UP_OPTION_FIRST) {
             fprintf(stderr, "%s: up: invalid option \"%s\"\n", wgctl_prog,
                     argv[optind - 1]);
+            return -1;
+        }
+
+        opt = &up_option_table[c - UP_OPTION_FIRST];
+
+        if (opt->set(up, opt, optarg) != 0) {
             return -1;
         }
     }
@@ -820,10 +531,227 @@ up_options(wg_up_t *up, int argc, char **argv)
         return -1;
     }
 
-    if (key_file != NULL) {
-        if (up_read_secret(key_file, secret, sizeof(secret)) != 0) {
+    return up_options_check(up);
+}
+
+
+/* a field of wg_up_t: the argument itself, or NULL for a no_argument */
+
+static int
+up_set_string(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    *(const char **) ((char *) up + opt->offset) =
+        (opt->has_arg == no_argument) ? NULL : arg;
+
+    return 0;
+}
+
+
+static int
+up_set_flag(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    *(unsigned *) ((char *) up + opt->offset) = 1;
+
+    return 0;
+}
+
+
+/* a whole number in min..max, or an error naming the option */
+
+static int
+up_number(const up_option_t *opt, const char *arg, long *out)
+{
+    long   n;
+    char  *end;
+
+    n = strtol(arg, &end, 10);
+
+    if (arg[0] < '0' || arg[0] > '9' || *end != '\0'
+        || n < opt->min || n > opt->max)
+    {
+        fprintf(stderr, "%s: invalid %s \"%s\"%s\n", wgctl_prog, opt->what,
+                arg, opt->range);
+        return -1;
+    }
+
+    *out = n;
+
+    return 0;
+}
+
+
+static int
+up_set_port(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    long  n;
+
+    if (up_number(opt, arg, &n) != 0) {
+        return -1;
+    }
+
+    *(uint16_t *) ((char *) up + opt->offset) = (uint16_t) n;
+
+    return 0;
+}
+
+
+static int
+up_set_mtu(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    long  n;
+
+    if (up_number(opt, arg, &n) != 0) {
+        return -1;
+    }
+
+    *(uint32_t *) ((char *) up + opt->offset) = (uint32_t) n;
+
+    return 0;
+}
+
+
+/* seconds, kept as milliseconds times the option's factor */
+
+static int
+up_set_ms(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    long  n;
+
+    if (up_number(opt, arg, &n) != 0) {
+        return -1;
+    }
+
+    *(long *) ((char *) up + opt->offset) = n * opt->scale;
+
+    return 0;
+}
+
+
+static int
+up_set_auth_key(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    free(up->auth_key);
+    up->auth_key = strdup(arg);
+
+    /* not for everyone's eyes in /proc/<pid>/cmdline */
+    wg_memzero(arg, strlen(arg));
+
+    return (up->auth_key == NULL) ? -1 : 0;
+}
+
+
+static int
+up_set_ifname(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    if (!wg_ifname_valid(arg)) {
+        fprintf(stderr, "%s: invalid interface name \"%s\"\n", wgctl_prog,
+                arg);
+        return -1;
+    }
+
+    snprintf(up->ifname, sizeof(up->ifname), "%s", arg);
+
+    return 0;
+}
+
+
+static int
+up_set_endpoint(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    if (up->nendpoints == WG_MAP_MAX_ENDPOINTS) {
+        fprintf(stderr, "%s: more than %d endpoints\n", wgctl_prog,
+                WG_MAP_MAX_ENDPOINTS);
+        return -1;
+    }
+
+    if (wg_endpoint_parse(&up->endpoints[up->nendpoints], arg) != 0) {
+        fprintf(stderr, "%s: invalid endpoint \"%s\" (expected "
+                "<ip>:<port>)\n", wgctl_prog, arg);
+        return -1;
+    }
+
+    up->nendpoints++;
+
+    return 0;
+}
+
+
+static int
+up_set_route(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    if (wg_allowedip_parse(&up->prefix, arg) != 0
+        || up->prefix.family != AF_INET || up->prefix.cidr < 8
+        || up->prefix.cidr > 30)
+    {
+        fprintf(stderr, "%s: invalid route prefix \"%s\" (an IPv4 "
+                "prefix, /8../30)\n", wgctl_prog, arg);
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static int
+up_set_path(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    if (wg_path_parse(arg, &up->path_mode) != 0) {
+        fprintf(stderr, "%s: invalid path \"%s\" (auto, direct or "
+                "relay)\n", wgctl_prog, arg);
+        return -1;
+    }
+
+    up->has_path_mode = 1;
+
+    return 0;
+}
+
+
+static int
+up_set_relay_socket(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    if (arg[0] != '/' || strlen(arg) >= 108) {
+        fprintf(stderr, "%s: invalid relay socket \"%s\" (an absolute "
+                "path, under 108 bytes)\n", wgctl_prog, arg);
+        return -1;
+    }
+
+    up->relay_socket = arg;
+
+    return 0;
+}
+
+
+static int
+up_set_relay_group(wg_up_t *up, const up_option_t *opt, char *arg)
+{
+    struct group  *gr;
+
+    gr = getgrnam(arg);
+
+    if (gr == NULL) {
+        fprintf(stderr, "%s: unknown relay group \"%s\"\n", wgctl_prog,
+                arg);
+        return -1;
+    }
+
+    up->relay_gid = (int) gr->gr_gid;
+
+    return 0;
+}
+
+
+/* what one option alone cannot check: the options together */
+
+static int
+up_options_check(wg_up_t *up)
+{
+    char  secret[WG_UP_AUTH_KEY_MAX + 2];
+
+    if (up->auth_key_file != NULL) {
+        if (up_read_secret(up->auth_key_file, secret, sizeof(secret)) != 0) {
             fprintf(stderr, "%s: unable to read \"%s\": %s\n", wgctl_prog,
-                    key_file, strerror(errno));
+                    up->auth_key_file, strerror(errno));
             wg_memzero(secret, sizeof(secret));
             return -1;
         }
@@ -994,7 +922,7 @@ up_key(wg_up_t *up)
 
     if (lstat(path, &st) == 0) {
         if (!S_ISREG(st.st_mode) || (st.st_mode & 0077)) {
-            up_log("%s: not a regular file of mode 0600 (mode %04o); "
+            wg_log("%s: not a regular file of mode 0600 (mode %04o); "
                    "refusing to use it", path, (unsigned) st.st_mode & 07777);
             return -EPERM;
         }
@@ -1002,7 +930,7 @@ up_key(wg_up_t *up)
         rc = up_read_secret(path, b64, sizeof(b64));
 
         if (rc == 0 && wg_key_from_base64(up->private_key, b64) != 0) {
-            up_log("%s: not a WireGuard private key", path);
+            wg_log("%s: not a WireGuard private key", path);
             rc = -EINVAL;
         }
 
@@ -1025,11 +953,11 @@ up_key(wg_up_t *up)
         wg_memzero(b64, sizeof(b64));
 
         if (rc != 0) {
-            up_log("unable to write \"%s\": %s", path, wg_strerror(rc));
+            wg_log("unable to write \"%s\": %s", path, wg_strerror(rc));
             return rc;
         }
 
-        up_log("new node key in %s", path);
+        wg_log("new node key in %s", path);
 
     } else {
         return -errno;
@@ -1042,82 +970,6 @@ up_key(wg_up_t *up)
     wg_map_key_format(up->node_key, up->public_key);
 
     return 0;
-}
-
-
-/*
- * The endpoints announced: --endpoint, else every address of an up,
- * non-loopback interface other than the VPN device and the VPC prefix
- * (link-local IPv6 excluded), with the listen port.
- */
-
-static void
-up_endpoints(wg_up_t *up, json_t *array)
-{
-    char             text[INET6_ADDRSTRLEN + 16];
-    size_t           i, n;
-    wg_endpoint_t    ep;
-    wg_allowedip_t   aip;
-    struct ifaddrs  *ifa, *p;
-
-    for (i = 0; i < up->nendpoints; i++) {
-        if (wg_endpoint_format(text, sizeof(text), &up->endpoints[i]) == 0) {
-            json_array_append_new(array, json_string(text));
-        }
-    }
-
-    if (up->nendpoints > 0 || getifaddrs(&ifa) != 0) {
-        return;
-    }
-
-    n = 0;
-
-    for (p = ifa; p != NULL && n < WG_MAP_MAX_ENDPOINTS; p = p->ifa_next) {
-        if (p->ifa_addr == NULL || !(p->ifa_flags & IFF_UP)
-            || (p->ifa_flags & IFF_LOOPBACK)
-            || strcmp(p->ifa_name, up->ifname) == 0)
-        {
-            continue;
-        }
-
-        memset(&ep, 0, sizeof(ep));
-        memset(&aip, 0, sizeof(aip));
-
-        if (p->ifa_addr->sa_family == AF_INET) {
-            memcpy(&ep.sin, p->ifa_addr, sizeof(struct sockaddr_in));
-            ep.sin.sin_port = htons(up->listen_port);
-            aip.family = AF_INET;
-            aip.cidr = 32;
-            aip.addr.ip4 = ep.sin.sin_addr;
-
-            if (wg_map_prefix_contains(&up->prefix, &aip)) {
-                continue;
-            }
-
-        } else if (p->ifa_addr->sa_family == AF_INET6) {
-            memcpy(&ep.sin6, p->ifa_addr, sizeof(struct sockaddr_in6));
-
-            if (IN6_IS_ADDR_LINKLOCAL(&ep.sin6.sin6_addr)
-                || IN6_IS_ADDR_LOOPBACK(&ep.sin6.sin6_addr))
-            {
-                continue;
-            }
-
-            ep.sin6.sin6_port = htons(up->listen_port);
-            ep.sin6.sin6_scope_id = 0;
-            ep.sin6.sin6_flowinfo = 0;
-
-        } else {
-            continue;
-        }
-
-        if (wg_endpoint_format(text, sizeof(text), &ep) == 0) {
-            json_array_append_new(array, json_string(text));
-            n++;
-        }
-    }
-
-    freeifaddrs(ifa);
 }
 
 
@@ -1275,7 +1127,7 @@ up_status_write(wg_up_t *up)
                   "mesh", up->mesh_host[0] ? up->mesh_host : NULL,
                   "error", up->relay_error[0] ? up->relay_error : NULL));
 
-    now = up_now();
+    now = wg_now_ms();
     wall = time(NULL);
 
     for (i = 0; i < up->map.npeers; i++) {
@@ -1339,7 +1191,7 @@ up_status_write(wg_up_t *up)
     up->next_status = now + WG_UP_STATUS_EVERY;
 
     if (rc != 0) {
-        up_log("unable to write %s/%s: %s", up->state_dir, WG_STATE_STATUS,
+        wg_log("unable to write %s/%s: %s", up->state_dir, WG_STATE_STATUS,
                wg_strerror(rc));
     }
 
@@ -1373,18 +1225,18 @@ up_link(wg_up_t *up, int force)
         rc = wg_link_create(up->ifname, wgctl_backend, wgctl_verbose, &used);
 
         if (rc != 0) {
-            up_log("unable to create interface \"%s\": %s", up->ifname,
+            wg_log("unable to create interface \"%s\": %s", up->ifname,
                    wg_strerror(rc));
             return rc;
         }
 
-        up_log("%s created over %s", up->ifname, wg_backend_name(used));
+        wg_log("%s created over %s", up->ifname, wg_backend_name(used));
 
         rc = wg_rtnl_link_get(up->ifname, &link);
     }
 
     if (rc != 0) {
-        up_log("unable to find interface \"%s\": %s", up->ifname,
+        wg_log("unable to find interface \"%s\": %s", up->ifname,
                wg_strerror(rc));
         return rc;
     }
@@ -1400,7 +1252,7 @@ up_link(wg_up_t *up, int force)
         rc = wg_rtnl_link_set(link.ifindex, 1,
                               link.mtu != up->mtu ? up->mtu : 0);
         if (rc != 0) {
-            up_log("unable to bring \"%s\" up with MTU %u: %s", up->ifname,
+            wg_log("unable to bring \"%s\" up with MTU %u: %s", up->ifname,
                    up->mtu, wg_strerror(rc));
             return rc;
         }
@@ -1426,7 +1278,7 @@ up_link(wg_up_t *up, int force)
         rc = wg_rtnl_addr_set(link.ifindex, AF_INET, &want.addr.ip4, 32);
 
         if (rc != 0) {
-            up_log("unable to set the address of \"%s\": %s", up->ifname,
+            wg_log("unable to set the address of \"%s\": %s", up->ifname,
                    wg_strerror(rc));
             return rc;
         }
@@ -1434,7 +1286,7 @@ up_link(wg_up_t *up, int force)
         if (!up->address_set || wg_allowedip_cmp(&want, &up->address) != 0)
         {
             inet_ntop(AF_INET, &want.addr.ip4, text, sizeof(text));
-            up_log("%s has address %s/32", up->ifname, text);
+            wg_log("%s has address %s/32", up->ifname, text);
             up->status_dirty = 1;
 
             /* the kernel may have dropped it with the old address */
@@ -1449,7 +1301,7 @@ up_link(wg_up_t *up, int force)
         rc = wg_rtnl_route_add(link.ifindex, AF_INET, &up->prefix.addr.ip4,
                                up->prefix.cidr);
         if (rc != 0) {
-            up_log("unable to add the route through \"%s\": %s", up->ifname,
+            wg_log("unable to add the route through \"%s\": %s", up->ifname,
                    wg_strerror(rc));
             return rc;
         }
@@ -1504,7 +1356,7 @@ up_device(wg_up_t *up, int read)
         rc = wg_device_get(up->ifname, backend, &up->shadow);
         if (rc != 0) {
             up->shadow = NULL;
-            up_log("unable to read interface \"%s\": %s", up->ifname,
+            wg_log("unable to read interface \"%s\": %s", up->ifname,
                    wg_strerror(rc));
             return rc;
         }
@@ -1540,7 +1392,7 @@ up_device(wg_up_t *up, int read)
             rc = wg_device_set(changes, backend, &io);
 
             if (rc != 0) {
-                up_log("unable to configure \"%s\": %s", up->ifname,
+                wg_log("unable to configure \"%s\": %s", up->ifname,
                        wg_strerror(rc));
                 goto done;
             }
@@ -1581,12 +1433,12 @@ up_device(wg_up_t *up, int read)
         rc = wg_device_set(changes, backend, &io);
 
         if (rc != 0) {
-            up_log("unable to configure \"%s\": %s", up->ifname,
+            wg_log("unable to configure \"%s\": %s", up->ifname,
                    wg_strerror(rc));
             goto done;
         }
 
-        up_log("%s: %zu added, %zu removed, %zu changed, %zu unchanged "
+        wg_log("%s: %zu added, %zu removed, %zu changed, %zu unchanged "
                "peers%s%s; %zu request%s, %zu bytes over %s", up->ifname,
                ds.added, ds.removed, ds.changed, ds.unchanged,
                ds.private_key ? "; private key set" : "",
@@ -1606,10 +1458,10 @@ up_device(wg_up_t *up, int read)
 
         /* the VPN works without names: tried again at the next check */
         if (rc < 0) {
-            up_log("%s: %s", up->hosts_file, err);
+            wg_log("%s: %s", up->hosts_file, err);
 
         } else if (rc > 0) {
-            up_log("%s: %zu names", up->hosts_file, nhosts);
+            wg_log("%s: %zu names", up->hosts_file, nhosts);
         }
 
         rc = 0;
@@ -1642,12 +1494,12 @@ up_sync(wg_up_t *up, int force)
     }
 
     if (rc != 0) {
-        up->next_sync = up_now() + WG_UP_RETRY;
+        up->next_sync = wg_now_ms() + WG_UP_RETRY;
         return;
     }
 
     up->dirty = 0;
-    up->next_sync = up_now() + WG_UP_RESYNC;
+    up->next_sync = wg_now_ms() + WG_UP_RESYNC;
 
     if (up->status_dirty) {
         up_status_write(up);
@@ -1666,7 +1518,7 @@ up_relay_start(wg_up_t *up)
 
     if (up->mesh_host[0] == '\0') {
         if (up->relay_error[0] == '\0') {
-            up_log("relay: off: the server \"%s\" is not an IPv4 address; "
+            wg_log("relay: off: the server \"%s\" is not an IPv4 address; "
                    "--mesh says where the mesh is", up->server);
             snprintf(up->relay_error, sizeof(up->relay_error),
                      "no mesh address (--mesh)");
@@ -1686,23 +1538,23 @@ up_relay_start(wg_up_t *up)
     conf.device_port = up->listen_port;
     conf.keepalive = up->relay_keepalive;
     conf.buffer_max = WG_RELAY_BUFFER;
-    conf.log = up_log;
+    conf.log = wg_log;
 
     rc = wg_relay_start(&up->relay, &conf);
 
     if (rc != 0) {
         up->relay = NULL;
-        up->next_relay = up_now() + WG_UP_RESYNC;
+        up->next_relay = wg_now_ms() + WG_UP_RESYNC;
         snprintf(up->relay_error, sizeof(up->relay_error), "%s: %s",
                  up->relay_socket, wg_strerror(rc));
-        up_log("relay: unable to start on \"%s\": %s; direct paths only, "
+        wg_log("relay: unable to start on \"%s\": %s; direct paths only, "
                "trying again in %d s", up->relay_socket, wg_strerror(rc),
                WG_UP_RESYNC / 1000);
         up->status_dirty = 1;
         return rc;
     }
 
-    up_log("relay: tunnels in on %s, out through %s:%u", up->relay_socket,
+    wg_log("relay: tunnels in on %s, out through %s:%u", up->relay_socket,
            up->mesh_host, (unsigned) up->mesh_port);
 
     up->relay_error[0] = '\0';
@@ -2048,7 +1900,7 @@ up_paths_update(wg_up_t *up)
         rc = wg_relay_set_peers(up->relay, rps, n);
 
         if (rc != 0) {
-            up_log("relay: unable to set %zu peers: %s", n, wg_strerror(rc));
+            wg_log("relay: unable to set %zu peers: %s", n, wg_strerror(rc));
             free(rps);
             rps = NULL;
             n = 0;
@@ -2213,7 +2065,7 @@ up_paths_tick(wg_up_t *up)
     const wg_peer_t   *wp, **sorted;
     wg_relay_stats_t   st;
 
-    next = up_now() + WG_UP_PATH_TICK;
+    next = wg_now_ms() + WG_UP_PATH_TICK;
 
     if (!up->map.has_full || up->dirty || up->npeers == 0) {
         return next;
@@ -2268,7 +2120,7 @@ up_paths_tick(wg_up_t *up)
         }
 
         memset(&obs, 0, sizeof(wg_path_obs_t));
-        obs.now = up_now();
+        obs.now = wg_now_ms();
         obs.rx_bytes = wp->rx_bytes;
         obs.tx_bytes = wp->tx_bytes;
         obs.relay_rx = st.rx_bytes;
@@ -2328,7 +2180,7 @@ up_paths_tick(wg_up_t *up)
                 text[0] = '\0';
             }
 
-            up_log("path: %s.%s: %s%s%s", rec->name, WG_HOSTS_DOMAIN,
+            wg_log("path: %s.%s: %s%s%s", rec->name, WG_HOSTS_DOMAIN,
                    rec->path.event, text[0] ? " " : "", text);
         }
 
@@ -2360,7 +2212,7 @@ up_paths_tick(wg_up_t *up)
     }
 
     if (rc != 0) {
-        up_log("path: unable to set %zu endpoint%s on \"%s\": %s", nch,
+        wg_log("path: unable to set %zu endpoint%s on \"%s\": %s", nch,
                nch == 1 ? "" : "s", up->ifname, wg_strerror(rc));
         up_forget_device(up);
         goto done;
@@ -2389,7 +2241,7 @@ up_background(wg_up_t *up)
 {
     long long  now;
 
-    now = up_now();
+    now = wg_now_ms();
 
     if (up->relay == NULL && up->relay_socket != NULL
         && now >= up->next_relay)
@@ -2425,52 +2277,6 @@ up_background(wg_up_t *up)
 }
 
 
-/* --- the control plane ------------------------------------------------- */
-
-
-/* between waits: signals, the stream's silence, device work */
-
-static int
-up_tick(void *data)
-{
-    wg_up_t    *up;
-    long long   now;
-
-    up = data;
-
-    up_drain();
-
-    if (up_stop) {
-        return -ECANCELED;
-    }
-
-    now = up_now();
-
-    /* SIGHUP: check and repair the device now */
-    if (up_resync) {
-        up_resync = 0;
-        up_log("SIGHUP: checking the device");
-        up->next_sync = 0;
-    }
-
-    if (up->streaming && now - up->last_frame > up->silence) {
-        up_log("map stream: no frame for %lld ms; reconnecting",
-               now - up->last_frame);
-        snprintf(up->last_error, sizeof(up->last_error),
-                 "map stream silent for %lld ms", now - up->last_frame);
-        return -ETIMEDOUT;
-    }
-
-    if (now >= up->next_sync) {
-        up_sync(up, !up->dirty);
-    }
-
-    up_background(up);
-
-    return 0;
-}
-
-
 static int
 up_frame(void *data, const char *frame, size_t len)
 {
@@ -2484,20 +2290,20 @@ up_frame(void *data, const char *frame, size_t len)
     rc = wg_peermap_apply(&up->map, frame, len, &res, err, sizeof(err));
 
     if (rc != 0) {
-        up_log("map stream: %s; reconnecting", err);
+        wg_log("map stream: %s; reconnecting", err);
         snprintf(up->last_error, sizeof(up->last_error), "%s", err);
         return rc;
     }
 
     if (up->state != WG_UP_CONNECTED && !res.full) {
-        up_log("map stream: the first frame is not a full map; "
+        wg_log("map stream: the first frame is not a full map; "
                "reconnecting");
         snprintf(up->last_error, sizeof(up->last_error),
                  "first frame not a full map");
         return -EPROTO;
     }
 
-    up->last_frame = up_now();
+    up->last_frame = wg_now_ms();
 
     if (res.full) {
         if (up->state != WG_UP_CONNECTED) {
@@ -2507,7 +2313,7 @@ up_frame(void *data, const char *frame, size_t len)
             up->backoff = 0;
         }
 
-        up_log("map: full, %zu peers (%zu added, %zu changed, %zu removed, "
+        wg_log("map: full, %zu peers (%zu added, %zu changed, %zu removed, "
                "%zu skipped)", up->map.npeers, res.added, res.changed,
                res.removed, res.skipped);
 
@@ -2521,7 +2327,7 @@ up_frame(void *data, const char *frame, size_t len)
     } else if (res.added || res.changed || res.removed || res.patched
                || res.self)
     {
-        up_log("map: %zu added, %zu changed, %zu removed, %zu patched%s",
+        wg_log("map: %zu added, %zu changed, %zu removed, %zu patched%s",
                res.added, res.changed, res.removed, res.patched,
                res.self ? ", this node changed" : "");
 
@@ -2545,374 +2351,46 @@ up_frame(void *data, const char *frame, size_t len)
 }
 
 
-/* a JSON object answer, or NULL with err saying why */
-
-static json_t *
-up_answer(const wg_ctrl_response_t *resp, char *err, size_t errlen)
-{
-    json_t        *root;
-    json_error_t   jerr;
-
-    if (resp->body == NULL || resp->len == 0) {
-        snprintf(err, errlen, "empty answer");
-        return NULL;
-    }
-
-    if (!wg_json_depth_ok(resp->body, resp->len, WG_MAP_JSON_DEPTH)) {
-        snprintf(err, errlen, "answer nested too deep");
-        return NULL;
-    }
-
-    root = json_loadb(resp->body, resp->len, 0, &jerr);
-
-    if (!json_is_object(root)) {
-        json_decref(root);
-        snprintf(err, errlen, "answer is not a JSON object");
-        return NULL;
-    }
-
-    return root;
-}
-
-
-/*
- * 0 registered; -EAGAIN worth retrying (transport, 5xx); -EACCES refused
- * (401/403, or not authorized); -EINVAL our request was refused (400).
- */
+/* between waits: signals, the stream's silence, device work */
 
 static int
-up_register(wg_up_t *up)
+up_tick(void *data)
 {
-    int                   rc;
-    char                 *rest, *body, err[256], q[200];
-    size_t                len;
-    json_t               *req, *host, *answer, *v;
-    const char           *s;
-    wg_ctrl_ops_t         ops;
-    wg_allowedip_t        aip;
-    wg_ctrl_response_t    resp;
+    wg_up_t    *up;
+    long long   now;
 
-    up->state = WG_UP_REGISTERING;
+    up = data;
 
-    req = json_object();
-    host = json_object();
+    up_drain();
 
-    if (req == NULL || host == NULL) {
-        json_decref(req);
-        json_decref(host);
-        return -ENOMEM;
+    if (up_stop) {
+        return -ECANCELED;
     }
 
-    json_object_set_new(host, "Hostname", json_string(up->hostname));
-    json_object_set_new(req, "Version", json_integer(1));
-    json_object_set_new(req, "NodeKey", json_string(up->node_key));
-    json_object_set_new(req, "Hostinfo", host);
-    json_object_set_new(req, "Ephemeral", json_boolean(up->ephemeral));
+    now = wg_now_ms();
 
-    if (up->instance_id != NULL) {
-        json_object_set_new(req, "InstanceID",
-                            json_string(up->instance_id));
+    /* SIGHUP: check and repair the device now */
+    if (up_resync) {
+        up_resync = 0;
+        wg_log("SIGHUP: checking the device");
+        up->next_sync = 0;
     }
 
-    if (up->node_type != NULL) {
-        json_object_set_new(req, "NodeType", json_string(up->node_type));
-    }
-
-    rest = json_dumps(req, JSON_COMPACT);
-    json_decref(req);
-
-    if (rest == NULL) {
-        return -ENOMEM;
-    }
-
-    /*
-     * The auth key is spliced in by hand, so that the only copy besides
-     * our own is this buffer, zeroed after use (jansson would free its
-     * copies unzeroed).  up_options() allowed no character that JSON
-     * would escape.
-     */
-    len = sizeof("{\"Auth\":{\"AuthKey\":\"\"},") + strlen(up->auth_key)
-          + strlen(rest);
-    body = malloc(len);
-
-    if (body == NULL) {
-        free(rest);
-        return -ENOMEM;
-    }
-
-    snprintf(body, len, "{\"Auth\":{\"AuthKey\":\"%s\"},%s", up->auth_key,
-             rest + 1);
-    free(rest);
-
-    ops.frame = NULL;
-    ops.tick = up_tick;
-    ops.data = up;
-    ops.wake_fd = up_wake[0];
-
-    up->streaming = 0;
-
-    rc = wg_ctrl_post(&up->ctrl, "/machine/register", body, strlen(body),
-                      WG_UP_REQUEST_TIMEOUT, &ops, &resp);
-
-    wg_memzero(body, len);
-    free(body);
-
-    if (rc == -ECANCELED) {
-        wg_ctrl_response_free(&resp);
-        return rc;
-    }
-
-    if (rc != 0) {
-        up_log("register: %s", resp.error);
-        snprintf(up->last_error, sizeof(up->last_error), "register: %.200s",
-                 resp.error);
-        wg_ctrl_response_free(&resp);
-        return -EAGAIN;
-    }
-
-    answer = up_answer(&resp, err, sizeof(err));
-
-    s = answer ? json_string_value(json_object_get(answer, "Error")) : NULL;
-    if (s == NULL) {
-        s = answer ? json_string_value(json_object_get(answer, "error"))
-                   : NULL;
-    }
-
-    if (s != NULL) {
-        up_quote(q, sizeof(q), s, strlen(s));
-
-    } else if (answer == NULL) {
-        snprintf(q, sizeof(q), "(%.190s)", err);
-
-    } else {
-        q[0] = '\0';
-    }
-
-    if (resp.status == 200 && answer == NULL) {
-        up_log("register: %s", err);
-        snprintf(up->last_error, sizeof(up->last_error), "register: %.200s",
-                 err);
-        wg_ctrl_response_free(&resp);
-        return -EAGAIN;
-    }
-
-    if (resp.status != 200
-        || !json_is_true(json_object_get(answer, "MachineAuthorized")))
-    {
-        up_log("register: refused with %ld: %s", resp.status,
-               q[0] ? q : "not authorized");
+    if (up->streaming && now - up->last_frame > up->silence) {
+        wg_log("map stream: no frame for %lld ms; reconnecting",
+               now - up->last_frame);
         snprintf(up->last_error, sizeof(up->last_error),
-                 "register: %ld %s", resp.status, q);
-
-        rc = (resp.status == 400) ? -EINVAL
-             : (resp.status == 200 || resp.status == 401
-                || resp.status == 403) ? -EACCES
-             : -EAGAIN;
-
-        json_decref(answer);
-        wg_ctrl_response_free(&resp);
-        return rc;
+                 "map stream silent for %lld ms", now - up->last_frame);
+        return -ETIMEDOUT;
     }
 
-    s = json_string_value(json_object_get(answer, "Name"));
-
-    if (s != NULL && wg_map_name_parse(up->name, sizeof(up->name), s) != 0) {
-        up_quote(q, sizeof(q), s, strlen(s));
-        up_log("register: ignored invalid name \"%s\"", q);
+    if (now >= up->next_sync) {
+        up_sync(up, !up->dirty);
     }
 
-    v = json_array_get(json_object_get(answer, "Addresses"), 0);
-    s = json_string_value(v);
-
-    if (s != NULL && wg_allowedip_parse(&aip, s) == 0
-        && aip.family == AF_INET && aip.cidr == 32
-        && wg_map_prefix_contains(&up->prefix, &aip))
-    {
-        up->reg_address = aip;
-        up->has_reg_address = 1;
-
-    } else if (s != NULL) {
-        up_quote(q, sizeof(q), s, strlen(s));
-        up_log("register: ignored address \"%s\" (not a /32 in the VPC "
-               "prefix)", q);
-    }
-
-    up_log("registered as %s.%s (%s)", up->name[0] ? up->name : "?",
-           WG_HOSTS_DOMAIN, s ? s : "no address yet");
-
-    up->registered = 1;
-    up->ever_registered = 1;
-    up->last_error[0] = '\0';
-    up->status_dirty = 1;
-    up->next_sync = 0;
-
-    json_decref(answer);
-    wg_ctrl_response_free(&resp);
+    up_background(up);
 
     return 0;
-}
-
-
-/*
- * One map stream, until it ends.  0: it ended (the server closed it, or
- * it failed: reconnect after a delay); -EACCES: the key is unknown
- * (register again); -ECANCELED: a signal.
- */
-
-static int
-up_stream(wg_up_t *up)
-{
-    int                  rc;
-    char                *body, err[256], q[200];
-    json_t              *req, *host, *eps, *answer;
-    const char          *s;
-    wg_ctrl_ops_t        ops;
-    wg_ctrl_response_t   resp;
-
-    req = json_object();
-    host = json_object();
-    eps = json_array();
-
-    if (req == NULL || host == NULL || eps == NULL) {
-        json_decref(req);
-        json_decref(host);
-        json_decref(eps);
-        return -ENOMEM;
-    }
-
-    up_endpoints(up, eps);
-
-    json_object_set_new(host, "Hostname", json_string(up->hostname));
-    json_object_set_new(req, "Version", json_integer(1));
-    json_object_set_new(req, "NodeKey", json_string(up->node_key));
-    json_object_set_new(req, "Endpoints", eps);
-    json_object_set_new(req, "Hostinfo", host);
-    json_object_set_new(req, "Stream", json_true());
-
-    body = json_dumps(req, JSON_COMPACT);
-    json_decref(req);
-
-    if (body == NULL) {
-        return -ENOMEM;
-    }
-
-    ops.frame = up_frame;
-    ops.tick = up_tick;
-    ops.data = up;
-    ops.wake_fd = up_wake[0];
-
-    up->state = WG_UP_CONNECTING;
-    up->status_dirty = 1;
-    up->streaming = 1;
-    up->last_frame = up_now();
-
-    rc = wg_ctrl_stream(&up->ctrl, "/machine/map", body, strlen(body), &ops,
-                        &resp);
-
-    up->streaming = 0;
-    free(body);
-
-    if (up->state == WG_UP_CONNECTED) {
-        up->state = WG_UP_CONNECTING;
-        up->connected_since = 0;
-        up->status_dirty = 1;
-    }
-
-    if (rc == -ECANCELED) {
-        wg_ctrl_response_free(&resp);
-        return rc;
-    }
-
-    if (rc == 0 && resp.status != 200) {
-        answer = up_answer(&resp, err, sizeof(err));
-        s = answer ? json_string_value(json_object_get(answer, "Error"))
-                   : NULL;
-        if (s == NULL && answer != NULL) {
-            s = json_string_value(json_object_get(answer, "error"));
-        }
-
-        up_quote(q, sizeof(q), s ? s : "", s ? strlen(s) : 0);
-
-        up_log("map: answered %ld%s%s", resp.status, q[0] ? ": " : "", q);
-        snprintf(up->last_error, sizeof(up->last_error), "map: %ld %s",
-                 resp.status, q);
-
-        json_decref(answer);
-        wg_ctrl_response_free(&resp);
-
-        if (resp.status == 401) {
-            up_log("map: the server does not know this node's key; "
-                   "registering again");
-            return -EACCES;
-        }
-
-        return 0;
-    }
-
-    if (rc == 0) {
-        up_log("map stream closed by the server");
-
-    } else if (resp.error[0] != '\0') {
-        up_log("map stream: %s", resp.error);
-        snprintf(up->last_error, sizeof(up->last_error), "map: %.200s",
-                 resp.error);
-    }
-
-    wg_ctrl_response_free(&resp);
-
-    return 0;
-}
-
-
-/* POST /machine/logout: an ephemeral node leaves at once */
-
-static void
-up_logout(wg_up_t *up)
-{
-    int                  rc;
-    char                 body[128 + sizeof(up->node_key)];
-    wg_ctrl_response_t   resp;
-
-    snprintf(body, sizeof(body), "{\"NodeKey\":\"%s\"}", up->node_key);
-
-    rc = wg_ctrl_post(&up->ctrl, "/machine/logout", body, strlen(body),
-                      WG_UP_LOGOUT_TIMEOUT, NULL, &resp);
-
-    if (rc != 0) {
-        up_log("logout: %s", resp.error);
-
-    } else if (resp.status != 200) {
-        up_log("logout: answered %ld", resp.status);
-
-    } else {
-        up_log("logged out of the VPC");
-    }
-
-    wg_ctrl_response_free(&resp);
-}
-
-
-/* the next delay: doubling from 1 s to the cap, a random half of it off */
-
-static long
-up_backoff(wg_up_t *up)
-{
-    long          delay;
-    unsigned int  r;
-
-    up->backoff = up->backoff ? up->backoff * 2 : WG_UP_BACKOFF_MIN;
-
-    if (up->backoff > up->backoff_max) {
-        up->backoff = up->backoff_max;
-    }
-
-    if (RAND_bytes((unsigned char *) &r, sizeof(r)) != 1) {
-        r = (unsigned int) up_now();
-    }
-
-    delay = up->backoff / 2 + (long) (r % (unsigned int) (up->backoff / 2 + 1));
-
-    return delay;
 }
 
 
@@ -3018,19 +2496,25 @@ up_main(int argc, char **argv)
         goto done;
     }
 
+    /* what the control-plane client calls back while it waits */
+    up.ops.frame = up_frame;
+    up.ops.tick = up_tick;
+    up.ops.data = &up;
+    up.ops.wake_fd = up_wake[0];
+
     wg_peermap_init(&up.map, &up.prefix, up.public_key, up_map_log, NULL);
 
     rc = wg_link_create(up.ifname, wgctl_backend, wgctl_verbose, &used);
 
     if (rc != 0) {
-        up_log("unable to create interface \"%s\": %s", up.ifname,
+        wg_log("unable to create interface \"%s\": %s", up.ifname,
                rc == -EEXIST ? "it exists and is not a WireGuard device"
                              : wg_strerror(rc));
         wg_ctrl_cleanup();
         goto done;
     }
 
-    up_log("%s over %s, node key %s", up.ifname, wg_backend_name(used),
+    wg_log("%s over %s, node key %s", up.ifname, wg_backend_name(used),
            up.node_key);
 
     up_sync(&up, 1);
@@ -3040,7 +2524,7 @@ up_main(int argc, char **argv)
     while (!up_stop) {
 
         if (!up.registered) {
-            rc = up_register(&up);
+            rc = cp_register(&up);
 
             if (rc == -ECANCELED) {
                 break;
@@ -3051,7 +2535,7 @@ up_main(int argc, char **argv)
                 up_status_write(&up);
 
                 if (!up.ever_registered) {
-                    up_log("giving up: the registration was refused");
+                    wg_log("giving up: the registration was refused");
                     wg_ctrl_cleanup();
                     goto done;
                 }
@@ -3059,8 +2543,8 @@ up_main(int argc, char **argv)
 
             if (rc != 0) {
                 up_status_write(&up);
-                delay = up_backoff(&up);
-                up_log("register: again in %ld ms", delay);
+                delay = cp_backoff(&up);
+                wg_log("register: again in %ld ms", delay);
                 up_wait(&up, delay);
                 continue;
             }
@@ -3069,7 +2553,7 @@ up_main(int argc, char **argv)
             up_status_write(&up);
         }
 
-        rc = up_stream(&up);
+        rc = cp_stream(&up);
 
         if (rc == -ECANCELED) {
             break;
@@ -3086,15 +2570,15 @@ up_main(int argc, char **argv)
             break;
         }
 
-        delay = up_backoff(&up);
-        up_log("map: reconnecting in %ld ms", delay);
+        delay = cp_backoff(&up);
+        wg_log("map: reconnecting in %ld ms", delay);
         up_wait(&up, delay);
     }
 
-    up_log("stopping (signal %d)", (int) up_stop);
+    wg_log("stopping (signal %d)", (int) up_stop);
 
     if (up.ephemeral && up.ever_registered) {
-        up_logout(&up);
+        cp_logout(&up);
     }
 
     if (up.down_on_exit) {
@@ -3102,14 +2586,14 @@ up_main(int argc, char **argv)
 
         rc = wg_link_delete(up.ifname);
         if (rc != 0 && rc != -ENODEV) {
-            up_log("unable to remove \"%s\": %s", up.ifname,
+            wg_log("unable to remove \"%s\": %s", up.ifname,
                    wg_strerror(rc));
         }
 
         if (up.hosts_file != NULL
             && wg_hosts_update(up.hosts_file, NULL, 0, err, sizeof(err)) < 0)
         {
-            up_log("%s: %s", up.hosts_file, err);
+            wg_log("%s: %s", up.hosts_file, err);
         }
     }
 

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "wgctl.h"
+#include "uapi.h"
 
 
 typedef struct {

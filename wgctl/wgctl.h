@@ -7,7 +7,7 @@
 #define _WGCTL_H_INCLUDED_
 
 
-#include "wgdev.h"
+#include "ipc.h"
 
 
 extern const char    *wgctl_prog;
@@ -29,6 +29,15 @@ int up_main(int argc, char **argv);
 int status_main(int argc, char **argv);
 int metrics_main(int argc, char **argv);
 
+/* log.c: the agent's log and clock */
+void wg_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+long long wg_now_ms(void);
+
+/* link.c: the device's life */
+int wg_link_create(const char *ifname, wg_backend_e backend, int verbose,
+    wg_backend_e *used);
+int wg_link_delete(const char *ifname);
+
 /* status.c: the agent's peers joined with the device's numbers */
 struct json_t *wg_status_peers(struct json_t *st, const wg_device_t *dev);
 
@@ -39,7 +48,7 @@ int relay_main(int argc, char **argv);
 int nodes_main(int argc, char **argv);
 int preauthkeys_main(int argc, char **argv);
 
-/* verify.c, on the attestation library in ratls/ */
+/* ratls/dstack_verify.c: the verifier CLI on the attestation library */
 int dstack_verify_main(int argc, char **argv);
 
 

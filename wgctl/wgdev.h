@@ -1,11 +1,12 @@
 /*
- * wgctl: the WireGuard device layer.
+ * wgctl: the WireGuard device layer, its bottom: containers and values.
  *
  * One description of a device serves three purposes: the actual state read
  * from a backend, the desired state read from a config file or the control
  * plane, and the change set that wg_diff() computes between the two and a
  * backend applies.  In a change set a flag means "set this field"; a field
- * without its flag is left as the device has it.
+ * without its flag is left as the device has it.  The backends (uapi.h,
+ * genl.h) sit above this and ipc.h, which picks one, above them.
  */
 
 
@@ -39,14 +40,6 @@
 #define WG_MAX_PEERS                (1 << 20)
 #define WG_MAX_ALLOWEDIPS           (1 << 16)
 
-#define WG_UAPI_DIR                 "/var/run/wireguard"
-
-
-typedef enum {
-    WG_BACKEND_AUTO = 0,
-    WG_BACKEND_UAPI,
-    WG_BACKEND_NETLINK
-} wg_backend_e;
 
 
 typedef struct {
@@ -116,15 +109,6 @@ typedef struct {
 } wg_io_stats_t;
 
 
-/* cursor over a change set while it is split into netlink messages */
-typedef struct {
-    size_t                  peer;
-    size_t                  allowedip;
-    unsigned                started:1;
-    unsigned                done:1;
-} wg_genl_cursor_t;
-
-
 /* wgdev.c: the containers */
 wg_device_t *wg_device_new(const char *name);
 void wg_device_free(wg_device_t *dev);
@@ -145,20 +129,6 @@ int wg_endpoint_parse(wg_endpoint_t *ep, const char *text);
 int wg_endpoint_equal(const wg_endpoint_t *a, const wg_endpoint_t *b);
 int wg_endpoint_format(char *buf, size_t size, const wg_endpoint_t *ep);
 const char *wg_strerror(int err);
-
-/* wgdev.c: the backends, picked like wg(8) picks */
-wg_backend_e wg_backend_pick(const char *ifname);
-const char *wg_backend_name(wg_backend_e backend);
-int wg_backend_parse(const char *text, wg_backend_e *backend);
-int wg_device_get(const char *ifname, wg_backend_e backend,
-    wg_device_t **out);
-int wg_device_set(const wg_device_t *dev, wg_backend_e backend,
-    wg_io_stats_t *io);
-int wg_device_list(char ***names, size_t *n);
-void wg_device_list_free(char **names, size_t n);
-int wg_link_create(const char *ifname, wg_backend_e backend, int verbose,
-    wg_backend_e *used);
-int wg_link_delete(const char *ifname);
 
 /* keys.c */
 int wg_key_from_base64(uint8_t *key, const char *text);
@@ -181,22 +151,6 @@ int wg_config_parse(wg_device_t *dev, char *text, size_t len,
     char *err, size_t errlen);
 int wg_config_read(wg_device_t *dev, const char *path,
     char *err, size_t errlen);
-
-/* uapi.c */
-int wg_uapi_get(const char *ifname, wg_device_t **out);
-int wg_uapi_set(const wg_device_t *dev, wg_io_stats_t *io);
-int wg_uapi_build_set(const wg_device_t *dev, char **out, size_t *len);
-int wg_uapi_parse_get(wg_device_t *dev, char *text, size_t len);
-int wg_uapi_path(char *buf, size_t size, const char *ifname);
-int wg_uapi_exists(const char *ifname);
-int wg_uapi_connect(const char *ifname);
-
-/* genl.c */
-int wg_genl_get(const char *ifname, wg_device_t **out);
-int wg_genl_set(const wg_device_t *dev, wg_io_stats_t *io);
-int wg_genl_build_set(const wg_device_t *dev, uint16_t family,
-    uint32_t seq, void *buf, size_t size, wg_genl_cursor_t *cur);
-size_t wg_genl_message_size(void);
 
 
 #endif /* _WGDEV_H_INCLUDED_ */

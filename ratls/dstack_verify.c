@@ -1,6 +1,7 @@
 /*
- * wgctl verify: offline verification of a dstack attestation, from an
- * RA-TLS certificate (PEM or DER), a bare TDX quote (binary or hex) or an
+ * The verifier's command line, run as dstack-verify and as "wgctl verify":
+ * offline verification of a dstack attestation, from an RA-TLS
+ * certificate (PEM or DER), a bare TDX quote (binary or hex) or an
  * attestation blob (V0 SCALE or V1 MessagePack).  Built on
  * ratls/dstack_attest.h; docs/attestation.md describes the checks.
  */
