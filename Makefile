@@ -37,10 +37,13 @@ TESTS       ?= t/
 
 # Folders add their own targets through a build.mk fragment; each appends
 # to BINS (programs built into $(BUILD)/bin) or FUZZ_TARGETS (phony targets
-# run by `make fuzz`) and may use the variables above.
+# run by `make fuzz`) or LINT_TARGETS (phony targets run by `make lint`)
+# and may use the variables above.
 BINS        :=
 FUZZ_TARGETS :=
-MODULE_SRCS := $(wildcard config */config.module ngx_dstack_*/*.[ch] ratls/*.[ch]) \
+LINT_TARGETS :=
+MODULE_SRCS := $(wildcard config */config.module ngx_dstack_*/*.[ch] ratls/*.[ch] \
+                          lua/*.[ch]) \
                $(wildcard $(NGX_TEST_MODULES:%=%/config) \
                           $(NGX_TEST_MODULES:%=%/*.c))
 
@@ -50,7 +53,7 @@ MODULE_SRCS := $(wildcard config */config.module ngx_dstack_*/*.[ch] ratls/*.[ch
 
 -include */build.mk
 
-.PHONY: all modules bins deps test test-asan test-vm bench fuzz clean
+.PHONY: all modules bins deps lint test test-asan test-vm bench fuzz clean
 
 all: modules bins
 
@@ -65,7 +68,7 @@ $(NGX_BUILD)/.configured: config $(wildcard */config.module) \
                           $(NGX_TEST_MODULES:%=%/config)
 	@rm -rf $(NGX_BUILD) && mkdir -p $(BUILD) && cp -r $(NGX_SRC) $(NGX_BUILD)
 	cd $(NGX_BUILD) && . ./conf_flags \
-	    && ./configure "$${NGX_CONF_FLAGS[@]}" \
+	    && DSTACK_LUA_GEN=$(LUA_GEN) ./configure "$${NGX_CONF_FLAGS[@]}" \
 	        --with-cc-opt="$(CFLAGS)" --with-ld-opt="$(LDFLAGS)" \
 	        --add-dynamic-module=$(CURDIR) \
 	        $(NGX_TEST_MODULES:%=--add-dynamic-module=$(CURDIR)/%) \
@@ -73,7 +76,7 @@ $(NGX_BUILD)/.configured: config $(wildcard */config.module) \
 	    || { tail -20 $(NGX_BUILD)/configure.log; exit 1; }
 	@touch $@
 
-$(MODULES_DIR)/.stamp: $(NGX_BUILD)/.configured $(MODULE_SRCS)
+$(MODULES_DIR)/.stamp: $(NGX_BUILD)/.configured $(MODULE_SRCS) $(LUA_GEN_HDRS)
 	$(MAKE) -s -C $(NGX_BUILD) -f objs/Makefile modules
 	@# rename over the old file: running nginx processes keep their mapping
 	@mkdir -p $(MODULES_DIR) $(TEST_MODULES_DIR) \
@@ -89,6 +92,10 @@ $(MODULES_DIR)/.stamp: $(NGX_BUILD)/.configured $(MODULE_SRCS)
 
 bins: $(BINS)
 
+# static checks that need no build (luacheck: lua/build.mk); make test runs
+# them
+lint: $(LINT_TARGETS)
+
 # Files that skip append "t/file.t: reason" to $(BUILD)/test-skips.log (the
 # harness, t/lib/Test/Dstack.pm); the last line of the run lists them.
 # Under CI=true a missing requirement fails instead of skipping.
@@ -98,7 +105,7 @@ SKIP_SUMMARY = { printf 'skipped: '; \
     else echo none; fi; }
 
 test: deps
-	$(MAKE) all
+	$(MAKE) all lint
 	@rm -f $(BUILD)/test-skips.log
 	DSTACK_BUILD=$(BUILD) $(PROVE) -r -j2 $(TESTS); \
 	    rc=$$?; $(call SKIP_SUMMARY,$(BUILD)); exit $$rc

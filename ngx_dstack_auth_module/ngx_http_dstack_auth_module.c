@@ -18,6 +18,7 @@
 #include <ngx_http.h>
 
 #include "dstack_ratls.h"
+#include "dstack_header.h"
 #include "dstack_attest_policy.h"
 #include "ngx_dstack_metrics.h"
 
@@ -112,10 +113,15 @@ typedef struct {
 /*
  * What the client certificate says, kept on the connection (its pool,
  * found again by the cleanup handler) so that a keep-alive connection's
- * later requests do not parse the certificate again.
+ * later requests do not parse the certificate again, nor ask again
+ * whether it was verified for the server that the last request went to
+ * (the verify result and the certificate of a connection do not change).
  */
 typedef struct {
     X509                           *cert;
+    ngx_http_ssl_srv_conf_t        *sscf;      /* what error answers */
+    const char                     *error;
+    ngx_uint_t                      status;
     dstack_ratls_rc_e               rc;        /* of dstack_ratls_app_id() */
     size_t                          usage_len;
     ngx_uint_t                      has_usage;
@@ -125,17 +131,53 @@ typedef struct {
 } ngx_http_dstack_auth_cert_id_t;
 
 
+/*
+ * A request's identity: app_id, usage and id point into the certificate
+ * identity above, which outlives the request (the connection's, or one
+ * in the request's pool for a certificate header).
+ */
 typedef struct {
     ngx_str_t                       app_id;    /* hex */
     ngx_str_t                       usage;
     const char                     *error;     /* why there is no app_id */
     ngx_uint_t                      status;    /* 401, or 421 */
+    char                           *deny;      /* why attestation refused */
     ngx_http_dstack_auth_attest_t  *attest;
     ngx_uint_t                      attest_source;
-    u_char                          id[DSTACK_APP_ID_LEN];
-    u_char                          hex[DSTACK_APP_ID_HEX_LEN];
-    u_char                          usage_buf[DSTACK_USAGE_MAX_LEN + 1];
+    u_char                         *id;        /* DSTACK_APP_ID_LEN */
 } ngx_http_dstack_auth_ctx_t;
+
+
+/* what an attestation variable's getter is given */
+typedef struct {
+    ngx_http_dstack_auth_loc_conf_t  *alcf;
+    ngx_http_dstack_auth_ctx_t       *ctx;
+    dstack_attest_summary_t          *sum;
+    dstack_verdict_e                  verdict;
+    unsigned                          check;    /* the first one failed */
+} ngx_http_dstack_auth_judged_t;
+
+
+typedef struct ngx_http_dstack_auth_attest_var_s
+    ngx_http_dstack_auth_attest_var_t;
+
+/* NGX_DECLINED: not found */
+typedef ngx_int_t (*ngx_http_dstack_auth_attest_get_pt)(ngx_http_request_t *r,
+    ngx_http_dstack_auth_judged_t *j, ngx_http_dstack_auth_attest_var_t *av,
+    ngx_str_t *s);
+
+/*
+ * An attestation variable: its getter, the field of the summary it shows
+ * (measurements), and its value where there is nothing to judge.
+ */
+struct ngx_http_dstack_auth_attest_var_s {
+    ngx_http_dstack_auth_attest_get_pt   get;
+    size_t                               offset;
+    size_t                               len;      /* 0: at len_offset */
+    size_t                               len_offset;
+    char                                *off;      /* attestation off */
+    char                                *no_cert;  /* nothing verified */
+};
 
 
 static ngx_int_t ngx_http_dstack_auth_strip_handler(ngx_http_request_t *r);
@@ -145,8 +187,12 @@ static ngx_http_dstack_auth_ctx_t *ngx_http_dstack_auth_identity(
     ngx_http_request_t *r);
 static ngx_uint_t ngx_http_dstack_auth_same_ca(ngx_connection_t *c,
     ngx_http_ssl_srv_conf_t *sscf);
-static ngx_int_t ngx_http_dstack_auth_from_cert(ngx_http_request_t *r,
-    ngx_http_dstack_auth_ctx_t *ctx, X509 *cert, ngx_uint_t cache);
+static ngx_http_dstack_auth_cert_id_t *ngx_http_dstack_auth_cert_id(
+    ngx_http_request_t *r, ngx_http_ssl_srv_conf_t *sscf);
+static void ngx_http_dstack_auth_parse_cert(ngx_http_dstack_auth_cert_id_t *ci,
+    X509 *cert);
+static void ngx_http_dstack_auth_from_cert(ngx_http_request_t *r,
+    ngx_http_dstack_auth_ctx_t *ctx, ngx_http_dstack_auth_cert_id_t *ci);
 static ngx_int_t ngx_http_dstack_auth_from_headers(ngx_http_request_t *r,
     ngx_http_dstack_auth_ctx_t *ctx, ngx_http_dstack_auth_loc_conf_t *alcf);
 static ngx_int_t ngx_http_dstack_auth_deny(ngx_http_request_t *r,
@@ -157,8 +203,7 @@ static void ngx_http_dstack_auth_attest_cleanup(void *data);
 static ngx_int_t ngx_http_dstack_auth_attest_cert(ngx_http_request_t *r,
     X509 *leaf, ngx_http_dstack_auth_attest_t *a);
 static ngx_int_t ngx_http_dstack_auth_attest_verdict(ngx_http_request_t *r,
-    ngx_http_dstack_auth_loc_conf_t *alcf, ngx_http_dstack_auth_ctx_t *ctx,
-    char **msg);
+    ngx_http_dstack_auth_loc_conf_t *alcf, ngx_http_dstack_auth_ctx_t *ctx);
 static ngx_int_t ngx_http_dstack_auth_cache_lookup(
     ngx_http_dstack_auth_main_conf_t *amcf, u_char *key,
     dstack_attest_summary_t *sum);
@@ -173,7 +218,6 @@ static ngx_int_t ngx_http_dstack_auth_verify_pem(ngx_http_request_t *r,
     ngx_http_dstack_auth_loc_conf_t *alcf, u_char *pem, size_t len,
     X509 **leaf);
 static void ngx_http_dstack_auth_cert_id_cleanup(void *data);
-static void ngx_http_dstack_auth_fold_init(void);
 static ngx_uint_t ngx_http_dstack_auth_header_class(ngx_table_elt_t *h);
 static ngx_int_t ngx_http_dstack_auth_strip(ngx_http_request_t *r);
 static ngx_table_elt_t *ngx_http_dstack_auth_find_header(
@@ -189,6 +233,21 @@ static ngx_int_t ngx_http_dstack_auth_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_dstack_auth_attest_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_dstack_auth_get_result(ngx_http_request_t *r,
+    ngx_http_dstack_auth_judged_t *j, ngx_http_dstack_auth_attest_var_t *av,
+    ngx_str_t *s);
+static ngx_int_t ngx_http_dstack_auth_get_error(ngx_http_request_t *r,
+    ngx_http_dstack_auth_judged_t *j, ngx_http_dstack_auth_attest_var_t *av,
+    ngx_str_t *s);
+static ngx_int_t ngx_http_dstack_auth_get_cache(ngx_http_request_t *r,
+    ngx_http_dstack_auth_judged_t *j, ngx_http_dstack_auth_attest_var_t *av,
+    ngx_str_t *s);
+static ngx_int_t ngx_http_dstack_auth_get_tcb_status(ngx_http_request_t *r,
+    ngx_http_dstack_auth_judged_t *j, ngx_http_dstack_auth_attest_var_t *av,
+    ngx_str_t *s);
+static ngx_int_t ngx_http_dstack_auth_get_measurement(ngx_http_request_t *r,
+    ngx_http_dstack_auth_judged_t *j, ngx_http_dstack_auth_attest_var_t *av,
+    ngx_str_t *s);
 static ngx_int_t ngx_http_dstack_auth_chain_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
@@ -331,8 +390,6 @@ static ngx_http_module_t  ngx_http_dstack_auth_module_ctx = {
 };
 
 
-static u_char  ngx_http_dstack_auth_fold[256];
-
 /* ngx_hash_key() of "x-dstack-app-id", computed once */
 static ngx_uint_t  ngx_http_dstack_auth_header_hash;
 
@@ -353,63 +410,93 @@ ngx_module_t  ngx_http_dstack_auth_module = {
 };
 
 
-#define NGX_HTTP_DSTACK_AUTH_VAR_APP_ID        0
-#define NGX_HTTP_DSTACK_AUTH_VAR_USAGE         1
-#define NGX_HTTP_DSTACK_AUTH_VAR_RESULT        2
-#define NGX_HTTP_DSTACK_AUTH_VAR_ERROR         3
-#define NGX_HTTP_DSTACK_AUTH_VAR_CACHE         4
-#define NGX_HTTP_DSTACK_AUTH_VAR_MRTD          5
-#define NGX_HTTP_DSTACK_AUTH_VAR_RTMR0         6   /* to 9 */
-#define NGX_HTTP_DSTACK_AUTH_VAR_COMPOSE_HASH  10
-#define NGX_HTTP_DSTACK_AUTH_VAR_INSTANCE_ID   11
-#define NGX_HTTP_DSTACK_AUTH_VAR_TCB_STATUS    12
+#define ngx_http_dstack_auth_summary_field(field, size)                       \
+    offsetof(dstack_attest_summary_t, field), size, 0, NULL, NULL
+
+static ngx_http_dstack_auth_attest_var_t  ngx_http_dstack_auth_attest_vars[] = {
+
+    /* 0: $dstack_attestation */
+    { ngx_http_dstack_auth_get_result, 0, 0, 0,
+      "off", "failed:certificate" },
+
+    /* 1: $dstack_attestation_error */
+    { ngx_http_dstack_auth_get_error, 0, 0, 0,
+      NULL, "no verified client certificate" },
+
+    /* 2: $dstack_attestation_cache */
+    { ngx_http_dstack_auth_get_cache, 0, 0, 0, NULL, NULL },
+
+    /* 3: $dstack_tcb_status */
+    { ngx_http_dstack_auth_get_tcb_status, 0, 0, 0, NULL, NULL },
+
+    /* 4: $dstack_mrtd, 5-8: $dstack_rtmr0-3 */
+    { ngx_http_dstack_auth_get_measurement,
+      ngx_http_dstack_auth_summary_field(mrtd, 48) },
+    { ngx_http_dstack_auth_get_measurement,
+      ngx_http_dstack_auth_summary_field(rtmr[0], 48) },
+    { ngx_http_dstack_auth_get_measurement,
+      ngx_http_dstack_auth_summary_field(rtmr[1], 48) },
+    { ngx_http_dstack_auth_get_measurement,
+      ngx_http_dstack_auth_summary_field(rtmr[2], 48) },
+    { ngx_http_dstack_auth_get_measurement,
+      ngx_http_dstack_auth_summary_field(rtmr[3], 48) },
+
+    /* 9: $dstack_compose_hash, 10: $dstack_instance_id */
+    { ngx_http_dstack_auth_get_measurement,
+      offsetof(dstack_attest_summary_t, compose_hash), 0,
+      offsetof(dstack_attest_summary_t, compose_hash_len), NULL, NULL },
+    { ngx_http_dstack_auth_get_measurement,
+      offsetof(dstack_attest_summary_t, instance_id), 0,
+      offsetof(dstack_attest_summary_t, instance_id_len), NULL, NULL }
+};
+
 
 static ngx_http_variable_t  ngx_http_dstack_auth_vars[] = {
 
     { ngx_string("dstack_app_id"), NULL, ngx_http_dstack_auth_variable,
-      NGX_HTTP_DSTACK_AUTH_VAR_APP_ID, 0, 0 },
+      offsetof(ngx_http_dstack_auth_ctx_t, app_id), 0, 0 },
 
     { ngx_string("dstack_cert_usage"), NULL, ngx_http_dstack_auth_variable,
-      NGX_HTTP_DSTACK_AUTH_VAR_USAGE, 0, 0 },
+      offsetof(ngx_http_dstack_auth_ctx_t, usage), 0, 0 },
 
     { ngx_string("dstack_attestation"), NULL,
       ngx_http_dstack_auth_attest_variable,
-      NGX_HTTP_DSTACK_AUTH_VAR_RESULT, 0, 0 },
+      (uintptr_t) &ngx_http_dstack_auth_attest_vars[0], 0, 0 },
 
     { ngx_string("dstack_attestation_error"), NULL,
       ngx_http_dstack_auth_attest_variable,
-      NGX_HTTP_DSTACK_AUTH_VAR_ERROR, 0, 0 },
+      (uintptr_t) &ngx_http_dstack_auth_attest_vars[1], 0, 0 },
 
     { ngx_string("dstack_attestation_cache"), NULL,
       ngx_http_dstack_auth_attest_variable,
-      NGX_HTTP_DSTACK_AUTH_VAR_CACHE, 0, 0 },
+      (uintptr_t) &ngx_http_dstack_auth_attest_vars[2], 0, 0 },
 
     { ngx_string("dstack_mrtd"), NULL, ngx_http_dstack_auth_attest_variable,
-      NGX_HTTP_DSTACK_AUTH_VAR_MRTD, 0, 0 },
+      (uintptr_t) &ngx_http_dstack_auth_attest_vars[4], 0, 0 },
 
     { ngx_string("dstack_rtmr0"), NULL, ngx_http_dstack_auth_attest_variable,
-      NGX_HTTP_DSTACK_AUTH_VAR_RTMR0, 0, 0 },
+      (uintptr_t) &ngx_http_dstack_auth_attest_vars[5], 0, 0 },
 
     { ngx_string("dstack_rtmr1"), NULL, ngx_http_dstack_auth_attest_variable,
-      NGX_HTTP_DSTACK_AUTH_VAR_RTMR0 + 1, 0, 0 },
+      (uintptr_t) &ngx_http_dstack_auth_attest_vars[6], 0, 0 },
 
     { ngx_string("dstack_rtmr2"), NULL, ngx_http_dstack_auth_attest_variable,
-      NGX_HTTP_DSTACK_AUTH_VAR_RTMR0 + 2, 0, 0 },
+      (uintptr_t) &ngx_http_dstack_auth_attest_vars[7], 0, 0 },
 
     { ngx_string("dstack_rtmr3"), NULL, ngx_http_dstack_auth_attest_variable,
-      NGX_HTTP_DSTACK_AUTH_VAR_RTMR0 + 3, 0, 0 },
+      (uintptr_t) &ngx_http_dstack_auth_attest_vars[8], 0, 0 },
 
     { ngx_string("dstack_compose_hash"), NULL,
       ngx_http_dstack_auth_attest_variable,
-      NGX_HTTP_DSTACK_AUTH_VAR_COMPOSE_HASH, 0, 0 },
+      (uintptr_t) &ngx_http_dstack_auth_attest_vars[9], 0, 0 },
 
     { ngx_string("dstack_instance_id"), NULL,
       ngx_http_dstack_auth_attest_variable,
-      NGX_HTTP_DSTACK_AUTH_VAR_INSTANCE_ID, 0, 0 },
+      (uintptr_t) &ngx_http_dstack_auth_attest_vars[10], 0, 0 },
 
     { ngx_string("dstack_tcb_status"), NULL,
       ngx_http_dstack_auth_attest_variable,
-      NGX_HTTP_DSTACK_AUTH_VAR_TCB_STATUS, 0, 0 },
+      (uintptr_t) &ngx_http_dstack_auth_attest_vars[3], 0, 0 },
 
     { ngx_string("dstack_client_cert_chain"), NULL,
       ngx_http_dstack_auth_chain_variable, 0, 0, 0 },
@@ -463,7 +550,6 @@ ngx_http_dstack_auth_strip_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_dstack_auth_handler(ngx_http_request_t *r)
 {
-    char                             *msg;
     ngx_int_t                         rc;
     ngx_uint_t                        attestation;
     ngx_http_dstack_auth_ctx_t       *ctx;
@@ -501,7 +587,7 @@ ngx_http_dstack_auth_handler(ngx_http_request_t *r)
     }
 
     if (attestation != DSTACK_POLICY_OFF) {
-        rc = ngx_http_dstack_auth_attest_verdict(r, alcf, ctx, &msg);
+        rc = ngx_http_dstack_auth_attest_verdict(r, alcf, ctx);
 
         if (rc == NGX_ERROR) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -509,7 +595,7 @@ ngx_http_dstack_auth_handler(ngx_http_request_t *r)
 
         if (rc != NGX_OK) {
             ngx_http_dstack_auth_count(r, NGX_DSTACK_METRICS_AUTH_ATTESTATION);
-            return ngx_http_dstack_auth_deny(r, rc, msg);
+            return ngx_http_dstack_auth_deny(r, rc, ctx->deny);
         }
     }
 
@@ -560,7 +646,6 @@ ngx_http_dstack_auth_deny(ngx_http_request_t *r, ngx_uint_t status,
 static ngx_int_t
 ngx_http_dstack_auth_request_handler(ngx_http_request_t *r)
 {
-    char                             *msg;
     ngx_int_t                         rc;
     ngx_table_elt_t                  *h;
     ngx_http_dstack_auth_ctx_t       *ctx;
@@ -615,7 +700,7 @@ ngx_http_dstack_auth_request_handler(ngx_http_request_t *r)
     }
 
     if (alcf->attestation != DSTACK_POLICY_OFF) {
-        rc = ngx_http_dstack_auth_attest_verdict(r, alcf, ctx, &msg);
+        rc = ngx_http_dstack_auth_attest_verdict(r, alcf, ctx);
 
         if (rc == NGX_ERROR) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -623,7 +708,7 @@ ngx_http_dstack_auth_request_handler(ngx_http_request_t *r)
 
         if (rc != NGX_OK) {
             ngx_http_dstack_auth_count(r, NGX_DSTACK_METRICS_AUTH_ATTESTATION);
-            return ngx_http_dstack_auth_send_error(r, rc, msg);
+            return ngx_http_dstack_auth_send_error(r, rc, ctx->deny);
         }
     }
 
@@ -649,54 +734,136 @@ ngx_http_dstack_auth_request_handler(ngx_http_request_t *r)
 static ngx_http_dstack_auth_ctx_t *
 ngx_http_dstack_auth_identity(ngx_http_request_t *r)
 {
-    X509                        *cert;
-    ngx_connection_t            *c;
-    ngx_http_ssl_srv_conf_t     *sscf;
-    ngx_http_dstack_auth_ctx_t  *ctx;
+    ngx_http_ssl_srv_conf_t         *sscf;
+    ngx_http_dstack_auth_ctx_t      *ctx;
+    ngx_http_dstack_auth_cert_id_t  *ci;
 
     ctx = ngx_http_get_module_ctx(r->main, ngx_http_dstack_auth_module);
     if (ctx != NULL) {
         return ctx;
     }
 
-    sscf = ngx_http_get_module_srv_conf(r, ngx_http_ssl_module);
+    /* every field set here: no zeroing per request */
 
-    ctx = ngx_pcalloc(r->main->pool, sizeof(ngx_http_dstack_auth_ctx_t));
+    ctx = ngx_palloc(r->main->pool, sizeof(ngx_http_dstack_auth_ctx_t));
     if (ctx == NULL) {
         return NULL;
     }
 
-    c = r->connection;
+    ngx_str_null(&ctx->app_id);
+    ngx_str_null(&ctx->usage);
+    ctx->error = NULL;
     ctx->status = NGX_HTTP_UNAUTHORIZED;
+    ctx->deny = NULL;
+    ctx->attest = NULL;
+    ctx->attest_source = NGX_HTTP_DSTACK_AUTH_ATTEST_NONE;
+    ctx->id = NULL;
 
-    if (c->ssl == NULL) {
+    if (r->connection->ssl == NULL) {
         ctx->error = "no TLS client certificate (plain connection)";
 
-    } else if (!ngx_http_dstack_auth_same_ca(c, sscf)) {
-        /*
-         * no SNI (or SNI of another server) and a Host of this server:
-         * the certificate was checked against another server's CA
-         */
-        ctx->error = "client certificate was verified for another server";
-        ctx->status = NGX_HTTP_MISDIRECTED_REQUEST;
-
-    } else if (SSL_get_verify_result(c->ssl->connection) != X509_V_OK) {
-        ctx->error = "client certificate not verified";
-
     } else {
-        cert = SSL_get0_peer_certificate(c->ssl->connection);
+        sscf = ngx_http_get_module_srv_conf(r, ngx_http_ssl_module);
 
-        if (cert == NULL) {
-            ctx->error = "no client certificate";
-
-        } else if (ngx_http_dstack_auth_from_cert(r, ctx, cert, 1) != NGX_OK) {
+        ci = ngx_http_dstack_auth_cert_id(r, sscf);
+        if (ci == NULL) {
             return NULL;
+        }
+
+        if (ci->error != NULL) {
+            ctx->error = ci->error;
+            ctx->status = ci->status;
+
+        } else {
+            ngx_http_dstack_auth_from_cert(r, ctx, ci);
         }
     }
 
     ngx_http_set_ctx(r->main, ctx, ngx_http_dstack_auth_module);
 
     return ctx;
+}
+
+
+/*
+ * The connection's certificate identity for a server's ssl settings:
+ * parsed once per connection (HTTP/2 streams share the real connection,
+ * found through the SSL object), weighed again only for another server.
+ */
+
+static ngx_http_dstack_auth_cert_id_t *
+ngx_http_dstack_auth_cert_id(ngx_http_request_t *r,
+    ngx_http_ssl_srv_conf_t *sscf)
+{
+    X509                            *cert;
+    ngx_connection_t                *c;
+    ngx_pool_cleanup_t              *cln;
+    ngx_http_dstack_auth_cert_id_t  *ci;
+
+#if (NGX_HTTP_V2)
+    c = (r->stream != NULL)
+        ? ngx_ssl_get_connection(r->connection->ssl->connection)
+        : r->connection;
+#else
+    c = r->connection;
+#endif
+
+    for (cln = c->pool->cleanup; cln != NULL; cln = cln->next) {
+        if (cln->handler == ngx_http_dstack_auth_cert_id_cleanup) {
+            ci = cln->data;
+
+            if (ci->sscf == sscf) {
+                return ci;
+            }
+
+            goto weigh;
+        }
+    }
+
+    cln = ngx_pool_cleanup_add(c->pool, sizeof(ngx_http_dstack_auth_cert_id_t));
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    ci = cln->data;
+    ci->cert = NULL;
+
+    /* only a complete result is found again */
+    cln->handler = ngx_http_dstack_auth_cert_id_cleanup;
+
+weigh:
+
+    ci->sscf = sscf;
+    ci->error = NULL;
+    ci->status = NGX_HTTP_UNAUTHORIZED;
+
+    if (!ngx_http_dstack_auth_same_ca(c, sscf)) {
+        /*
+         * no SNI (or SNI of another server) and a Host of this server:
+         * the certificate was checked against another server's CA
+         */
+        ci->error = "client certificate was verified for another server";
+        ci->status = NGX_HTTP_MISDIRECTED_REQUEST;
+        return ci;
+    }
+
+    if (SSL_get_verify_result(c->ssl->connection) != X509_V_OK) {
+        ci->error = "client certificate not verified";
+        return ci;
+    }
+
+    cert = SSL_get0_peer_certificate(c->ssl->connection);
+
+    if (cert == NULL) {
+        ci->error = "no client certificate";
+        return ci;
+    }
+
+    if (ci->cert != cert) {
+        ngx_http_dstack_auth_parse_cert(ci, cert);
+    }
+
+    return ci;
 }
 
 
@@ -744,72 +911,34 @@ ngx_http_dstack_auth_same_ca(ngx_connection_t *c,
 }
 
 
-/*
- * The connection's own certificate ("cache") is parsed once per
- * connection (HTTP/2 streams share the real connection, found through the
- * SSL object); a request copies what it said.  A certificate from a
- * header is parsed each time.
- */
-
-static ngx_int_t
-ngx_http_dstack_auth_from_cert(ngx_http_request_t *r,
-    ngx_http_dstack_auth_ctx_t *ctx, X509 *cert, ngx_uint_t cache)
+static void
+ngx_http_dstack_auth_parse_cert(ngx_http_dstack_auth_cert_id_t *ci,
+    X509 *cert)
 {
-    ngx_connection_t                *c;
-    ngx_pool_cleanup_t              *cln, tmp;
-    ngx_http_dstack_auth_cert_id_t  *ci, one;
+    ci->rc = dstack_ratls_app_id(cert, ci->id);
+    ci->has_usage = 0;
 
-    ci = NULL;
-    cln = &tmp;
+    if (ci->rc == DSTACK_RATLS_OK) {
+        (void) dstack_hex_encode((char *) ci->hex, ci->id, DSTACK_APP_ID_LEN);
 
-    if (!cache) {
-        ci = &one;
-        ci->cert = NULL;
-
-    } else {
-        c = ngx_ssl_get_connection(r->connection->ssl->connection);
-
-        for (cln = c->pool->cleanup; cln != NULL; cln = cln->next) {
-            if (cln->handler == ngx_http_dstack_auth_cert_id_cleanup) {
-                ci = cln->data;
-                break;
-            }
+        if (dstack_ratls_usage(cert, (char *) ci->usage_buf)
+            == DSTACK_RATLS_OK)
+        {
+            ci->has_usage = 1;
+            ci->usage_len = ngx_strlen(ci->usage_buf);
         }
     }
 
-    if (ci == NULL || ci->cert != cert) {
+    ci->cert = cert;
+}
 
-        if (ci == NULL) {
-            cln = ngx_pool_cleanup_add(c->pool,
-                                       sizeof(ngx_http_dstack_auth_cert_id_t));
-            if (cln == NULL) {
-                return NGX_ERROR;
-            }
 
-            ci = cln->data;
-        }
+/* a request's identity points to what its certificate said */
 
-        ci->cert = NULL;
-        ci->rc = dstack_ratls_app_id(cert, ci->id);
-        ci->has_usage = 0;
-
-        if (ci->rc == DSTACK_RATLS_OK) {
-            (void) dstack_hex_encode((char *) ci->hex, ci->id,
-                                     DSTACK_APP_ID_LEN);
-
-            if (dstack_ratls_usage(cert, (char *) ci->usage_buf)
-                == DSTACK_RATLS_OK)
-            {
-                ci->has_usage = 1;
-                ci->usage_len = ngx_strlen(ci->usage_buf);
-            }
-        }
-
-        /* only a complete result is found again */
-        ci->cert = cert;
-        cln->handler = ngx_http_dstack_auth_cert_id_cleanup;
-    }
-
+static void
+ngx_http_dstack_auth_from_cert(ngx_http_request_t *r,
+    ngx_http_dstack_auth_ctx_t *ctx, ngx_http_dstack_auth_cert_id_t *ci)
+{
     if (ci->rc != DSTACK_RATLS_OK) {
         ctx->error = (ci->rc == DSTACK_RATLS_MISSING)
                      ? "client certificate has no app_id"
@@ -818,21 +947,17 @@ ngx_http_dstack_auth_from_cert(ngx_http_request_t *r,
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "dstack auth: app_id: %s",
                        dstack_ratls_strerror(ci->rc));
-        return NGX_OK;
+        return;
     }
 
-    ngx_memcpy(ctx->id, ci->id, DSTACK_APP_ID_LEN);
-    ngx_memcpy(ctx->hex, ci->hex, DSTACK_APP_ID_HEX_LEN);
-    ctx->app_id.data = ctx->hex;
+    ctx->id = ci->id;
+    ctx->app_id.data = ci->hex;
     ctx->app_id.len = DSTACK_APP_ID_HEX_LEN;
 
     if (ci->has_usage) {
-        ngx_memcpy(ctx->usage_buf, ci->usage_buf, ci->usage_len + 1);
-        ctx->usage.data = ctx->usage_buf;
+        ctx->usage.data = ci->usage_buf;
         ctx->usage.len = ci->usage_len;
     }
-
-    return NGX_OK;
 }
 
 
@@ -859,12 +984,13 @@ static ngx_int_t
 ngx_http_dstack_auth_from_headers(ngx_http_request_t *r,
     ngx_http_dstack_auth_ctx_t *ctx, ngx_http_dstack_auth_loc_conf_t *alcf)
 {
-    X509                           *cert;
-    u_char                         *pem, *dst, *src;
-    ngx_int_t                       rc;
-    ngx_table_elt_t                *verify, *escaped;
-    struct sockaddr                *sa;
-    ngx_http_dstack_auth_attest_t  *a;
+    X509                            *cert;
+    u_char                          *pem, *dst, *src;
+    ngx_int_t                        rc;
+    ngx_table_elt_t                 *verify, *escaped;
+    struct sockaddr                 *sa;
+    ngx_http_dstack_auth_attest_t   *a;
+    ngx_http_dstack_auth_cert_id_t  *ci;
 
     /* until a certificate is found */
     ctx->attest_source = NGX_HTTP_DSTACK_AUTH_ATTEST_NO_CERT;
@@ -932,7 +1058,17 @@ ngx_http_dstack_auth_from_headers(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    rc = ngx_http_dstack_auth_from_cert(r, ctx, cert, 0);
+    /* parsed each time, into the request's pool */
+
+    ci = ngx_palloc(r->pool, sizeof(ngx_http_dstack_auth_cert_id_t));
+
+    if (ci == NULL) {
+        rc = NGX_ERROR;
+
+    } else {
+        ngx_http_dstack_auth_parse_cert(ci, cert);
+        ngx_http_dstack_auth_from_cert(r, ctx, ci);
+    }
 
     if (rc == NGX_OK && alcf->attestation != DSTACK_POLICY_OFF) {
         /* no connection to remember it: the zone, if any, does */
@@ -1079,125 +1215,62 @@ failed:
 
 /*
  * A name is X-Dstack-App-Id when it spells it with "_" for "-" in any
- * case: underscores_in_headers lets x_dstack_app_id through, and both
- * $http_x_dstack_app_id and CGI-style backends (HTTP_X_DSTACK_APP_ID)
- * read it as the real one.  A name with other characters
- * (ignore_invalid_headers off) that still spells x-dstack-... in letters
- * and digits cannot be classified safely.
+ * case (dstack_header.h): both $http_x_dstack_app_id and CGI-style
+ * backends (HTTP_X_DSTACK_APP_ID) read x_dstack_app_id as the real one.
  */
-
-/*
- * A header name's characters as classified: letters in lower case, "_"
- * as "-" (underscores_in_headers), digits and "-" as they are, anything
- * else 0.
- */
-
-static void
-ngx_http_dstack_auth_fold_init(void)
-{
-    u_char      c;
-    ngx_uint_t  i;
-
-    for (i = 0; i < 256; i++) {
-        c = (u_char) i;
-
-        if (c >= 'A' && c <= 'Z') {
-            c |= 0x20;
-
-        } else if (c == '_') {
-            c = '-';
-        }
-
-        ngx_http_dstack_auth_fold[i] = ((c >= 'a' && c <= 'z')
-                                        || (c >= '0' && c <= '9')
-                                        || c == '-') ? c : 0;
-    }
-}
-
 
 static ngx_uint_t
 ngx_http_dstack_auth_header_class(ngx_table_elt_t *h)
 {
-    u_char       c;
-    size_t       i, n;
-    ngx_uint_t   match, odd;
+    u_char  folded[DSTACK_HEADER_FOLD_LEN];
 
     static u_char  name[] = "x-dstack-app-id";
-    static u_char  skeleton[] = "xdstack";
 
-    /*
-     * a name that starts with a letter or digit other than "x" neither
-     * spells x-dstack-app-id nor x-dstack-... in letters and digits: most
-     * names stop here
-     */
+    /* the one this module adds */
 
-    if (h->key.len) {
-        c = ngx_http_dstack_auth_fold[h->key.data[0]];
-
-        if (c != 0 && c != '-' && c != 'x') {
-            return NGX_HTTP_DSTACK_AUTH_HEADER_KEEP;
-        }
-    }
-
-    match = (h->key.len == sizeof(name) - 1);
-    odd = 0;
-    n = 0;
-
-    for (i = 0; i < h->key.len; i++) {
-        c = ngx_http_dstack_auth_fold[h->key.data[i]];
-
-        if (match && c != name[i]) {
-            match = 0;
-        }
-
-        if (c == '-') {
-            continue;
-        }
-
-        if (c == 0) {
-            odd = 1;
-            continue;
-        }
-
-        if (n < sizeof(skeleton) - 1) {
-            if (c != skeleton[n]) {
-                /* nor x-dstack-..., spelt in any way */
-                return NGX_HTTP_DSTACK_AUTH_HEADER_KEEP;
-            }
-
-            n++;
-        }
-    }
-
-    if (match) {
+    if (h->key.data == ngx_http_dstack_auth_header.data) {
         return NGX_HTTP_DSTACK_AUTH_HEADER_IDENTITY;
     }
 
-    if (odd && n == sizeof(skeleton) - 1) {
-        return NGX_HTTP_DSTACK_AUTH_HEADER_UNCLEAR;
-    }
+    switch (dstack_header_fold(h->key.data, h->key.len, folded)) {
 
-    return NGX_HTTP_DSTACK_AUTH_HEADER_KEEP;
+    case DSTACK_HEADER_UNCLEAR:
+        return NGX_HTTP_DSTACK_AUTH_HEADER_UNCLEAR;
+
+    case DSTACK_HEADER_DSTACK:
+        if (h->key.len == sizeof(name) - 1
+            && ngx_memcmp(folded, name, sizeof(name) - 1) == 0)
+        {
+            return NGX_HTTP_DSTACK_AUTH_HEADER_IDENTITY;
+        }
+
+        /* fall through */
+
+    default:
+        return NGX_HTTP_DSTACK_AUTH_HEADER_KEEP;
+    }
 }
 
 
 /*
  * Removes every X-Dstack-App-Id, whoever added it.  The list is rebuilt
  * rather than edited in place: headers_in keeps pointers to its
- * elements, which must stay valid.  NGX_DECLINED: a name that cannot be
- * classified.
+ * elements, which must stay valid.  Only when they all come last (as
+ * the one this module added before an internal redirect does) are they
+ * cut off the end, where no element moves.  NGX_DECLINED: a name that
+ * cannot be classified.
  */
 
 static ngx_int_t
 ngx_http_dstack_auth_strip(ngx_http_request_t *r)
 {
     uint64_t          ident;
-    ngx_uint_t        i, n, found, class;
-    ngx_list_t        old;
-    ngx_list_part_t  *part;
+    ngx_uint_t        i, k, n, found, first, class, nelts;
+    ngx_list_part_t  *part, *next;
     ngx_table_elt_t  *h, *nh;
 
     found = 0;
+    first = 0;
     n = 0;
     ident = 0;  /* the first 64 headers' classes, not asked twice */
 
@@ -1205,6 +1278,10 @@ ngx_http_dstack_auth_strip(ngx_http_request_t *r)
         h = part->elts;
 
         for (i = 0; i < part->nelts; i++) {
+            if (!dstack_header_maybe(h[i].key.data, h[i].key.len)) {
+                continue;
+            }
+
             class = ngx_http_dstack_auth_header_class(&h[i]);
 
             if (class == NGX_HTTP_DSTACK_AUTH_HEADER_UNCLEAR) {
@@ -1215,22 +1292,42 @@ ngx_http_dstack_auth_strip(ngx_http_request_t *r)
             }
 
             if (class == NGX_HTTP_DSTACK_AUTH_HEADER_IDENTITY) {
-                found++;
+                k = n + i;
 
-                if (n < 64) {
-                    ident |= (uint64_t) 1 << n;
+                if (found++ == 0) {
+                    first = k;
+                }
+
+                if (k < 64) {
+                    ident |= (uint64_t) 1 << k;
                 }
             }
-
-            n++;
         }
+
+        n += part->nelts;
     }
 
     if (found == 0) {
         return NGX_OK;
     }
 
-    old = r->headers_in.headers;
+    /*
+     * a subrequest's list is a copy of its parent's that shares the parts:
+     * only the main request's own list is cut
+     */
+
+    part = r->headers_in.headers.last;
+
+    if (r == r->main && first + found == n && found <= part->nelts) {
+        part->nelts -= found;
+        return NGX_OK;
+    }
+
+    /* the old list's first part, before the list is made anew */
+
+    h = r->headers_in.headers.part.elts;
+    nelts = r->headers_in.headers.part.nelts;
+    next = r->headers_in.headers.part.next;
 
     if (ngx_list_init(&r->headers_in.headers, r->pool, n + 1,
                       sizeof(ngx_table_elt_t))
@@ -1241,13 +1338,13 @@ ngx_http_dstack_auth_strip(ngx_http_request_t *r)
 
     n = 0;
 
-    for (part = &old.part; part; part = part->next) {
-        h = part->elts;
+    for ( ;; ) {
 
-        for (i = 0; i < part->nelts; i++, n++) {
+        for (i = 0; i < nelts; i++, n++) {
             if ((n < 64) ? (ident & ((uint64_t) 1 << n)) != 0
-                         : ngx_http_dstack_auth_header_class(&h[i])
-                           == NGX_HTTP_DSTACK_AUTH_HEADER_IDENTITY)
+                         : dstack_header_maybe(h[i].key.data, h[i].key.len)
+                           && ngx_http_dstack_auth_header_class(&h[i])
+                              == NGX_HTTP_DSTACK_AUTH_HEADER_IDENTITY)
             {
                 ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                                "dstack auth: removed header \"%V\"",
@@ -1262,9 +1359,15 @@ ngx_http_dstack_auth_strip(ngx_http_request_t *r)
 
             *nh = h[i];
         }
-    }
 
-    return NGX_OK;
+        if (next == NULL) {
+            return NGX_OK;
+        }
+
+        h = next->elts;
+        nelts = next->nelts;
+        next = next->next;
+    }
 }
 
 
@@ -1329,19 +1432,16 @@ ngx_http_dstack_auth_allowed(ngx_http_dstack_auth_loc_conf_t *alcf, u_char *id)
 
 
 /*
- * Replaces every X-Dstack-App-Id with the certificate's: the client's
- * copies went in the preaccess phase, this also drops one an earlier
- * location of an internal redirect added.
+ * Adds the certificate's X-Dstack-App-Id.  Every other one went in this
+ * location's preaccess phase, which runs before its access phase on
+ * every (re)start of the location's phases: the client's copies, and one
+ * an earlier location of an internal redirect added.
  */
 
 static ngx_int_t
 ngx_http_dstack_auth_set_header(ngx_http_request_t *r, ngx_str_t *app_id)
 {
     ngx_table_elt_t  *h;
-
-    if (ngx_http_dstack_auth_strip(r) != NGX_OK) {
-        return NGX_ERROR;
-    }
 
     h = ngx_list_push(&r->headers_in.headers);
     if (h == NULL) {
@@ -1569,8 +1669,7 @@ ngx_http_dstack_auth_attest_cert(ngx_http_request_t *r, X509 *leaf,
 
 static ngx_int_t
 ngx_http_dstack_auth_attest_verdict(ngx_http_request_t *r,
-    ngx_http_dstack_auth_loc_conf_t *alcf, ngx_http_dstack_auth_ctx_t *ctx,
-    char **msg)
+    ngx_http_dstack_auth_loc_conf_t *alcf, ngx_http_dstack_auth_ctx_t *ctx)
 {
     u_char                   *p;
     size_t                    len;
@@ -1588,7 +1687,7 @@ ngx_http_dstack_auth_attest_verdict(ngx_http_request_t *r,
                       "dstack auth: attestation failed: no verified client "
                       "certificate");
 
-        *msg = "attestation failed: certificate";
+        ctx->deny = "attestation failed: certificate";
         return NGX_HTTP_UNAUTHORIZED;
     }
 
@@ -1608,7 +1707,7 @@ ngx_http_dstack_auth_attest_verdict(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    *msg = (char *) p;
+    ctx->deny = (char *) p;
 
     if (v == DSTACK_VERDICT_TCB) {
         tcb = dstack_tcb_status_name(sum->tcb);
@@ -1889,8 +1988,7 @@ ngx_http_dstack_auth_variable(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    s = (data == NGX_HTTP_DSTACK_AUTH_VAR_APP_ID) ? &ctx->app_id
-                                                  : &ctx->usage;
+    s = (ngx_str_t *) ((char *) ctx + data);
 
     if (ctx->error != NULL || s->len == 0) {
         v->not_found = 1;
@@ -1907,12 +2005,6 @@ ngx_http_dstack_auth_variable(ngx_http_request_t *r,
 }
 
 
-/*
- * $dstack_attestation and what it proved, for the current location's
- * requirement.  Measurements come only from an attestation that meets
- * it; a refused TCB level still exports them, the attestation being valid.
- */
-
 static void
 ngx_http_dstack_auth_count(ngx_http_request_t *r, ngx_uint_t result)
 {
@@ -1928,164 +2020,232 @@ ngx_http_dstack_auth_count(ngx_http_request_t *r, ngx_uint_t result)
 }
 
 
+/*
+ * $dstack_attestation and what it proved, for the current location's
+ * requirement: the attestation judged once here, each variable's getter
+ * (ngx_http_dstack_auth_attest_vars) reads its part.
+ */
+
 static ngx_int_t
 ngx_http_dstack_auth_attest_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    u_char                           *p, *src;
-    size_t                            len;
-    unsigned                          check;
-    const char                       *s, *label;
-    dstack_verdict_e                  verdict;
-    dstack_attest_summary_t          *sum;
-    ngx_http_dstack_auth_ctx_t       *ctx;
-    ngx_http_dstack_auth_loc_conf_t  *alcf;
+    ngx_http_dstack_auth_attest_var_t  *av = (void *) data;
 
-    alcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_auth_module);
+    char                           *p;
+    ngx_int_t                       rc;
+    ngx_str_t                       s;
+    ngx_http_dstack_auth_judged_t   j;
 
-    if (alcf->attestation == DSTACK_POLICY_OFF) {
-        s = (data == NGX_HTTP_DSTACK_AUTH_VAR_RESULT) ? "off" : NULL;
+    j.alcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_auth_module);
+
+    if (j.alcf->attestation == DSTACK_POLICY_OFF) {
+        p = av->off;
         goto string;
     }
 
-    ctx = ngx_http_dstack_auth_identity(r);
+    j.ctx = ngx_http_dstack_auth_identity(r);
 
-    if (ctx == NULL || ngx_http_dstack_auth_attestation(r, ctx) != NGX_OK) {
+    if (j.ctx == NULL || ngx_http_dstack_auth_attestation(r, j.ctx) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    if (ctx->attest == NULL) {
-        s = (data == NGX_HTTP_DSTACK_AUTH_VAR_RESULT) ? "failed:certificate"
-            : (data == NGX_HTTP_DSTACK_AUTH_VAR_ERROR)
-              ? "no verified client certificate" : NULL;
+    if (j.ctx->attest == NULL) {
+        p = av->no_cert;
         goto string;
     }
 
-    sum = &ctx->attest->summary;
+    j.sum = &j.ctx->attest->summary;
+    j.verdict = dstack_attest_judge(j.sum, j.alcf->attestation,
+                                    j.alcf->tcb_accept, &j.check);
 
-    verdict = dstack_attest_judge(sum, alcf->attestation, alcf->tcb_accept,
-                                  &check);
-    label = dstack_attest_check_label(check);
+    rc = av->get(r, &j, av, &s);
 
-    switch (data) {
-
-    case NGX_HTTP_DSTACK_AUTH_VAR_RESULT:
-
-        if (verdict == DSTACK_VERDICT_OK) {
-            s = (alcf->attestation == DSTACK_POLICY_FULL) ? "ok" : "bind";
-            goto string;
-        }
-
-        len = sizeof("failed:") - 1 + ngx_strlen(label);
-
-        p = ngx_pnalloc(r->pool, len);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_sprintf(p, "failed:%s", label);
-        goto value;
-
-    case NGX_HTTP_DSTACK_AUTH_VAR_ERROR:
-
-        if (verdict == DSTACK_VERDICT_FAILED) {
-            s = sum->reason;
-            goto string;
-        }
-
-        if (verdict == DSTACK_VERDICT_OK) {
-            goto not_found;
-        }
-
-        len = sizeof("TCB status  is not accepted") - 1 + 48;
-
-        p = ngx_pnalloc(r->pool, len);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        len = ngx_snprintf(p, len, "TCB status %s is not accepted",
-                           dstack_tcb_status_name(sum->tcb))
-              - p;
-        goto value;
-
-    case NGX_HTTP_DSTACK_AUTH_VAR_CACHE:
-
-        s = (ctx->attest_source == NGX_HTTP_DSTACK_AUTH_ATTEST_MISS) ? "miss"
-            : (ctx->attest_source == NGX_HTTP_DSTACK_AUTH_ATTEST_HIT) ? "hit"
-            : "connection";
-        goto string;
-
-    case NGX_HTTP_DSTACK_AUTH_VAR_TCB_STATUS:
-
-        if (alcf->attestation != DSTACK_POLICY_FULL
-            || verdict == DSTACK_VERDICT_FAILED
-            || sum->status[DSTACK_CHECK_TCB] != DSTACK_CHECK_PASS
-            || sum->tcb >= DSTACK_TCB_N)
-        {
-            goto not_found;
-        }
-
-        s = dstack_tcb_status_name(sum->tcb);
-        goto string;
-
-    case NGX_HTTP_DSTACK_AUTH_VAR_MRTD:
-        src = sum->mrtd;
-        len = 48;
-        break;
-
-    case NGX_HTTP_DSTACK_AUTH_VAR_COMPOSE_HASH:
-        src = sum->compose_hash;
-        len = sum->compose_hash_len;
-        break;
-
-    case NGX_HTTP_DSTACK_AUTH_VAR_INSTANCE_ID:
-        src = sum->instance_id;
-        len = sum->instance_id_len;
-        break;
-
-    default: /* NGX_HTTP_DSTACK_AUTH_VAR_RTMR0 .. + 3 */
-        src = sum->rtmr[data - NGX_HTTP_DSTACK_AUTH_VAR_RTMR0];
-        len = 48;
-        break;
-    }
-
-    if (verdict == DSTACK_VERDICT_FAILED || len == 0) {
-        goto not_found;
-    }
-
-    p = ngx_pnalloc(r->pool, 2 * len);
-    if (p == NULL) {
+    if (rc == NGX_ERROR) {
         return NGX_ERROR;
     }
 
-    ngx_hex_dump(p, src, len);
-    len *= 2;
+    if (rc == NGX_DECLINED) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
 
     goto value;
 
 string:
 
-    if (s == NULL) {
-        goto not_found;
+    if (p == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
     }
 
-    p = (u_char *) s;
-    len = ngx_strlen(s);
+    s.data = (u_char *) p;
+    s.len = ngx_strlen(p);
 
 value:
 
-    v->len = len;
-    v->data = p;
+    v->len = s.len;
+    v->data = s.data;
     v->valid = 1;
     v->no_cacheable = 0;
     v->not_found = 0;
 
     return NGX_OK;
+}
 
-not_found:
 
-    v->not_found = 1;
+/* $dstack_attestation: ok, bind or failed:<check> */
+
+static ngx_int_t
+ngx_http_dstack_auth_get_result(ngx_http_request_t *r,
+    ngx_http_dstack_auth_judged_t *j, ngx_http_dstack_auth_attest_var_t *av,
+    ngx_str_t *s)
+{
+    const char  *label;
+
+    if (j->verdict == DSTACK_VERDICT_OK) {
+        if (j->alcf->attestation == DSTACK_POLICY_FULL) {
+            ngx_str_set(s, "ok");
+
+        } else {
+            ngx_str_set(s, "bind");
+        }
+
+        return NGX_OK;
+    }
+
+    label = dstack_attest_check_label(j->check);
+
+    s->len = sizeof("failed:") - 1 + ngx_strlen(label);
+
+    s->data = ngx_pnalloc(r->pool, s->len);
+    if (s->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(s->data, "failed:%s", label);
+
+    return NGX_OK;
+}
+
+
+/* $dstack_attestation_error: why it failed, or which TCB was refused */
+
+static ngx_int_t
+ngx_http_dstack_auth_get_error(ngx_http_request_t *r,
+    ngx_http_dstack_auth_judged_t *j, ngx_http_dstack_auth_attest_var_t *av,
+    ngx_str_t *s)
+{
+    size_t  len;
+
+    if (j->verdict == DSTACK_VERDICT_OK) {
+        return NGX_DECLINED;
+    }
+
+    if (j->verdict == DSTACK_VERDICT_FAILED) {
+        s->data = (u_char *) j->sum->reason;
+        s->len = ngx_strlen(j->sum->reason);
+        return NGX_OK;
+    }
+
+    len = sizeof("TCB status  is not accepted") - 1 + 48;
+
+    s->data = ngx_pnalloc(r->pool, len);
+    if (s->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    s->len = ngx_snprintf(s->data, len, "TCB status %s is not accepted",
+                          dstack_tcb_status_name(j->sum->tcb))
+             - s->data;
+
+    return NGX_OK;
+}
+
+
+/* $dstack_attestation_cache: where the connection's result came from */
+
+static ngx_int_t
+ngx_http_dstack_auth_get_cache(ngx_http_request_t *r,
+    ngx_http_dstack_auth_judged_t *j, ngx_http_dstack_auth_attest_var_t *av,
+    ngx_str_t *s)
+{
+    switch (j->ctx->attest_source) {
+
+    case NGX_HTTP_DSTACK_AUTH_ATTEST_MISS:
+        ngx_str_set(s, "miss");
+        break;
+
+    case NGX_HTTP_DSTACK_AUTH_ATTEST_HIT:
+        ngx_str_set(s, "hit");
+        break;
+
+    default:
+        ngx_str_set(s, "connection");
+    }
+
+    return NGX_OK;
+}
+
+
+/* $dstack_tcb_status: only where "full" checked it and it passed */
+
+static ngx_int_t
+ngx_http_dstack_auth_get_tcb_status(ngx_http_request_t *r,
+    ngx_http_dstack_auth_judged_t *j, ngx_http_dstack_auth_attest_var_t *av,
+    ngx_str_t *s)
+{
+    const char  *name;
+
+    if (j->alcf->attestation != DSTACK_POLICY_FULL
+        || j->verdict == DSTACK_VERDICT_FAILED
+        || j->sum->status[DSTACK_CHECK_TCB] != DSTACK_CHECK_PASS
+        || j->sum->tcb >= DSTACK_TCB_N)
+    {
+        return NGX_DECLINED;
+    }
+
+    name = dstack_tcb_status_name(j->sum->tcb);
+
+    if (name == NULL) {
+        return NGX_DECLINED;
+    }
+
+    s->data = (u_char *) name;
+    s->len = ngx_strlen(name);
+
+    return NGX_OK;
+}
+
+
+/*
+ * A measurement, in hex, from an attestation that meets the requirement;
+ * a refused TCB level still exports it, the attestation being valid.
+ */
+
+static ngx_int_t
+ngx_http_dstack_auth_get_measurement(ngx_http_request_t *r,
+    ngx_http_dstack_auth_judged_t *j, ngx_http_dstack_auth_attest_var_t *av,
+    ngx_str_t *s)
+{
+    u_char  *src;
+    size_t   len;
+
+    src = (u_char *) j->sum + av->offset;
+    len = av->len ? av->len : *((u_char *) j->sum + av->len_offset);
+
+    if (j->verdict == DSTACK_VERDICT_FAILED || len == 0) {
+        return NGX_DECLINED;
+    }
+
+    s->data = ngx_pnalloc(r->pool, 2 * len);
+    if (s->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_hex_dump(s->data, src, len);
+    s->len = 2 * len;
 
     return NGX_OK;
 }
@@ -2719,7 +2879,7 @@ ngx_http_dstack_auth_init(ngx_conf_t *cf)
     ngx_http_core_main_conf_t  *cmcf;
     ngx_http_dstack_auth_main_conf_t  *amcf;
 
-    ngx_http_dstack_auth_fold_init();
+    dstack_header_init();
     ngx_http_dstack_auth_header_hash =
         ngx_hash_key((u_char *) "x-dstack-app-id",
                      sizeof("x-dstack-app-id") - 1);

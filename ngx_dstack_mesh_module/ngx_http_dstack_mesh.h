@@ -19,7 +19,6 @@
 
 
 #define NGX_HTTP_DSTACK_MESH_PREFIX      "x-dstack-target-"
-#define NGX_HTTP_DSTACK_MESH_USE_TLS     "x-dstack-target-use-tls"
 
 /*
  * What a pooled connection or a TLS session was verified for: the app_id,
@@ -50,7 +49,8 @@
 #define NGX_HTTP_DSTACK_MESH_APP             2
 #define NGX_HTTP_DSTACK_MESH_INSTANCE        3
 #define NGX_HTTP_DSTACK_MESH_PORT            4
-#define NGX_HTTP_DSTACK_MESH_UNCLEAR         5
+#define NGX_HTTP_DSTACK_MESH_USE_TLS         5
+#define NGX_HTTP_DSTACK_MESH_UNCLEAR         6
 
 #define NGX_HTTP_DSTACK_MESH_TLS_FAILED      525
 #define NGX_HTTP_DSTACK_MESH_PEER_REJECTED   526
@@ -114,6 +114,7 @@ typedef struct {
     ngx_str_t                          agent;
     ngx_uint_t                         json_errors;
     ngx_flag_t                         allow_unattested;
+    ngx_flag_t                         attested_header;
     ngx_str_t                          vpn_ip_file;
 
     ngx_http_handler_pt                proxy_handler;
@@ -172,16 +173,17 @@ typedef struct {
     ngx_buf_t                         *error;     /* a JSON error body */
     unsigned                           replaced:1;
     unsigned                           unattested:1;
+    unsigned                           ssl_data:1; /* set on a connection */
 
     u_char                             key[NGX_HTTP_DSTACK_MESH_KEY_LEN];
     u_char                             name_buf[NGX_SOCKADDR_STRLEN];
-    u_char                             detail_buf[
-                                           NGX_HTTP_DSTACK_MESH_DETAIL_LEN];
+    u_char                            *detail_buf; /* _DETAIL_LEN, or NULL */
 } ngx_http_dstack_mesh_ctx_t;
 
 
 ngx_dstack_metrics_t *ngx_http_dstack_mesh_metrics(
     ngx_http_request_t *r);
+u_char *ngx_http_dstack_mesh_detail_buf(ngx_http_dstack_mesh_ctx_t *ctx);
 ngx_int_t ngx_http_dstack_mesh_init_upstream(ngx_conf_t *cf,
     ngx_http_upstream_srv_conf_t *us);
 

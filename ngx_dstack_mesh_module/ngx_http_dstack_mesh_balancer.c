@@ -190,10 +190,11 @@ ngx_http_dstack_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
     u = ctx->request->upstream;
     c = pc->connection;
 
-    if (c != NULL && c->ssl != NULL) {
+    if (ctx->ssl_data && c != NULL && c->ssl != NULL) {
         /* the verify callback's data lives no longer than the request */
         SSL_set_ex_data(c->ssl->connection, ngx_http_dstack_mesh_ssl_index,
                         NULL);
+        ctx->ssl_data = 0;
     }
 
     if (state & NGX_PEER_FAILED) {
@@ -419,6 +420,8 @@ ngx_http_dstack_mesh_set_session(ngx_peer_connection_t *pc, void *data)
         ngx_ssl_error(NGX_LOG_ALERT, pc->log, 0, "SSL_set_ex_data() failed");
         return NGX_ERROR;
     }
+
+    ctx->ssl_data = 1;
 
     if (ctx->unattested
         && ngx_http_dstack_mesh_unattested_ssl(pc, ctx) != NGX_OK)
@@ -665,17 +668,22 @@ static void
 ngx_http_dstack_mesh_reject(ngx_http_dstack_mesh_ctx_t *ctx,
     ngx_connection_t *c, const char *fmt, ...)
 {
-    u_char                *p;
+    u_char                *p, *buf;
     va_list                args;
     ngx_dstack_metrics_t  *m;
 
-    va_start(args, fmt);
-    p = ngx_vslprintf(ctx->detail_buf,
-                      ctx->detail_buf + sizeof(ctx->detail_buf), fmt, args);
-    va_end(args);
+    buf = ngx_http_dstack_mesh_detail_buf(ctx);
 
-    ctx->detail.data = ctx->detail_buf;
-    ctx->detail.len = p - ctx->detail_buf;
+    if (buf != NULL) {
+        va_start(args, fmt);
+        p = ngx_vslprintf(buf, buf + NGX_HTTP_DSTACK_MESH_DETAIL_LEN, fmt,
+                          args);
+        va_end(args);
+
+        ctx->detail.data = buf;
+        ctx->detail.len = p - buf;
+    }
+
     ctx->failure = NGX_HTTP_DSTACK_MESH_FAIL_PEER;
 
     m = ngx_http_dstack_mesh_metrics(ctx->request);

@@ -25,26 +25,64 @@
 #include <ngx_http.h>
 
 #include "ngx_http_dstack_mesh.h"
+#include "dstack_header.h"
+
+
+/* an x-dstack-target-port's longest spelling: "65535" */
+#define NGX_HTTP_DSTACK_MESH_PORT_LEN  5
+
+
+/*
+ * The last target a client connection named, and what it came to: a
+ * keep-alive client that calls one peer repeatedly is not parsed again.
+ * Kept in the connection's pool (found again by its cleanup handler) and
+ * used only by main requests of connections that carry one request at a
+ * time, whose ctx then points into it.
+ */
+typedef struct {
+    ngx_http_dstack_mesh_srv_conf_t  *conf;
+    size_t                            app_len;
+    size_t                            instance_len;
+    size_t                            port_len;
+    size_t                            host_size;
+    ngx_str_t                         app;
+    ngx_str_t                         instance;
+    ngx_str_t                         port;
+    ngx_str_t                         host;
+    u_char                            key[NGX_HTTP_DSTACK_MESH_KEY_LEN];
+    u_char                            app_in[DSTACK_APP_ID_HEX_LEN];
+    u_char                            instance_in[DSTACK_APP_ID_HEX_LEN];
+    u_char                            port_in[NGX_HTTP_DSTACK_MESH_PORT_LEN];
+    u_char                            app_hex[DSTACK_APP_ID_HEX_LEN];
+    u_char                            instance_hex[DSTACK_APP_ID_HEX_LEN];
+    u_char                            port_buf[NGX_INT_T_LEN];
+    u_char                           *host_buf;  /* host_size */
+} ngx_http_dstack_mesh_last_t;
 
 
 static ngx_int_t ngx_http_dstack_mesh_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_dstack_mesh_target(ngx_http_request_t *r,
-    ngx_http_dstack_mesh_loc_conf_t *mlcf, ngx_http_dstack_mesh_ctx_t *ctx);
+    ngx_http_dstack_mesh_loc_conf_t *mlcf, ngx_http_dstack_mesh_ctx_t *ctx,
+    ngx_uint_t *use_tls_n, ngx_str_t *use_tls);
+static ngx_http_dstack_mesh_last_t *ngx_http_dstack_mesh_last(
+    ngx_http_request_t *r, ngx_http_dstack_mesh_ctx_t *ctx);
+static void ngx_http_dstack_mesh_last_save(ngx_http_dstack_mesh_last_t *last,
+    ngx_http_dstack_mesh_ctx_t *ctx, ngx_str_t *app, ngx_str_t *instance,
+    ngx_str_t *port);
+static void ngx_http_dstack_mesh_last_cleanup(void *data);
 static ngx_int_t ngx_http_dstack_mesh_field(ngx_http_request_t *r,
     ngx_http_complex_value_t *cv, ngx_table_elt_t *h, ngx_uint_t dups,
     ngx_str_t *value);
 static ngx_int_t ngx_http_dstack_mesh_hex_id(ngx_http_request_t *r,
     ngx_str_t *value, u_char *id, ngx_str_t *hex);
 static ngx_int_t ngx_http_dstack_mesh_parse_port(u_char *data, size_t len);
-static void ngx_http_dstack_mesh_fold_init(void);
+static void ngx_http_dstack_mesh_hexval_init(void);
 static ngx_uint_t ngx_http_dstack_mesh_header_kind(ngx_table_elt_t *h);
-static ngx_uint_t ngx_http_dstack_mesh_use_tls_header(ngx_http_request_t *r,
-    ngx_str_t *value);
 static ngx_int_t ngx_http_dstack_mesh_unattested(ngx_http_request_t *r,
     ngx_http_dstack_mesh_loc_conf_t *mlcf, ngx_http_dstack_mesh_ctx_t *ctx,
     ngx_uint_t n, ngx_str_t *value);
 static ngx_int_t ngx_http_dstack_mesh_strip_headers(ngx_http_request_t *r,
-    uint64_t stripped);
+    ngx_uint_t count, uint64_t stripped);
 static ngx_int_t ngx_http_dstack_mesh_agent(ngx_http_request_t *r,
     ngx_http_dstack_mesh_loc_conf_t *mlcf, ngx_http_dstack_mesh_ctx_t *ctx);
 static ngx_int_t ngx_http_dstack_mesh_gateway_info(ngx_http_request_t *r,
@@ -80,6 +118,8 @@ static ngx_int_t ngx_http_dstack_mesh_log_metrics(ngx_http_request_t *r);
 static ngx_int_t ngx_http_dstack_mesh_peer_host_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_uint_t ngx_http_dstack_mesh_local_host(ngx_str_t *host);
+static ngx_int_t ngx_http_dstack_mesh_upgrade_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_dstack_mesh_add_variables(ngx_conf_t *cf);
 static void *ngx_http_dstack_mesh_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_dstack_mesh_create_srv_conf(ngx_conf_t *cf);
@@ -119,6 +159,13 @@ static ngx_command_t  ngx_http_dstack_mesh_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_dstack_mesh_loc_conf_t, allow_unattested),
+      NULL },
+
+    { ngx_string("dstack_mesh_attested_header"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dstack_mesh_loc_conf_t, attested_header),
       NULL },
 
     { ngx_string("dstack_mesh_vpn_ip_file"),
@@ -262,11 +309,25 @@ static ngx_http_variable_t  ngx_http_dstack_mesh_vars[] = {
       ngx_http_dstack_mesh_peer_host_variable, 0,
       NGX_HTTP_VAR_CHANGEABLE, 0 },
 
+    { ngx_string("dstack_mesh_upgrade"), NULL,
+      ngx_http_dstack_mesh_upgrade_variable, 0, 0, 0 },
+
+    /* changeable: a configuration that still maps it itself keeps working */
+    { ngx_string("dstack_mesh_connection"), NULL,
+      ngx_http_dstack_mesh_upgrade_variable, 1,
+      NGX_HTTP_VAR_CHANGEABLE, 0 },
+
       ngx_http_null_variable
 };
 
 
-static u_char  ngx_http_dstack_mesh_fold[256];
+/*
+ * a hex digit's value, with NGX_HTTP_DSTACK_MESH_HEX_UPPER for "A" to
+ * "F"; 0xff for anything else
+ */
+static u_char  ngx_http_dstack_mesh_hexval[256];
+
+#define NGX_HTTP_DSTACK_MESH_HEX_UPPER  0x10
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
@@ -293,10 +354,7 @@ ngx_http_dstack_mesh_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, ctx, ngx_http_dstack_mesh_module);
 
-    /* read before ngx_http_dstack_mesh_target() strips it */
-    n = ngx_http_dstack_mesh_use_tls_header(r, &use_tls);
-
-    rc = ngx_http_dstack_mesh_target(r, mlcf, ctx);
+    rc = ngx_http_dstack_mesh_target(r, mlcf, ctx, &n, &use_tls);
 
     if (rc == NGX_DECLINED) {
         return ngx_http_dstack_mesh_agent(r, mlcf, ctx);
@@ -340,22 +398,25 @@ ngx_http_dstack_mesh_handler(ngx_http_request_t *r)
 /*
  * Reads the target from the configuration or the x-dstack-target-*
  * headers, and removes those headers and any x-dstack-app-id from the
- * request.  NGX_DECLINED: there is no target app; NGX_HTTP_BAD_REQUEST:
- * a malformed target, described in ctx->detail.
+ * request; also how many x-dstack-target-use-tls headers came, and the
+ * last one's value.  NGX_DECLINED: there is no target app;
+ * NGX_HTTP_BAD_REQUEST: a malformed target, described in ctx->detail.
  */
 
 static ngx_int_t
 ngx_http_dstack_mesh_target(ngx_http_request_t *r,
-    ngx_http_dstack_mesh_loc_conf_t *mlcf, ngx_http_dstack_mesh_ctx_t *ctx)
+    ngx_http_dstack_mesh_loc_conf_t *mlcf, ngx_http_dstack_mesh_ctx_t *ctx,
+    ngx_uint_t *use_tls_n, ngx_str_t *use_tls)
 {
-    u_char            *p, *key;
-    ngx_int_t          port;
-    ngx_str_t          app, instance, port_text, *id;
-    uint64_t           stripped;
-    ngx_uint_t         i, n, kind, strip;
-    ngx_list_part_t   *part;
-    ngx_table_elt_t   *h, *fields[NGX_HTTP_DSTACK_MESH_PORT + 1];
-    ngx_uint_t         dups[NGX_HTTP_DSTACK_MESH_PORT + 1];
+    u_char                       *p, *key;
+    uint64_t                      stripped;
+    ngx_int_t                     port;
+    ngx_str_t                     app, instance, port_text, port_in, *id;
+    ngx_uint_t                    i, n, kind, strip;
+    ngx_list_part_t              *part;
+    ngx_http_dstack_mesh_last_t  *last;
+    ngx_table_elt_t              *h, *fields[NGX_HTTP_DSTACK_MESH_USE_TLS + 1];
+    ngx_uint_t                    dups[NGX_HTTP_DSTACK_MESH_USE_TLS + 1];
 
     ngx_memzero(fields, sizeof(fields));
     ngx_memzero(dups, sizeof(dups));
@@ -367,6 +428,10 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
         h = part->elts;
 
         for (i = 0; i < part->nelts; i++, n++) {
+            if (!dstack_header_maybe(h[i].key.data, h[i].key.len)) {
+                continue;
+            }
+
             kind = ngx_http_dstack_mesh_header_kind(&h[i]);
 
             if (kind == NGX_HTTP_DSTACK_MESH_KEEP) {
@@ -395,8 +460,21 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
         }
     }
 
-    if (strip && ngx_http_dstack_mesh_strip_headers(r, stripped) != NGX_OK) {
+    if (strip && ngx_http_dstack_mesh_strip_headers(r, strip, stripped)
+                 != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h = fields[NGX_HTTP_DSTACK_MESH_USE_TLS];
+
+    if (h != NULL) {
+        *use_tls_n = 1 + dups[NGX_HTTP_DSTACK_MESH_USE_TLS];
+        *use_tls = h->value;
+
+    } else {
+        *use_tls_n = 0;
+        ngx_str_null(use_tls);
     }
 
     if (ngx_http_dstack_mesh_field(r, mlcf->app,
@@ -431,7 +509,27 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
+    last = ngx_http_dstack_mesh_last(r, ctx);
+
+    if (last != NULL
+        && last->app_len == app.len
+        && last->instance_len == instance.len
+        && last->port_len == port_text.len
+        && ngx_memcmp(last->app_in, app.data, app.len) == 0
+        && ngx_memcmp(last->instance_in, instance.data, instance.len) == 0
+        && ngx_memcmp(last->port_in, port_text.data, port_text.len) == 0)
+    {
+        ngx_memcpy(ctx->key, last->key, NGX_HTTP_DSTACK_MESH_KEY_LEN);
+        ctx->app = last->app;
+        ctx->instance = last->instance;
+        ctx->port = last->port;
+        ctx->host = last->host;
+
+        return NGX_OK;
+    }
+
     key = ctx->key;
+    port_in = port_text;
 
     if (ngx_http_dstack_mesh_hex_id(r, &app, key, &ctx->app) != NGX_OK) {
         ngx_str_set(&ctx->detail,
@@ -457,9 +555,11 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
 
     if (port_text.len == 0) {
         ngx_str_set(&port_text, "443");
-    }
+        port = 443;
 
-    port = ngx_http_dstack_mesh_parse_port(port_text.data, port_text.len);
+    } else {
+        port = ngx_http_dstack_mesh_parse_port(port_text.data, port_text.len);
+    }
 
     if (port == NGX_ERROR) {
         ngx_str_set(&ctx->detail,
@@ -508,7 +608,145 @@ ngx_http_dstack_mesh_target(ngx_http_request_t *r,
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "dstack mesh target: \"%V\"", &ctx->host);
 
+    if (last != NULL) {
+        ngx_http_dstack_mesh_last_save(last, ctx, &app, &instance,
+                                       &port_in);
+    }
+
     return NGX_OK;
+}
+
+
+/*
+ * The connection's last target, NULL where it cannot be used: a
+ * subrequest or an HTTP/2 stream shares the connection with requests
+ * that run at the same time.  A new one starts empty.
+ */
+
+static ngx_http_dstack_mesh_last_t *
+ngx_http_dstack_mesh_last(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_ctx_t *ctx)
+{
+    size_t                        size;
+    ngx_connection_t             *c;
+    ngx_pool_cleanup_t           *cln;
+    ngx_http_dstack_mesh_last_t  *last;
+
+#if (NGX_HTTP_V2)
+    if (r->stream != NULL) {
+        return NULL;
+    }
+#endif
+
+    if (r != r->main) {
+        return NULL;
+    }
+
+    c = r->connection;
+
+    for (cln = c->pool->cleanup; cln != NULL; cln = cln->next) {
+        if (cln->handler == ngx_http_dstack_mesh_last_cleanup) {
+            last = cln->data;
+
+            if (last->conf == ctx->conf) {
+                return last;
+            }
+
+            /* another upstream{}: its domain may be longer */
+            size = DSTACK_APP_ID_HEX_LEN + 1 + NGX_HTTP_DSTACK_MESH_PORT_LEN
+                   + 2 + ctx->conf->domain.len + 1;
+
+            if (size > last->host_size) {
+                last->host_buf = ngx_pnalloc(c->pool, size);
+                if (last->host_buf == NULL) {
+                    last->host_size = 0;
+                    return NULL;
+                }
+
+                last->host_size = size;
+            }
+
+            last->conf = ctx->conf;
+            last->app_len = 0;
+
+            return last;
+        }
+    }
+
+    size = DSTACK_APP_ID_HEX_LEN + 1 + NGX_HTTP_DSTACK_MESH_PORT_LEN + 2
+           + ctx->conf->domain.len + 1;
+
+    cln = ngx_pool_cleanup_add(c->pool, sizeof(ngx_http_dstack_mesh_last_t));
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    last = cln->data;
+    last->conf = ctx->conf;
+    last->app_len = 0;
+
+    last->host_buf = ngx_pnalloc(c->pool, size);
+    last->host_size = (last->host_buf != NULL) ? size : 0;
+
+    cln->handler = ngx_http_dstack_mesh_last_cleanup;
+
+    return last;
+}
+
+
+/* a valid target goes into the connection's last, the ctx points there */
+
+static void
+ngx_http_dstack_mesh_last_save(ngx_http_dstack_mesh_last_t *last,
+    ngx_http_dstack_mesh_ctx_t *ctx, ngx_str_t *app, ngx_str_t *instance,
+    ngx_str_t *port)
+{
+    if (app->len != DSTACK_APP_ID_HEX_LEN
+        || instance->len > DSTACK_APP_ID_HEX_LEN
+        || port->len > NGX_HTTP_DSTACK_MESH_PORT_LEN
+        || ctx->port.len > NGX_INT_T_LEN
+        || ctx->host.len + 1 > last->host_size)
+    {
+        last->app_len = 0;
+        return;
+    }
+
+    ngx_memcpy(last->key, ctx->key, NGX_HTTP_DSTACK_MESH_KEY_LEN);
+
+    last->app.data = ngx_cpymem(last->app_hex, ctx->app.data, ctx->app.len)
+                     - ctx->app.len;
+    last->app.len = ctx->app.len;
+
+    last->instance.data = ngx_cpymem(last->instance_hex, ctx->instance.data,
+                                     ctx->instance.len)
+                          - ctx->instance.len;
+    last->instance.len = ctx->instance.len;
+
+    last->port.data = ngx_cpymem(last->port_buf, ctx->port.data,
+                                 ctx->port.len)
+                      - ctx->port.len;
+    last->port.len = ctx->port.len;
+
+    /* with its terminating null, for SNI */
+    ngx_memcpy(last->host_buf, ctx->host.data, ctx->host.len + 1);
+    last->host.data = last->host_buf;
+    last->host.len = ctx->host.len;
+
+    ngx_memcpy(last->app_in, app->data, app->len);
+    ngx_memcpy(last->instance_in, instance->data, instance->len);
+    ngx_memcpy(last->port_in, port->data, port->len);
+
+    last->app_len = app->len;
+    last->instance_len = instance->len;
+    last->port_len = port->len;
+}
+
+
+/* marks the connection's last target in its pool; nothing to release */
+
+static void
+ngx_http_dstack_mesh_last_cleanup(void *data)
+{
 }
 
 
@@ -541,17 +779,41 @@ ngx_http_dstack_mesh_field(ngx_http_request_t *r, ngx_http_complex_value_t *cv,
 }
 
 
+/*
+ * As dstack_hex_decode() and dstack_hex_encode() (ratls/dstack_hex.h),
+ * in one pass on every request; the lowercase hex is the value itself
+ * unless it has capitals.
+ */
+
 static ngx_int_t
 ngx_http_dstack_mesh_hex_id(ngx_http_request_t *r, ngx_str_t *value,
     u_char *id, ngx_str_t *hex)
 {
-    /* the bytes for the key, the lowercase text for logs and variables */
+    u_char      hi, lo, seen, *p;
+    ngx_uint_t  i;
 
-    if (dstack_hex_decode(id, DSTACK_APP_ID_LEN, (char *) value->data,
-                          value->len)
-        != DSTACK_APP_ID_LEN)
-    {
+    if (value->len != DSTACK_APP_ID_HEX_LEN) {
         return NGX_ERROR;
+    }
+
+    p = value->data;
+    seen = 0;
+
+    for (i = 0; i < DSTACK_APP_ID_LEN; i++) {
+        hi = ngx_http_dstack_mesh_hexval[p[2 * i]];
+        lo = ngx_http_dstack_mesh_hexval[p[2 * i + 1]];
+
+        seen |= hi | lo;
+        id[i] = (u_char) ((hi & 0x0f) << 4 | (lo & 0x0f));
+    }
+
+    if (seen & ~(NGX_HTTP_DSTACK_MESH_HEX_UPPER | 0x0f)) {
+        return NGX_ERROR;
+    }
+
+    if (!(seen & NGX_HTTP_DSTACK_MESH_HEX_UPPER)) {
+        *hex = *value;
+        return NGX_OK;
     }
 
     hex->data = ngx_pnalloc(r->pool, DSTACK_APP_ID_HEX_LEN);
@@ -559,9 +821,8 @@ ngx_http_dstack_mesh_hex_id(ngx_http_request_t *r, ngx_str_t *value,
         return NGX_ERROR;
     }
 
+    ngx_strlow(hex->data, p, DSTACK_APP_ID_HEX_LEN);
     hex->len = DSTACK_APP_ID_HEX_LEN;
-
-    (void) dstack_hex_encode((char *) hex->data, id, DSTACK_APP_ID_LEN);
 
     return NGX_OK;
 }
@@ -588,22 +849,10 @@ ngx_http_dstack_mesh_parse_port(u_char *data, size_t len)
 }
 
 
-/*
- * By the name with "_" folded to "-", in any case: underscores_in_headers
- * lets x_dstack_target_app through, and CGI-style backends and nginx's
- * $http_* variables read it as x-dstack-target-app.  A name with other
- * characters (ignore_invalid_headers off) that still spells x-dstack-...
- * in its letters and digits cannot be classified safely.
- */
-
-/*
- * A header name's characters as classified: letters in lower case, "_"
- * as "-" (underscores_in_headers), digits and "-" as they are, anything
- * else 0.
- */
+/* the values of hex digits */
 
 static void
-ngx_http_dstack_mesh_fold_init(void)
+ngx_http_dstack_mesh_hexval_init(void)
 {
     u_char      c;
     ngx_uint_t  i;
@@ -611,78 +860,80 @@ ngx_http_dstack_mesh_fold_init(void)
     for (i = 0; i < 256; i++) {
         c = (u_char) i;
 
-        if (c >= 'A' && c <= 'Z') {
-            c |= 0x20;
-
-        } else if (c == '_') {
-            c = '-';
-        }
-
-        ngx_http_dstack_mesh_fold[i] = ((c >= 'a' && c <= 'z')
-                                        || (c >= '0' && c <= '9')
-                                        || c == '-') ? c : 0;
+        ngx_http_dstack_mesh_hexval[i] =
+            (c >= '0' && c <= '9') ? c - '0'
+            : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+            : (c >= 'A' && c <= 'F') ? (c - 'A' + 10)
+                                       | NGX_HTTP_DSTACK_MESH_HEX_UPPER
+            : 0xff;
     }
 }
 
 
+/*
+ * By the name as backends read it (dstack_header.h): underscores_in_headers
+ * lets x_dstack_target_app through, and CGI-style backends and nginx's
+ * $http_* variables read it as x-dstack-target-app.  Only the exact
+ * lowercase spelling of x-dstack-target-use-tls chooses the path; any
+ * other x-dstack-target-* is not forwarded either.
+ */
+
 static ngx_uint_t
 ngx_http_dstack_mesh_header_kind(ngx_table_elt_t *h)
 {
-    u_char       c, *name;
-    size_t       i, n, len;
-    ngx_uint_t   odd;
-    u_char       folded[sizeof(NGX_HTTP_DSTACK_MESH_PREFIX) + 8];
-
-    static u_char  skeleton[] = "xdstack";
+    u_char  *name, folded[DSTACK_HEADER_FOLD_LEN];
+    size_t   len;
 
     len = h->key.len;
 
     /*
-     * a name that starts with a letter or digit other than "x" neither
-     * begins with x-dstack- nor spells x-dstack... in letters and digits:
-     * most names stop here
+     * as nginx spelt it in lower case: a canonical name, which is what a
+     * client sends, is known here (its characters fold as they are)
      */
 
-    if (len) {
-        c = ngx_http_dstack_mesh_fold[h->key.data[0]];
+    if (h->lowcase_key != NULL
+        && len > sizeof(NGX_HTTP_DSTACK_MESH_PREFIX) - 1
+        && ngx_memcmp(h->lowcase_key, NGX_HTTP_DSTACK_MESH_PREFIX,
+                      sizeof(NGX_HTTP_DSTACK_MESH_PREFIX) - 1)
+           == 0)
+    {
+        name = h->lowcase_key + sizeof(NGX_HTTP_DSTACK_MESH_PREFIX) - 1;
 
-        if (c != 0 && c != '-' && c != 'x') {
-            return NGX_HTTP_DSTACK_MESH_KEEP;
-        }
-    }
+        switch (len - (sizeof(NGX_HTTP_DSTACK_MESH_PREFIX) - 1)) {
 
-    odd = 0;
-    n = 0;
-
-    for (i = 0; i < len; i++) {
-        c = ngx_http_dstack_mesh_fold[h->key.data[i]];
-
-        if (i < sizeof(folded)) {
-            folded[i] = c;
-        }
-
-        if (c == '-') {
-            continue;
-        }
-
-        if (c == 0) {
-            odd = 1;
-            continue;
-        }
-
-        if (n < sizeof(skeleton) - 1) {
-            if (c != skeleton[n]) {
-                /* nor x-dstack-..., spelt in any way */
-                return NGX_HTTP_DSTACK_MESH_KEEP;
+        case 3:
+            if (ngx_memcmp(name, "app", 3) == 0) {
+                return NGX_HTTP_DSTACK_MESH_APP;
             }
+            break;
 
-            n++;
+        case 4:
+            if (ngx_memcmp(name, "port", 4) == 0) {
+                return NGX_HTTP_DSTACK_MESH_PORT;
+            }
+            break;
+
+        case 7:
+            if (ngx_memcmp(name, "use-tls", 7) == 0) {
+                return NGX_HTTP_DSTACK_MESH_USE_TLS;
+            }
+            break;
+
+        case 8:
+            if (ngx_memcmp(name, "instance", 8) == 0) {
+                return NGX_HTTP_DSTACK_MESH_INSTANCE;
+            }
+            break;
         }
     }
 
-    if (odd) {
-        return (n == sizeof(skeleton) - 1) ? NGX_HTTP_DSTACK_MESH_UNCLEAR
-                                           : NGX_HTTP_DSTACK_MESH_KEEP;
+    switch (dstack_header_fold(h->key.data, len, folded)) {
+
+    case DSTACK_HEADER_UNCLEAR:
+        return NGX_HTTP_DSTACK_MESH_UNCLEAR;
+
+    case DSTACK_HEADER_OTHER:
+        return NGX_HTTP_DSTACK_MESH_KEEP;
     }
 
     name = folded;
@@ -716,40 +967,7 @@ ngx_http_dstack_mesh_header_kind(ngx_table_elt_t *h)
         return NGX_HTTP_DSTACK_MESH_PORT;
     }
 
-    /* any other x-dstack-target-* is not forwarded either */
-
     return NGX_HTTP_DSTACK_MESH_STRIP;
-}
-
-
-/* how many x-dstack-target-use-tls headers came, and the last value */
-
-static ngx_uint_t
-ngx_http_dstack_mesh_use_tls_header(ngx_http_request_t *r, ngx_str_t *value)
-{
-    ngx_uint_t        i, n;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    n = 0;
-    ngx_str_null(value);
-
-    for (part = &r->headers_in.headers.part; part; part = part->next) {
-        h = part->elts;
-
-        for (i = 0; i < part->nelts; i++) {
-            if (h[i].key.len == sizeof(NGX_HTTP_DSTACK_MESH_USE_TLS) - 1
-                && ngx_memcmp(h[i].lowcase_key, NGX_HTTP_DSTACK_MESH_USE_TLS,
-                              sizeof(NGX_HTTP_DSTACK_MESH_USE_TLS) - 1)
-                   == 0)
-            {
-                *value = h[i].value;
-                n++;
-            }
-        }
-    }
-
-    return n;
 }
 
 
@@ -768,6 +986,7 @@ ngx_http_dstack_mesh_unattested(ngx_http_request_t *r,
     ngx_uint_t n, ngx_str_t *value)
 {
     u_char  *s;
+    size_t   off;
 
     if (n > 1) {
         ngx_str_set(&ctx->detail,
@@ -795,14 +1014,24 @@ ngx_http_dstack_mesh_unattested(ngx_http_request_t *r,
         return NGX_HTTP_FORBIDDEN;
     }
 
-    s = ctx->host.data + DSTACK_APP_ID_HEX_LEN + 1 + ctx->port.len;
+    off = DSTACK_APP_ID_HEX_LEN + 1 + ctx->port.len;
 
-    if (*s != 's') {
+    if (ctx->host.len <= off || ctx->host.data[off] != 's') {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    /* moves the terminating null too */
-    ngx_memmove(s, s + 1, ctx->host.len - (s - ctx->host.data));
+    /* a copy: the target's host may be the connection's (its last) */
+
+    s = ngx_pnalloc(r->pool, ctx->host.len);
+    if (s == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* the terminating null too */
+    ngx_memcpy(s, ctx->host.data, off);
+    ngx_memcpy(s + off, ctx->host.data + off + 1, ctx->host.len - off);
+
+    ctx->host.data = s;
     ctx->host.len--;
 
     ctx->unattested = 1;
@@ -819,11 +1048,14 @@ ngx_http_dstack_mesh_unattested(ngx_http_request_t *r,
 /*
  * Rebuilds the request's header list without the routing headers and any
  * x-dstack-app-id.  Rebuilt rather than edited in place: headers_in keeps
- * pointers to the elements, which must stay valid.
+ * pointers to the elements, which must stay valid.  Only when the
+ * "count" headers to go all come last (clients add their own headers
+ * after the usual ones) are they cut off the end, where nothing moves.
  */
 
 static ngx_int_t
-ngx_http_dstack_mesh_strip_headers(ngx_http_request_t *r, uint64_t stripped)
+ngx_http_dstack_mesh_strip_headers(ngx_http_request_t *r, ngx_uint_t count,
+    uint64_t stripped)
 {
     ngx_uint_t        i, n;
     ngx_list_t        headers;
@@ -834,6 +1066,21 @@ ngx_http_dstack_mesh_strip_headers(ngx_http_request_t *r, uint64_t stripped)
 
     for (part = &r->headers_in.headers.part; part; part = part->next) {
         n += part->nelts;
+    }
+
+    /*
+     * the last "count" headers, by their verdicts; a subrequest's list is
+     * a copy of its parent's that shares the parts: only the main
+     * request's own list is cut
+     */
+
+    part = r->headers_in.headers.last;
+
+    if (r == r->main && n <= 64 && count <= part->nelts
+        && stripped == (((uint64_t) -1) >> (64 - count)) << (n - count))
+    {
+        part->nelts -= count;
+        return NGX_OK;
     }
 
     if (ngx_list_init(&headers, r->pool, n + 1, sizeof(ngx_table_elt_t))
@@ -1194,6 +1441,7 @@ ngx_http_dstack_mesh_resolve(ngx_http_request_t *r,
 static void
 ngx_http_dstack_mesh_resolve_handler(ngx_resolver_ctx_t *rctx)
 {
+    u_char                      *p;
     size_t                       len;
     ngx_int_t                    rc;
     ngx_uint_t                   i, async;
@@ -1215,11 +1463,15 @@ ngx_http_dstack_mesh_resolve_handler(ngx_resolver_ctx_t *rctx)
                       &rctx->name, rctx->state,
                       ngx_resolver_strerror(rctx->state));
 
-        ctx->detail.data = ctx->detail_buf;
-        ctx->detail.len = ngx_snprintf(ctx->detail_buf,
-                                       sizeof(ctx->detail_buf), "%s",
-                                       ngx_resolver_strerror(rctx->state))
-                          - ctx->detail_buf;
+        p = ngx_http_dstack_mesh_detail_buf(ctx);
+
+        if (p != NULL) {
+            ctx->detail.data = p;
+            ctx->detail.len = ngx_snprintf(p, NGX_HTTP_DSTACK_MESH_DETAIL_LEN,
+                                           "%s",
+                                           ngx_resolver_strerror(rctx->state))
+                              - p;
+        }
 
     } else {
         ctx->addrs = ngx_pcalloc(r->pool, rctx->naddrs * sizeof(ngx_addr_t));
@@ -1408,10 +1660,31 @@ ngx_http_dstack_mesh_header_filter(ngx_http_request_t *r)
     ngx_str_t                         detail;
     ngx_uint_t                        status;
     const char                       *code;
+    ngx_table_elt_t                  *h;
     ngx_http_dstack_mesh_ctx_t       *ctx;
     ngx_http_dstack_mesh_loc_conf_t  *mlcf;
 
     mlcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_mesh_module);
+
+    /*
+     * dstack_mesh_attested_header: what add_header X-Dstack-Mesh-Attested
+     * $dstack_mesh_attested always would add, without a script
+     */
+
+    if (mlcf->attested_header && r == r->main) {
+        ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_mesh_module);
+
+        if (ctx != NULL && ctx->attested.len) {
+            h = ngx_list_push(&r->headers_out.headers);
+            if (h == NULL) {
+                return NGX_ERROR;
+            }
+
+            h->hash = 1;
+            ngx_str_set(&h->key, "X-Dstack-Mesh-Attested");
+            h->value = ctx->attested;
+        }
+    }
 
     if (!mlcf->json_errors
         || r->err_status < NGX_HTTP_BAD_REQUEST
@@ -1429,6 +1702,8 @@ ngx_http_dstack_mesh_header_filter(ngx_http_request_t *r)
         if (ctx == NULL) {
             return NGX_ERROR;
         }
+
+        ctx->request = r;
 
         ngx_http_set_ctx(r, ctx, ngx_http_dstack_mesh_module);
 
@@ -1530,8 +1805,10 @@ ngx_http_dstack_mesh_explain(ngx_http_request_t *r,
 
     static ngx_str_t  unknown = ngx_string("(none)");
 
-    p = ctx->detail_buf;
-    last = p + sizeof(ctx->detail_buf);
+    /* no room (allocation failed): an empty detail */
+
+    p = ngx_http_dstack_mesh_detail_buf(ctx);
+    last = (p != NULL) ? p + NGX_HTTP_DSTACK_MESH_DETAIL_LEN : NULL;
 
     peer = ctx->peer ? ctx->peer : &unknown;
     host = &ctx->host;
@@ -1629,6 +1906,20 @@ done:
     detail->len = p - ctx->detail_buf;
 
     return status;
+}
+
+
+/* room for an error's detail, only where there is an error */
+
+u_char *
+ngx_http_dstack_mesh_detail_buf(ngx_http_dstack_mesh_ctx_t *ctx)
+{
+    if (ctx->detail_buf == NULL) {
+        ctx->detail_buf = ngx_pnalloc(ctx->request->pool,
+                                      NGX_HTTP_DSTACK_MESH_DETAIL_LEN);
+    }
+
+    return ctx->detail_buf;
 }
 
 
@@ -1819,13 +2110,51 @@ ngx_http_dstack_mesh_peer_host_variable(ngx_http_request_t *r,
 }
 
 
+/*
+ * $dstack_mesh_upgrade, the caller's Upgrade header (the first, as
+ * $http_upgrade), and $dstack_mesh_connection, "upgrade" with it: what
+ * the shipped configuration once computed with $http_upgrade and a map,
+ * from the header nginx already found.  Nothing without the header or
+ * with an empty one, so that proxy_set_header leaves them out.
+ */
+
+static ngx_int_t
+ngx_http_dstack_mesh_upgrade_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_table_elt_t  *h;
+
+    h = r->headers_in.upgrade;
+
+    if (h == NULL || h->value.len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    if (data) {
+        v->len = sizeof("upgrade") - 1;
+        v->data = (u_char *) "upgrade";
+
+    } else {
+        v->len = h->value.len;
+        v->data = h->value.data;
+    }
+
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
 /* localhost, 127.0.0.1 or [::1], optionally with ":<digits>" */
 
 static ngx_uint_t
 ngx_http_dstack_mesh_local_host(ngx_str_t *host)
 {
-    size_t       i, n;
-    ngx_uint_t   k;
+    size_t      i, n;
+    ngx_str_t  *name;
 
     static ngx_str_t  names[] = {
         ngx_string("localhost"),
@@ -1833,31 +2162,43 @@ ngx_http_dstack_mesh_local_host(ngx_str_t *host)
         ngx_string("[::1]")
     };
 
-    for (k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
-        n = names[k].len;
+    /* the names start with different characters */
 
-        if (host->len < n || ngx_memcmp(host->data, names[k].data, n) != 0) {
-            continue;
-        }
+    switch (host->data[0]) {
+    case 'l':
+        name = &names[0];
+        break;
+    case '1':
+        name = &names[1];
+        break;
+    case '[':
+        name = &names[2];
+        break;
+    default:
+        return 0;
+    }
 
-        if (host->len == n) {
-            return 1;
-        }
+    n = name->len;
 
-        if (host->data[n] != ':' || host->len == n + 1) {
-            return 0;
-        }
+    if (host->len < n || ngx_strncmp(host->data, name->data, n) != 0) {
+        return 0;
+    }
 
-        for (i = n + 1; i < host->len; i++) {
-            if (host->data[i] < '0' || host->data[i] > '9') {
-                return 0;
-            }
-        }
-
+    if (host->len == n) {
         return 1;
     }
 
-    return 0;
+    if (host->data[n] != ':' || host->len == n + 1) {
+        return 0;
+    }
+
+    for (i = n + 1; i < host->len; i++) {
+        if (host->data[i] < '0' || host->data[i] > '9') {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 
@@ -1956,6 +2297,7 @@ ngx_http_dstack_mesh_create_loc_conf(ngx_conf_t *cf)
      */
 
     conf->allow_unattested = NGX_CONF_UNSET;
+    conf->attested_header = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -1982,6 +2324,7 @@ ngx_http_dstack_mesh_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_str_value(conf->agent, prev->agent, "");
     ngx_conf_merge_value(conf->allow_unattested, prev->allow_unattested, 0);
+    ngx_conf_merge_value(conf->attested_header, prev->attested_header, 0);
     ngx_conf_merge_str_value(conf->vpn_ip_file, prev->vpn_ip_file, "");
 
     if (!conf->target) {
@@ -2500,7 +2843,8 @@ ngx_http_dstack_mesh_init(ngx_conf_t *cf)
     ngx_http_dstack_mesh_loc_conf_t   *mlcf;
     ngx_http_dstack_mesh_main_conf_t  *mmcf;
 
-    ngx_http_dstack_mesh_fold_init();
+    dstack_header_init();
+    ngx_http_dstack_mesh_hexval_init();
 
     mmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_dstack_mesh_module);
 

@@ -71,6 +71,7 @@ typedef struct {
 typedef struct {
     ngx_uint_t                  endpoint;
     ngx_uint_t                  render;       /* the view was missing */
+    ngx_uint_t                  cache_gen;    /* 0: not to be kept */
     ngx_str_t                   app_id;
     ngx_str_t                   node_type;
     ngx_str_t                   key;
@@ -243,6 +244,13 @@ static ngx_command_t  ngx_http_dstack_vpc_api_commands[] = {
       ngx_conf_set_num_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_dstack_vpc_api_loc_conf_t, max_records),
+      NULL },
+
+    { ngx_string("dstack_vpc_api_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_dstack_vpc_api_cache_conf,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("dstack_vpc_redis"),
@@ -591,9 +599,14 @@ ngx_http_dstack_vpc_api_identify(ngx_http_request_t *r,
     if (alcf->allow_mode == NGX_HTTP_DSTACK_VPC_API_ALLOW_LIST) {
         ids = alcf->allow->elts;
 
+        /*
+         * both sides lowercase: the list since configuration, the
+         * identity as dstack_auth renders it (any other fails closed)
+         */
+
         for (i = 0; i < alcf->allow->nelts; i++) {
-            if (ngx_strncasecmp(ids[i].data, vv->data,
-                                NGX_HTTP_DSTACK_VPC_API_APP_ID_LEN)
+            if (ngx_memcmp(ids[i].data, vv->data,
+                           NGX_HTTP_DSTACK_VPC_API_APP_ID_LEN)
                 == 0)
             {
                 return NGX_DECLINED;
@@ -1141,8 +1154,10 @@ ngx_http_dstack_vpc_api_discover(ngx_http_request_t *r,
 
 
 /*
- * discover and nodes read a document that Redis keeps rendered: a plain
- * GET, and only when it is missing the script that renders and stores it
+ * discover and nodes answer from the worker's copy of the document
+ * (ngx_http_dstack_vpc_api_cache.c), else read the one that Redis keeps
+ * rendered: a plain GET, and only when it is missing the script that
+ * renders and stores it
  */
 
 static ngx_int_t
@@ -1151,6 +1166,8 @@ ngx_http_dstack_vpc_api_view(ngx_http_request_t *r,
 {
     u_char                               *p;
     size_t                                lens[2];
+    ngx_int_t                             rc;
+    ngx_buf_t                            *b;
     ngx_uint_t                            discover;
     const char                           *argv[2];
     ngx_dstack_redis_cmd_t               *cmd;
@@ -1159,6 +1176,27 @@ ngx_http_dstack_vpc_api_view(ngx_http_request_t *r,
     amcf = ngx_http_get_module_main_conf(r, ngx_http_dstack_vpc_api_module);
 
     discover = (ctx->endpoint == NGX_HTTP_DSTACK_VPC_API_DISCOVER);
+
+    if (!ctx->render) {
+        rc = ngx_http_dstack_vpc_api_cache_get(r, discover, &ctx->node_type,
+                                               &b, &ctx->cache_gen);
+        switch (rc) {
+
+        case NGX_OK:
+            return ngx_http_dstack_vpc_api_send(r, NGX_HTTP_OK, b);
+
+        case NGX_DONE:
+            return ngx_http_dstack_vpc_api_error(r, NGX_HTTP_NOT_FOUND,
+                                                 "No %V nodes found",
+                                                 &ctx->node_type);
+
+        case NGX_DECLINED:
+            break;
+
+        default:
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
 
     if (ctx->render) {
         argv[0] = (const char *) amcf->prefix.data;
@@ -1275,6 +1313,15 @@ ngx_http_dstack_vpc_api_reply(void *data, redisReply *reply, const char *err)
                                            "redis error");
 
     } else {
+        if (ctx->endpoint == NGX_HTTP_DSTACK_VPC_API_REGISTER
+            || ctx->endpoint == NGX_HTTP_DSTACK_VPC_API_UPDATE)
+        {
+            /* the worker reads its own writes without waiting for pub/sub */
+            ngx_http_dstack_vpc_api_cache_flush(
+                ngx_http_get_module_main_conf(r,
+                                              ngx_http_dstack_vpc_api_module));
+        }
+
         switch (ctx->endpoint) {
 
         case NGX_HTTP_DSTACK_VPC_API_REGISTER:
@@ -1568,11 +1615,15 @@ static ngx_int_t
 ngx_http_dstack_vpc_api_document_reply(ngx_http_request_t *r,
     ngx_http_dstack_vpc_api_ctx_t *ctx, redisReply *reply)
 {
+    ngx_str_t   doc;
     ngx_buf_t  *b;
 
     if (reply->type == REDIS_REPLY_NIL
         && ctx->endpoint == NGX_HTTP_DSTACK_VPC_API_DISCOVER)
     {
+        ngx_http_dstack_vpc_api_cache_put(r, 1, &ctx->node_type, NULL,
+                                          ctx->cache_gen);
+
         return ngx_http_dstack_vpc_api_error(r, NGX_HTTP_NOT_FOUND,
                                              "No %V nodes found",
                                              &ctx->node_type);
@@ -1593,6 +1644,13 @@ ngx_http_dstack_vpc_api_document_reply(ngx_http_request_t *r,
 
     b->last = ngx_cpymem(b->last, reply->str, reply->len);
     *b->last++ = '\n';
+
+    doc.data = b->pos;
+    doc.len = b->last - b->pos;
+
+    ngx_http_dstack_vpc_api_cache_put(r,
+                            ctx->endpoint == NGX_HTTP_DSTACK_VPC_API_DISCOVER,
+                            &ctx->node_type, &doc, ctx->cache_gen);
 
     return ngx_http_dstack_vpc_api_send(r, NGX_HTTP_OK, b);
 }
@@ -1969,7 +2027,7 @@ ngx_http_dstack_vpc_api_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
-    return NGX_OK;
+    return ngx_http_dstack_vpc_api_cache_init(cycle, amcf);
 }
 
 
@@ -1984,6 +2042,8 @@ ngx_http_dstack_vpc_api_exit_process(ngx_cycle_t *cycle)
     if (amcf == NULL || amcf->rds == NULL) {
         return;
     }
+
+    ngx_http_dstack_vpc_api_cache_done(amcf);
 
     /* before nginx checks for sockets left open */
     ngx_dstack_redis_destroy(amcf->rds);
@@ -2009,9 +2069,13 @@ ngx_http_dstack_vpc_api_create_main_conf(ngx_conf_t *cf)
      *     amcf->lua_* = NULL;
      *     amcf->rds = NULL;
      *     amcf->enabled = 0;
+     *     amcf->cache = NULL;
      */
 
     amcf->timeout = NGX_CONF_UNSET_MSEC;
+    amcf->cache_entries = NGX_CONF_UNSET_UINT;
+    amcf->cache_size = NGX_CONF_UNSET_SIZE;
+    amcf->cache_valid = NGX_CONF_UNSET_MSEC;
     amcf->app_id_index = NGX_CONF_UNSET;
 
     return amcf;
@@ -2024,6 +2088,12 @@ ngx_http_dstack_vpc_api_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_http_dstack_vpc_api_main_conf_t *amcf = conf;
 
     ngx_conf_init_msec_value(amcf->timeout, 1000);
+    ngx_conf_init_uint_value(amcf->cache_entries,
+                             NGX_HTTP_DSTACK_VPC_API_CACHE_ENTRIES);
+    ngx_conf_init_size_value(amcf->cache_size,
+                             NGX_HTTP_DSTACK_VPC_API_CACHE_SIZE);
+    ngx_conf_init_msec_value(amcf->cache_valid,
+                             NGX_HTTP_DSTACK_VPC_API_CACHE_VALID);
 
     if (amcf->prefix.data == NULL) {
         ngx_str_set(&amcf->prefix, "dstack:vpc:");

@@ -45,9 +45,10 @@
 #define NGX_HTTP_DSTACK_VPC_CP_TYPE_MAX       32
 #define NGX_HTTP_DSTACK_VPC_CP_ENDPOINTS_MAX  16
 #define NGX_HTTP_DSTACK_VPC_CP_ENDPOINT_MAX   47   /* [v6%scope]:port */
-#define NGX_HTTP_DSTACK_VPC_CP_FRAME_MAX      (4 << 20)
+#define NGX_HTTP_DSTACK_VPC_CP_FRAME_MAX      (8 << 20)  /* wgctl's too */
 #define NGX_HTTP_DSTACK_VPC_CP_BUF_SIZE       4096
 #define NGX_HTTP_DSTACK_VPC_CP_RING           256
+#define NGX_HTTP_DSTACK_VPC_CP_HELD_MAX       (NGX_HTTP_DSTACK_VPC_CP_RING / 2)
 #define NGX_HTTP_DSTACK_VPC_CP_SWEEP_BATCH    "1000"
 #define NGX_HTTP_DSTACK_VPC_CP_WAIT_READY     5000  /* ms */
 #define NGX_HTTP_DSTACK_VPC_CP_DOMAIN         "dstack.internal"
@@ -82,6 +83,7 @@ typedef struct {
     ngx_msec_t                  keepalive;
     time_t                      inactivity;
     ngx_msec_t                  sweep_interval;
+    ngx_msec_t                  coalesce;
     size_t                      stream_buffer;
     ngx_uint_t                  wg_path;
     uint32_t                    base;         /* the prefix, host order */
@@ -118,6 +120,14 @@ typedef struct {
     ngx_http_dstack_vpc_cp_event_t  *ring;
     ngx_uint_t                  ring_next;
     ngx_http_dstack_vpc_cp_out_t     scratch;
+
+    /* changes held for the next frame (dstack_vpc_control_coalesce) */
+    struct ngx_http_dstack_vpc_cp_change_s  *held;
+    ngx_uint_t                  nheld;
+    ngx_event_t                 flush;
+    ngx_msec_t                  flushed;      /* the last frame's time */
+    uint64_t                    held_since;   /* us, for the metric */
+
     u_char                      caller[NGX_INT_T_LEN];
     size_t                      caller_len;
 
@@ -177,7 +187,8 @@ typedef struct {
 #define NGX_HTTP_DSTACK_VPC_CP_EP             4
 
 /* one pub/sub message */
-typedef struct {
+typedef struct ngx_http_dstack_vpc_cp_change_s {
+    uint64_t                    seq;
     ngx_uint_t                  kind;
     ngx_str_t                   id;
     ngx_str_t                   arg[2];       /* on: online, last seen;
@@ -196,6 +207,8 @@ void ngx_http_dstack_vpc_cp_stream_end(ngx_http_request_t *r,
     ngx_int_t rc);
 void ngx_http_dstack_vpc_cp_apply(ngx_http_request_t *r,
     ngx_http_dstack_vpc_cp_ctx_t *ctx, uint64_t seq, ngx_str_t *message);
+void ngx_http_dstack_vpc_cp_flush(ngx_http_dstack_vpc_cp_main_conf_t *cmcf);
+void ngx_http_dstack_vpc_cp_flush_handler(ngx_event_t *ev);
 void ngx_http_dstack_vpc_cp_sweep(ngx_event_t *ev);
 ngx_int_t ngx_http_dstack_vpc_cp_node_valid(
     ngx_http_dstack_vpc_cp_main_conf_t *cmcf,

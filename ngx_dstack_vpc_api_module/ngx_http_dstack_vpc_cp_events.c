@@ -2,8 +2,15 @@
 /*
  * The control plane's changes (ngx_http_dstack_vpc_cp_module.c): one Redis
  * pub/sub subscription per worker, a short ring of its latest messages,
- * the fan-out to this worker's map streams with each change parsed and
- * framed once, and the expiry sweep.
+ * the fan-out to this worker's map streams with each batch of changes
+ * parsed and framed once, and the expiry sweep.
+ *
+ * Coalescing (dstack_vpc_control_coalesce): a change that comes after a
+ * quiet window goes out at once; changes that come sooner are held for
+ * one window and then go out together, in one frame per stream, so that a
+ * burst of N changes costs each stream two frames instead of N.  A batch
+ * keeps only the last word on each node: a node changed or removed later
+ * in the batch loses its earlier entries.
  */
 
 
@@ -25,18 +32,27 @@ static void ngx_http_dstack_vpc_cp_lost(
 static ngx_int_t ngx_http_dstack_vpc_cp_remember(
     ngx_http_dstack_vpc_cp_main_conf_t *cmcf, uint64_t seq,
     ngx_str_t *message);
-static void ngx_http_dstack_vpc_cp_fan_out(
+static void ngx_http_dstack_vpc_cp_hold(
     ngx_http_dstack_vpc_cp_main_conf_t *cmcf, uint64_t seq,
-    ngx_str_t *message);
+    ngx_http_dstack_vpc_cp_event_t *ev);
+static void ngx_http_dstack_vpc_cp_drop_held(
+    ngx_http_dstack_vpc_cp_main_conf_t *cmcf);
 static ngx_int_t ngx_http_dstack_vpc_cp_change_parse(
     ngx_http_dstack_vpc_cp_main_conf_t *cmcf, ngx_str_t *message,
     ngx_http_dstack_vpc_cp_change_t *ch);
-static ngx_int_t ngx_http_dstack_vpc_cp_change_frame(
-    ngx_http_dstack_vpc_cp_change_t *ch, ngx_uint_t self,
+static ngx_uint_t ngx_http_dstack_vpc_cp_is(ngx_http_dstack_vpc_cp_change_t *ch,
+    ngx_str_t *id);
+static ngx_int_t ngx_http_dstack_vpc_cp_batch_frame(
+    ngx_http_dstack_vpc_cp_change_t *ch, ngx_uint_t n, ngx_str_t *self,
     ngx_http_dstack_vpc_cp_out_t *out);
+static ngx_int_t ngx_http_dstack_vpc_cp_batch_list(
+    ngx_http_dstack_vpc_cp_change_t *ch, ngx_uint_t n, ngx_str_t *self,
+    ngx_uint_t list, ngx_http_dstack_vpc_cp_out_t *out);
+static ngx_int_t ngx_http_dstack_vpc_cp_patch(
+    ngx_http_dstack_vpc_cp_change_t *ch, ngx_http_dstack_vpc_cp_out_t *out);
 static void ngx_http_dstack_vpc_cp_deliver(ngx_http_request_t *r,
-    ngx_http_dstack_vpc_cp_ctx_t *ctx, uint64_t seq,
-    ngx_http_dstack_vpc_cp_change_t *ch, ngx_http_dstack_vpc_cp_out_t *peers);
+    ngx_http_dstack_vpc_cp_ctx_t *ctx, ngx_http_dstack_vpc_cp_change_t *ch,
+    ngx_uint_t n, ngx_http_dstack_vpc_cp_out_t *peers);
 static void ngx_http_dstack_vpc_cp_sweep_reply(void *data,
     redisReply *reply, const char *err);
 
@@ -106,7 +122,12 @@ ngx_http_dstack_vpc_cp_message(void *data, ngx_uint_t event,
         return;
     }
 
-    ngx_http_dstack_vpc_cp_fan_out(cmcf, seq, &msg);
+    /* the copy in the ring: held changes point into it */
+
+    ngx_http_dstack_vpc_cp_hold(cmcf, seq,
+                           &cmcf->ring[(cmcf->ring_next
+                                        + NGX_HTTP_DSTACK_VPC_CP_RING - 1)
+                                       % NGX_HTTP_DSTACK_VPC_CP_RING]);
 }
 
 
@@ -125,6 +146,8 @@ ngx_http_dstack_vpc_cp_ready(ngx_http_dstack_vpc_cp_main_conf_t *cmcf)
 
     cmcf->ready = 1;
     cmcf->last_seq = 0;
+
+    ngx_http_dstack_vpc_cp_drop_held(cmcf);
 
     for (i = 0; i < NGX_HTTP_DSTACK_VPC_CP_RING; i++) {
         cmcf->ring[i].seq = 0;
@@ -193,6 +216,8 @@ ngx_http_dstack_vpc_cp_lost(ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
 
     cmcf->last_seq = 0;
 
+    ngx_http_dstack_vpc_cp_drop_held(cmcf);
+
     for (i = 0; i < NGX_HTTP_DSTACK_VPC_CP_RING; i++) {
         cmcf->ring[i].seq = 0;
     }
@@ -233,31 +258,85 @@ ngx_http_dstack_vpc_cp_remember(ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
 }
 
 
+/* a change joins the held batch, which goes out now or at the window's end */
+
 static void
-ngx_http_dstack_vpc_cp_fan_out(ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
-    uint64_t seq, ngx_str_t *message)
+ngx_http_dstack_vpc_cp_hold(ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
+    uint64_t seq, ngx_http_dstack_vpc_cp_event_t *ev)
 {
-    uint64_t                          start;
-    ngx_queue_t                      *q, *next;
-    ngx_dstack_metrics_t             *m;
-    ngx_http_dstack_vpc_cp_ctx_t     *ctx;
-    ngx_http_dstack_vpc_cp_change_t   ch;
+    ngx_str_t                         msg;
+    ngx_http_dstack_vpc_cp_change_t  *ch;
 
-    m = ngx_dstack_metrics(cmcf->amcf->redis.metrics);
-    start = (m != NULL) ? ngx_dstack_metrics_now_us() : 0;
+    msg.data = ev->data;
+    msg.len = ev->len;
 
-    if (ngx_http_dstack_vpc_cp_change_parse(cmcf, message, &ch) != NGX_OK) {
+    ch = &cmcf->held[cmcf->nheld];
+
+    if (ngx_http_dstack_vpc_cp_change_parse(cmcf, &msg, ch) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, cmcf->log, 0,
                       "dstack vpc control: ignored a malformed message "
-                      "\"%*s\"", ngx_min(message->len, 64), message->data);
+                      "\"%*s\"", ngx_min(msg.len, 64), msg.data);
         return;
     }
+
+    ch->seq = seq;
+
+    if (cmcf->nheld++ == 0) {
+        cmcf->held_since = ngx_dstack_metrics_now_us();
+    }
+
+    if (cmcf->coalesce == 0
+        || cmcf->nheld == NGX_HTTP_DSTACK_VPC_CP_HELD_MAX
+        || ngx_current_msec - cmcf->flushed >= cmcf->coalesce)
+    {
+        ngx_http_dstack_vpc_cp_flush(cmcf);
+        return;
+    }
+
+    if (!cmcf->flush.timer_set) {
+        ngx_add_timer(&cmcf->flush, cmcf->coalesce);
+    }
+}
+
+
+void
+ngx_http_dstack_vpc_cp_flush_handler(ngx_event_t *ev)
+{
+    ngx_http_dstack_vpc_cp_flush(ev->data);
+}
+
+
+/* the held changes to every live stream of this worker */
+
+void
+ngx_http_dstack_vpc_cp_flush(ngx_http_dstack_vpc_cp_main_conf_t *cmcf)
+{
+    uint64_t                       last;
+    ngx_uint_t                     n;
+    ngx_queue_t                   *q, *next;
+    ngx_dstack_metrics_t          *m;
+    ngx_http_dstack_vpc_cp_ctx_t  *ctx;
+
+    if (cmcf->flush.timer_set) {
+        ngx_del_timer(&cmcf->flush);
+    }
+
+    n = cmcf->nheld;
+
+    if (n == 0) {
+        return;
+    }
+
+    cmcf->flushed = ngx_current_msec;
+    last = cmcf->held[n - 1].seq;
+    m = ngx_dstack_metrics(cmcf->amcf->redis.metrics);
 
     /* the peers' frame, built once for every stream of this worker */
 
     cmcf->scratch.last = cmcf->scratch.start;
 
-    if (ngx_http_dstack_vpc_cp_change_frame(&ch, 0, &cmcf->scratch)
+    if (ngx_http_dstack_vpc_cp_batch_frame(cmcf->held, n, NULL,
+                                           &cmcf->scratch)
         != NGX_OK)
     {
         ngx_http_dstack_vpc_cp_lost(cmcf, "out of memory");
@@ -271,18 +350,32 @@ ngx_http_dstack_vpc_cp_fan_out(ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
         next = ngx_queue_next(q);
         ctx = ngx_queue_data(q, ngx_http_dstack_vpc_cp_ctx_t, queue);
 
-        if (ctx->state != NGX_HTTP_DSTACK_VPC_CP_LIVE || ctx->seq >= seq) {
+        if (ctx->state != NGX_HTTP_DSTACK_VPC_CP_LIVE || ctx->seq >= last) {
             continue;
         }
 
-        ngx_http_dstack_vpc_cp_deliver(ctx->request, ctx, seq, &ch,
+        ngx_http_dstack_vpc_cp_deliver(ctx->request, ctx, cmcf->held, n,
                                        &cmcf->scratch);
 
         if (m != NULL) {
             ngx_dstack_metrics_inc(&m->cp_frames);
             ngx_dstack_metrics_observe(&m->cp_propagation,
-                                       ngx_dstack_metrics_now_us() - start);
+                                       ngx_dstack_metrics_now_us()
+                                       - cmcf->held_since);
         }
+    }
+
+    cmcf->nheld = 0;
+}
+
+
+static void
+ngx_http_dstack_vpc_cp_drop_held(ngx_http_dstack_vpc_cp_main_conf_t *cmcf)
+{
+    cmcf->nheld = 0;
+
+    if (cmcf->flush.timer_set) {
+        ngx_del_timer(&cmcf->flush);
     }
 }
 
@@ -293,7 +386,6 @@ void
 ngx_http_dstack_vpc_cp_apply(ngx_http_request_t *r,
     ngx_http_dstack_vpc_cp_ctx_t *ctx, uint64_t seq, ngx_str_t *message)
 {
-    ngx_http_dstack_vpc_cp_out_t     out;
     ngx_http_dstack_vpc_cp_change_t  ch;
 
     if (ngx_http_dstack_vpc_cp_change_parse(ctx->cmcf, message, &ch)
@@ -303,82 +395,104 @@ ngx_http_dstack_vpc_cp_apply(ngx_http_request_t *r,
         return;
     }
 
-    ngx_memzero(&out, sizeof(ngx_http_dstack_vpc_cp_out_t));
+    ch.seq = seq;
 
-    if (ngx_http_dstack_vpc_cp_change_frame(&ch, 0, &out) != NGX_OK) {
-        ngx_http_dstack_vpc_cp_out_free(&out);
-        ngx_http_dstack_vpc_cp_stream_end(r, NGX_ERROR);
-        return;
-    }
-
-    ngx_http_dstack_vpc_cp_deliver(r, ctx, seq, &ch, &out);
-    ngx_http_dstack_vpc_cp_out_free(&out);
+    ngx_http_dstack_vpc_cp_deliver(r, ctx, &ch, 1, NULL);
 }
 
 
+/*
+ * The changes of a batch that this stream has not seen: the peers' frame
+ * when they are all new to it and none is about its own node, else a
+ * frame of its own.
+ */
+
 static void
 ngx_http_dstack_vpc_cp_deliver(ngx_http_request_t *r,
-    ngx_http_dstack_vpc_cp_ctx_t *ctx, uint64_t seq,
-    ngx_http_dstack_vpc_cp_change_t *ch, ngx_http_dstack_vpc_cp_out_t *peers)
+    ngx_http_dstack_vpc_cp_ctx_t *ctx, ngx_http_dstack_vpc_cp_change_t *ch,
+    ngx_uint_t n, ngx_http_dstack_vpc_cp_out_t *peers)
 {
     ngx_int_t                     rc;
+    ngx_uint_t                    i, from, self;
     ngx_http_dstack_vpc_cp_out_t  out, *frame;
 
-    ctx->seq = seq;
-    frame = peers;
+    for (from = 0; from < n && ch[from].seq <= ctx->seq; from++) {
+        /* void */
+    }
 
-    ngx_memzero(&out, sizeof(ngx_http_dstack_vpc_cp_out_t));
+    ctx->seq = ch[n - 1].seq;
 
-    if (ch->id.len == ctx->id.len
-        && ngx_strncmp(ch->id.data, ctx->id.data, ctx->id.len) == 0)
-    {
+    if (from == n) {
+        return;
+    }
+
+    ch += from;
+    n -= from;
+    self = 0;
+
+    for (i = 0; i < n; i++) {
+        if (!ngx_http_dstack_vpc_cp_is(&ch[i], &ctx->id)) {
+            continue;
+        }
+
         /* about this node itself */
 
-        switch (ch->kind) {
+        self = 1;
 
-        case NGX_HTTP_DSTACK_VPC_CP_RM:
+        if (ch[i].kind == NGX_HTTP_DSTACK_VPC_CP_RM) {
             ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                           "dstack vpc control: node %V removed, map "
                           "stream ended", &ctx->id);
             ngx_http_dstack_vpc_cp_stream_end(r, NGX_OK);
             return;
+        }
 
-        case NGX_HTTP_DSTACK_VPC_CP_UP:
-            if (ch->expired) {
-                ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                              "dstack vpc control: the key of node %V "
-                              "expired, map stream ended", &ctx->id);
-                ngx_http_dstack_vpc_cp_stream_end(r, NGX_OK);
-                return;
-            }
-
-            if (!ch->valid
-                || ch->node.f[NGX_HTTP_DSTACK_VPC_CP_F_KEY].len
-                   != ctx->req.key.len
-                || ngx_strncmp(ch->node.f[NGX_HTTP_DSTACK_VPC_CP_F_KEY].data,
-                               ctx->req.key.data, ctx->req.key.len)
-                   != 0)
-            {
-                ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                              "dstack vpc control: node %V has a new key, "
-                              "map stream ended", &ctx->id);
-                ngx_http_dstack_vpc_cp_stream_end(r, NGX_OK);
-                return;
-            }
-
-            if (ngx_http_dstack_vpc_cp_change_frame(ch, 1, &out) != NGX_OK) {
-                ngx_http_dstack_vpc_cp_out_free(&out);
-                ngx_http_dstack_vpc_cp_stream_end(r, NGX_ERROR);
-                return;
-            }
-
-            frame = &out;
-            break;
-
-        default:
+        if (ch[i].kind != NGX_HTTP_DSTACK_VPC_CP_UP) {
             /* its own endpoints and liveness: nothing to tell it */
+            continue;
+        }
+
+        if (ch[i].expired) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "dstack vpc control: the key of node %V "
+                          "expired, map stream ended", &ctx->id);
+            ngx_http_dstack_vpc_cp_stream_end(r, NGX_OK);
             return;
         }
+
+        if (!ch[i].valid
+            || ch[i].node.f[NGX_HTTP_DSTACK_VPC_CP_F_KEY].len
+               != ctx->req.key.len
+            || ngx_strncmp(ch[i].node.f[NGX_HTTP_DSTACK_VPC_CP_F_KEY].data,
+                           ctx->req.key.data, ctx->req.key.len)
+               != 0)
+        {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "dstack vpc control: node %V has a new key, "
+                          "map stream ended", &ctx->id);
+            ngx_http_dstack_vpc_cp_stream_end(r, NGX_OK);
+            return;
+        }
+    }
+
+    ngx_memzero(&out, sizeof(ngx_http_dstack_vpc_cp_out_t));
+    frame = peers;
+
+    if (peers == NULL || from || self) {
+        if (ngx_http_dstack_vpc_cp_batch_frame(ch, n, &ctx->id, &out)
+            != NGX_OK)
+        {
+            ngx_http_dstack_vpc_cp_out_free(&out);
+            ngx_http_dstack_vpc_cp_stream_end(r, NGX_ERROR);
+            return;
+        }
+
+        if (out.start == NULL) {
+            /* only its own endpoints or liveness */
+            return;
+        }
+
+        frame = &out;
     }
 
     rc = ngx_http_dstack_vpc_cp_send(r, ctx, frame->start,
@@ -501,104 +615,265 @@ ngx_http_dstack_vpc_cp_change_parse(ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
 }
 
 
-/* a delta frame (4-byte length + JSON) for peers, or for the node itself */
+static ngx_uint_t
+ngx_http_dstack_vpc_cp_is(ngx_http_dstack_vpc_cp_change_t *ch, ngx_str_t *id)
+{
+    return ch->id.len == id->len
+           && ngx_strncmp(ch->id.data, id->data, id->len) == 0;
+}
+
+
+#define NGX_HTTP_DSTACK_VPC_CP_LIST_NODE      0
+#define NGX_HTTP_DSTACK_VPC_CP_LIST_CHANGED   1
+#define NGX_HTTP_DSTACK_VPC_CP_LIST_REMOVED   2
+#define NGX_HTTP_DSTACK_VPC_CP_LIST_PATCH     3
+
+
+/*
+ * One delta frame (4-byte length + JSON) for n changes: for peers
+ * (self == NULL), or for the node "self", which gets its own record as
+ * "Node" and none of its own entries.  The agent applies Node, then
+ * PeersChanged, PeersRemoved and PeersChangedPatch (wgctl/peermap.c); a
+ * node's entry that a later "up" or "rm" of the batch overrides is left
+ * out.  Nothing to tell: out stays empty (start NULL).
+ */
 
 static ngx_int_t
-ngx_http_dstack_vpc_cp_change_frame(ngx_http_dstack_vpc_cp_change_t *ch,
-    ngx_uint_t self, ngx_http_dstack_vpc_cp_out_t *out)
+ngx_http_dstack_vpc_cp_batch_frame(ngx_http_dstack_vpc_cp_change_t *ch,
+    ngx_uint_t n, ngx_str_t *self, ngx_http_dstack_vpc_cp_out_t *out)
+{
+    ngx_int_t   rc;
+    ngx_uint_t  list, any;
+
+    if (ngx_http_dstack_vpc_cp_frame_start(out) != NGX_OK
+        || ngx_http_dstack_vpc_cp_out_reserve(out, 1) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    *out->last++ = '{';
+    any = 0;
+
+    for (list = (self == NULL) ? NGX_HTTP_DSTACK_VPC_CP_LIST_CHANGED
+                               : NGX_HTTP_DSTACK_VPC_CP_LIST_NODE;
+         list <= NGX_HTTP_DSTACK_VPC_CP_LIST_PATCH;
+         list++)
+    {
+        rc = ngx_http_dstack_vpc_cp_batch_list(ch, n, self, list, out);
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_OK) {
+            any = 1;
+        }
+    }
+
+    if (!any) {
+        ngx_http_dstack_vpc_cp_out_free(out);
+        return NGX_OK;
+    }
+
+    if (ngx_http_dstack_vpc_cp_out_reserve(out, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    *out->last++ = '}';
+
+    ngx_http_dstack_vpc_cp_frame_end(out);
+
+    return NGX_OK;
+}
+
+
+/* one list of a batch frame; NGX_DECLINED: it has no entry */
+
+static ngx_int_t
+ngx_http_dstack_vpc_cp_batch_list(ngx_http_dstack_vpc_cp_change_t *ch,
+    ngx_uint_t n, ngx_str_t *self, ngx_uint_t list,
+    ngx_http_dstack_vpc_cp_out_t *out)
+{
+    ngx_uint_t   i, j, k, entries, changed;
+    ngx_str_t   *name;
+
+    static ngx_str_t  names[] = {
+        ngx_string("\"Node\":"),
+        ngx_string("\"PeersChanged\":["),
+        ngx_string("\"PeersRemoved\":["),
+        ngx_string("\"PeersChangedPatch\":[")
+    };
+
+    entries = 0;
+    name = &names[list];
+
+    for (i = 0; i < n; i++) {
+
+        if (self != NULL
+            && ngx_http_dstack_vpc_cp_is(&ch[i], self)
+               != (list == NGX_HTTP_DSTACK_VPC_CP_LIST_NODE))
+        {
+            continue;
+        }
+
+        /* the node's last word in this batch is a later up or rm */
+
+        for (j = i + 1; j < n; j++) {
+            if ((ch[j].kind == NGX_HTTP_DSTACK_VPC_CP_UP
+                 || ch[j].kind == NGX_HTTP_DSTACK_VPC_CP_RM)
+                && ngx_http_dstack_vpc_cp_is(&ch[j], &ch[i].id))
+            {
+                break;
+            }
+        }
+
+        if (j < n) {
+            continue;
+        }
+
+        changed = (ch[i].kind == NGX_HTTP_DSTACK_VPC_CP_UP && ch[i].valid
+                   && !ch[i].expired);
+
+        switch (list) {
+
+        case NGX_HTTP_DSTACK_VPC_CP_LIST_NODE:
+        case NGX_HTTP_DSTACK_VPC_CP_LIST_CHANGED:
+            k = changed;
+            break;
+
+        case NGX_HTTP_DSTACK_VPC_CP_LIST_REMOVED:
+            k = (ch[i].kind == NGX_HTTP_DSTACK_VPC_CP_RM
+                 || (ch[i].kind == NGX_HTTP_DSTACK_VPC_CP_UP && !changed));
+            break;
+
+        default: /* NGX_HTTP_DSTACK_VPC_CP_LIST_PATCH */
+            k = (ch[i].kind == NGX_HTTP_DSTACK_VPC_CP_ON
+                 || ch[i].kind == NGX_HTTP_DSTACK_VPC_CP_EP);
+            break;
+        }
+
+        if (!k) {
+            continue;
+        }
+
+        if (ngx_http_dstack_vpc_cp_out_reserve(out, name->len + 2
+                                                    + NGX_INT64_LEN)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (entries++ == 0) {
+            if (out->last[-1] != '{') {
+                *out->last++ = ',';
+            }
+
+            out->last = ngx_cpymem(out->last, name->data, name->len);
+
+        } else {
+            *out->last++ = ',';
+        }
+
+        switch (list) {
+
+        case NGX_HTTP_DSTACK_VPC_CP_LIST_NODE:
+        case NGX_HTTP_DSTACK_VPC_CP_LIST_CHANGED:
+            if (ngx_http_dstack_vpc_cp_node_json(out, &ch[i].node) != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            break;
+
+        case NGX_HTTP_DSTACK_VPC_CP_LIST_REMOVED:
+            out->last = ngx_cpymem(out->last, ch[i].id.data, ch[i].id.len);
+            break;
+
+        default: /* NGX_HTTP_DSTACK_VPC_CP_LIST_PATCH */
+            if (ngx_http_dstack_vpc_cp_patch(&ch[i], out) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            break;
+        }
+    }
+
+    if (entries == 0) {
+        return NGX_DECLINED;
+    }
+
+    if (list != NGX_HTTP_DSTACK_VPC_CP_LIST_NODE) {
+        if (ngx_http_dstack_vpc_cp_out_reserve(out, 1) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        *out->last++ = ']';
+    }
+
+    return NGX_OK;
+}
+
+
+/* a PeersChangedPatch entry: liveness or endpoints */
+
+static ngx_int_t
+ngx_http_dstack_vpc_cp_patch(ngx_http_dstack_vpc_cp_change_t *ch,
+    ngx_http_dstack_vpc_cp_out_t *out)
 {
     u_char      *p, *e, *last, *start;
     size_t       len;
     ngx_uint_t   n;
 
-    if (ngx_http_dstack_vpc_cp_frame_start(out) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    if (ch->kind == NGX_HTTP_DSTACK_VPC_CP_UP && ch->valid && !ch->expired) {
-
-        if (ngx_http_dstack_vpc_cp_out_reserve(out, 32) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        out->last = self ? ngx_cpymem(out->last, "{\"Node\":", 8)
-                         : ngx_cpymem(out->last, "{\"PeersChanged\":[", 17);
-
-        if (ngx_http_dstack_vpc_cp_node_json(out, &ch->node) != NGX_OK
-            || ngx_http_dstack_vpc_cp_out_reserve(out, 4) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        out->last = self ? ngx_cpymem(out->last, "}", 1)
-                         : ngx_cpymem(out->last, "]}", 2);
-
-        ngx_http_dstack_vpc_cp_frame_end(out);
-
-        return NGX_OK;
-    }
-
     len = 128 + 2 * ch->arg[0].len + ch->arg[1].len + ch->id.len
           + 4 * NGX_HTTP_DSTACK_VPC_CP_ENDPOINTS_MAX;
 
-    if (ngx_http_dstack_vpc_cp_out_reserve(out, len) != NGX_OK)
-    {
+    if (ngx_http_dstack_vpc_cp_out_reserve(out, len) != NGX_OK) {
         return NGX_ERROR;
     }
 
     p = out->last;
 
-    switch (ch->kind) {
-
-    case NGX_HTTP_DSTACK_VPC_CP_ON:
-        p = ngx_sprintf(p, "{\"PeersChangedPatch\":[{\"NodeID\":%V,"
-                           "\"Online\":%s,\"LastSeen\":\"",
+    if (ch->kind == NGX_HTTP_DSTACK_VPC_CP_ON) {
+        p = ngx_sprintf(p, "{\"NodeID\":%V,\"Online\":%s,\"LastSeen\":\"",
                         &ch->id, ch->arg[0].data[0] == '1' ? "true"
                                                            : "false");
         p = ngx_http_dstack_vpc_cp_time(p, &ch->arg[1]);
-        p = ngx_cpymem(p, "\"}]}", 4);
-        break;
+        p = ngx_cpymem(p, "\"}", 2);
 
-    case NGX_HTTP_DSTACK_VPC_CP_EP:
-        p = ngx_sprintf(p, "{\"PeersChangedPatch\":[{\"NodeID\":%V,"
-                           "\"Endpoints\":[", &ch->id);
+        out->last = p;
 
-        start = ch->arg[0].data;
-        last = start + ch->arg[0].len;
-        n = 0;
-
-        while (start < last && n < NGX_HTTP_DSTACK_VPC_CP_ENDPOINTS_MAX) {
-            e = ngx_strlchr(start, last, ',');
-            if (e == NULL) {
-                e = last;
-            }
-
-            if (ngx_http_dstack_vpc_cp_endpoint_valid(start, e - start)
-                == NGX_OK)
-            {
-                if (n++) {
-                    *p++ = ',';
-                }
-
-                *p++ = '"';
-                p = ngx_cpymem(p, start, e - start);
-                *p++ = '"';
-            }
-
-            start = e + 1;
-        }
-
-        p = ngx_cpymem(p, "]}]}", 4);
-        break;
-
-    default: /* NGX_HTTP_DSTACK_VPC_CP_RM, an invalid or expired "up" */
-        p = ngx_sprintf(p, "{\"PeersRemoved\":[%V]}", &ch->id);
-        break;
+        return NGX_OK;
     }
 
-    out->last = p;
+    /* NGX_HTTP_DSTACK_VPC_CP_EP */
 
-    ngx_http_dstack_vpc_cp_frame_end(out);
+    p = ngx_sprintf(p, "{\"NodeID\":%V,\"Endpoints\":[", &ch->id);
+
+    start = ch->arg[0].data;
+    last = start + ch->arg[0].len;
+    n = 0;
+
+    while (start < last && n < NGX_HTTP_DSTACK_VPC_CP_ENDPOINTS_MAX) {
+        e = ngx_strlchr(start, last, ',');
+        if (e == NULL) {
+            e = last;
+        }
+
+        if (ngx_http_dstack_vpc_cp_endpoint_valid(start, e - start) == NGX_OK)
+        {
+            if (n++) {
+                *p++ = ',';
+            }
+
+            *p++ = '"';
+            p = ngx_cpymem(p, start, e - start);
+            *p++ = '"';
+        }
+
+        start = e + 1;
+    }
+
+    out->last = ngx_cpymem(p, "]}", 2);
 
     return NGX_OK;
 }

@@ -24,6 +24,7 @@ pkgs="$pkgs podman mmdebstrap python3-yaml"  # make image without Docker; t/read
 pkgs="$pkgs qemu-system-x86 busybox-static cpio kmod"  # scripts/vm: kernel WireGuard and CVM-shaped nodes under QEMU
 pkgs="$pkgs nftables iperf3"  # VPN relay tests (UDP blocked) and bench/vpn/relay
 pkgs="$pkgs valgrind"  # bench: BENCH_CALLGRIND=1 instruction counts
+pkgs="$pkgs lua-check"  # make lint: luacheck on the control plane's Lua (lua/)
 
 case "${1:-all}" in
     all) ;;

@@ -119,7 +119,9 @@ is($res->{json}{shared_key}, $shared, 'shared key survived the restart');
 
 kill 'STOP', $r->{pid};
 
-my $s = $api->request('GET', '/api/discover/big?paused=1', as => 'a',
+# a type no worker holds a copy of (dstack_vpc_api_cache), so that the
+# request waits for Redis
+my $s = $api->request('GET', '/api/discover/paused?paused=1', as => 'a',
     start => 1);
 
 my @static = map { $api->get('/static', plain => 1) } 1 .. 5;
@@ -150,7 +152,7 @@ ok(ok_soon(sub {
 kill 'STOP', $r->{pid};
 
 my @gone = map { $api->connect(as => 'a') } 1 .. 3;
-$_->syswrite("GET /api/discover/big?gone=1 HTTP/1.0\r\n\r\n") for @gone;
+$_->syswrite("GET /api/discover/gone?gone=1 HTTP/1.0\r\n\r\n") for @gone;
 sleep 0.05;
 close $_ for @gone;
 

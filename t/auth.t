@@ -11,7 +11,7 @@ use Test::More;
 use Test::Dstack qw(http http_get parse_response json_body);
 use Test::Dstack::Auth;
 
-my $t = Test::Dstack->new()->has(qw(auth sim curl))->plan(47);
+my $t = Test::Dstack->new()->has(qw(auth sim curl))->plan(51);
 
 my $A = '5bb4ff9a3837357f19dc176407a5709c62eb6c56';
 my $B = '00112233445566778899aabbccddeeff00112233';
@@ -117,6 +117,32 @@ http {
             proxy_pass http://echo;
         }
 
+        # internal redirects after the access phase added the header
+        location /redir/ {
+            dstack_auth on;
+            root %%TESTDIR%%/none;
+            try_files \$uri \@dstack_echo;
+        }
+
+        location /redir-open/ {
+            dstack_auth on;
+            root %%TESTDIR%%/none;
+            try_files \$uri \@open_echo;
+        }
+
+        location \@dstack_echo {
+            dstack_auth on;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://echo;
+        }
+
+        location \@open_echo {
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://echo;
+        }
+
         location = /var {
             return 200 "app=\$dstack_app_id usage=\$dstack_cert_usage\\n";
         }
@@ -203,6 +229,22 @@ is($r->{status}, 401, 'forged header without certificate 401');
 
 $r = get('/open/x', $a, headers => "X-Dstack-App-Id: $B\r\n");
 is(seen_id($r), $B, 'without dstack_auth headers pass untouched');
+
+# an internal redirect after the access phase: the next dstack_auth
+# location replaces the header the first one added, another keeps it
+
+$r = get('/redir/x', $a);
+is(seen_id($r), $A, 'redirect: one certificate app id');
+
+$r = get('/redir/x', $a, headers => "X-Dstack-App-Id: $B\r\n");
+is(seen_id($r), $A, 'redirect: forged header replaced once');
+
+$r = get('/redir/x', $a,
+    headers => "X-Dstack-App-Id: $B\r\nX-Custom: 1\r\n");
+is(seen_id($r), $A, 'redirect: forged header before another replaced');
+
+$r = get('/redir-open/x', $a, headers => "X-Dstack-App-Id: $B\r\n");
+is(seen_id($r), $A, 'redirect to a location without dstack_auth');
 
 # keep-alive: several requests on one connection keep the identity
 

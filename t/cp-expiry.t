@@ -184,10 +184,11 @@ rcli('EVAL', $burst, 0, 'test:vpc:vpn:', 300, $id1);
 my $ok = 0;
 for my $st (@streams, $s) {
     my @eps;
+    # coalesced: several changes a frame (dstack_vpc_control_coalesce)
     while (my $x = $st->wait(sub { $_[0]{PeersChangedPatch} }, 5)) {
-        my $e = $x->{PeersChangedPatch}[0]{Endpoints} or next;
-        push @eps, $e->[0];
-        last if @eps == 300;
+        push @eps, map { $_->{Endpoints} ? $_->{Endpoints}[0] : () }
+            @{$x->{PeersChangedPatch}};
+        last if @eps >= 300;
     }
     $ok++ if @eps == 300 && $eps[-1] eq '10.9.1.44:41641'
         && $eps[0] eq '10.9.0.1:41641';

@@ -13,7 +13,7 @@ use Test::Dstack qw(http json_body parse_response);
 use Test::Dstack::Mesh;
 use IO::Socket::INET;
 
-my $t = Test::Dstack->new()->has(qw(auth mesh stream sim))->plan(61);
+my $t = Test::Dstack->new()->has(qw(auth mesh stream sim))->plan(65);
 
 my $A = 'aa' x 20;
 my $B = '0b' x 20;
@@ -82,6 +82,20 @@ is(join(',', grep { /^x-dstack-target/ } keys %{$j->{headers}}), '',
 is_deeply($j->{headers}{'x-custom'}, ['kept'], 'get: other headers kept');
 is_deeply($j->{headers}{host}, ["$B-443s.mesh.test"],
     'get: Host is the target host');
+
+# the routing headers last, as clients add them: cut off the end of the
+# list, the headers before them kept
+
+$r = $m->request('GET', '/last', headers => "X-Custom: kept\r\n"
+    . "X-Dstack-Target-App: $B\r\nX-Dstack-Target-Extra: gone\r\n"
+    . "X-Dstack-App-Id: $C\r\n");
+$j = json_body($r);
+is($j->{backend}, 'b', 'last: reached B');
+is_deeply($j->{headers}{'x-dstack-app-id'}, [$A],
+    'last: backend sees x-dstack-app-id of A only');
+is(join(',', grep { /^x-dstack-target/ } keys %{$j->{headers}}), '',
+    'last: no x-dstack-target-* forwarded');
+is_deeply($j->{headers}{'x-custom'}, ['kept'], 'last: other headers kept');
 
 is($m->peer_count('b', qr/ $A "GET \/path\/x\?q=1&r=2 /), 1,
     'get: B authenticated A');

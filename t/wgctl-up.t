@@ -227,9 +227,9 @@ ok(wait_for(sub { requests('/machine/map') > $maps }, 10),
 ok($vpn->wait_connected('a'), 'connected again');
 
 control(cmd => 'frame', to => 'a', raw_b64 =>
-    encode_base64(pack('V', 4 * 1024 * 1024 + 1), ''));
-ok(log_like('a', qr/map stream: a frame above 4194304 bytes/),
-    'a frame above 4 MiB is refused from its header');
+    encode_base64(pack('V', 8 * 1024 * 1024 + 1), ''));
+ok(log_like('a', qr/map stream: a frame above 8388608 bytes/),
+    'a frame above 8 MiB is refused from its header');
 
 control(cmd => 'keepalive', interval => 0);
 ok(log_like('a', qr/no frame for \d+ ms; reconnecting/, 15),

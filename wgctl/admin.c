@@ -2,7 +2,7 @@
  * wgctl nodes list|delete|expire, wgctl preauthkeys create|list|expire:
  * the VPC server's admin commands, straight on its Redis (hiredis,
  * synchronous, every wait bounded).  They run the control plane's own Lua
- * scripts (ngx_dstack_vpc_api_module/ngx_http_dstack_vpc_cp_lua.c), so
+ * scripts (lua/cp_*.lua, lua/ngx_http_dstack_vpc_cp_lua.c), so
  * they keep its data model, and a deleted or expired node leaves every
  * peer's map at once ("rm" on the events channel).
  */

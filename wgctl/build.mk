@@ -22,18 +22,16 @@ $(WGCTL_OBJDIR)/%.o: wgctl/%.c $(WGCTL_HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -std=gnu11 -c -o $@ $<
 
-# the admin commands run the control plane's own Lua scripts
-WGCTL_CP_DIR    := ngx_dstack_vpc_api_module
-
+# the admin commands run the control plane's own Lua scripts (lua/build.mk)
 $(WGCTL_OBJDIR)/admin.o: wgctl/admin.c $(WGCTL_HDRS) \
-                         $(WGCTL_CP_DIR)/ngx_http_dstack_vpc_cp_lua.h
+                         lua/ngx_http_dstack_vpc_cp_lua.h
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -std=gnu11 -I$(WGCTL_CP_DIR) -c -o $@ $<
+	$(CC) $(CFLAGS) -std=gnu11 -Ilua -c -o $@ $<
 
-$(WGCTL_OBJDIR)/cp_lua.o: $(WGCTL_CP_DIR)/ngx_http_dstack_vpc_cp_lua.c \
-                          $(WGCTL_CP_DIR)/ngx_http_dstack_vpc_cp_lua.h
+$(WGCTL_OBJDIR)/cp_lua.o: lua/ngx_http_dstack_vpc_cp_lua.c \
+                          lua/ngx_http_dstack_vpc_cp_lua.h $(LUA_GEN_HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -std=gnu11 -I$(WGCTL_CP_DIR) -c -o $@ $<
+	$(CC) $(CFLAGS) -std=gnu11 -Ilua -I$(LUA_GEN) -c -o $@ $<
 
 $(WGCTL_OBJDIR)/ratls/%.o: ratls/%.c $(ATTEST_HDRS)
 	@mkdir -p $(@D)

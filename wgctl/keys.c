@@ -23,13 +23,12 @@ static int wg_hex_decode_4(int c);
 void
 wg_memzero(void *p, size_t n)
 {
-    volatile unsigned char  *v;
-
-    v = p;
-
-    while (n--) {
-        *v++ = 0;
-    }
+    /*
+     * glibc's: never optimized away, and memset's speed (a volatile byte
+     * loop was 13 % of "wgctl syncconf" of 10k peers: it also wipes
+     * buffers and arrays of megabytes)
+     */
+    explicit_bzero(p, n);
 }
 
 

@@ -24,7 +24,9 @@
 #include "hosts.h"
 
 
-#define WG_MAP_FRAME_MAX       (4 << 20)
+/* the server's cap too (NGX_HTTP_DSTACK_VPC_CP_FRAME_MAX): a full map of
+ * ~17,000 nodes at ~490 bytes each (docs/control-plane.md) */
+#define WG_MAP_FRAME_MAX       (8 << 20)
 #define WG_MAP_JSON_DEPTH      32
 #define WG_MAP_MAX_PEERS       65536
 #define WG_MAP_MAX_ADDRS       8

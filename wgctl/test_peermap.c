@@ -250,20 +250,21 @@ test_frames(void)
     rc |= wg_frames_feed(&fr, stream + 7, len - 7, test_frame_cb, &ctx);
     ok(rc == 0 && ctx.n == 3, "frames: split inside a frame");
 
-    big[0] = 0x01;
-    big[1] = 0x00;
-    big[2] = 0x40;
-    big[3] = 0x00;
+    big[0] = (WG_MAP_FRAME_MAX + 1) & 0xff;
+    big[1] = ((WG_MAP_FRAME_MAX + 1) >> 8) & 0xff;
+    big[2] = ((WG_MAP_FRAME_MAX + 1) >> 16) & 0xff;
+    big[3] = ((WG_MAP_FRAME_MAX + 1) >> 24) & 0xff;
     rc = wg_frames_feed(&fr, big, 4, test_frame_cb, &ctx);
-    ok(rc == -EMSGSIZE, "frames: 4 MiB + 1 is refused before any copy");
+    ok(rc == -EMSGSIZE, "frames: 8 MiB + 1 is refused before any copy");
     wg_frames_free(&fr);
 
-    big[0] = 0x00;
-    big[1] = 0x00;
-    big[2] = 0x40;
+    big[0] = WG_MAP_FRAME_MAX & 0xff;
+    big[1] = (WG_MAP_FRAME_MAX >> 8) & 0xff;
+    big[2] = (WG_MAP_FRAME_MAX >> 16) & 0xff;
+    big[3] = (WG_MAP_FRAME_MAX >> 24) & 0xff;
     ok(wg_frames_feed(&fr, big, 4, test_frame_cb, &ctx) == 0
        && fr.body_len == WG_MAP_FRAME_MAX,
-       "frames: exactly 4 MiB is accepted");
+       "frames: exactly 8 MiB is accepted");
     wg_frames_free(&fr);
 
     memset(big, 0, sizeof(big));
@@ -702,7 +703,7 @@ test_map_bad(void)
 
     rc = wg_peermap_apply(&pm, "{}", WG_MAP_FRAME_MAX + 1, &res, err,
                           sizeof(err));
-    ok(rc == -EMSGSIZE, "a frame above 4 MiB is refused");
+    ok(rc == -EMSGSIZE, "a frame above 8 MiB is refused");
 
     wg_peermap_free(&pm);
     free(b.text);

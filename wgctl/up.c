@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <limits.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <grp.h>
 #include <ifaddrs.h>
 #include <net/if.h>
@@ -1042,25 +1043,63 @@ up_status_path(json_t *peer, const wg_up_peer_t *rec, long long now,
 
 
 
+/* append to the status text, growing it by doubling */
+
+static int
+up_status_append(char **buf, size_t *len, size_t *cap, const char *s,
+    size_t n)
+{
+    char    *p;
+    size_t   want;
+
+    if (*len + n + 1 > *cap) {
+        want = *cap ? *cap : 4096;
+
+        while (want < *len + n + 1) {
+            want *= 2;
+        }
+
+        p = realloc(*buf, want);
+        if (p == NULL) {
+            return -ENOMEM;
+        }
+
+        *buf = p;
+        *cap = want;
+    }
+
+    memcpy(*buf + *len, s, n);
+    *len += n;
+    (*buf)[*len] = '\0';
+
+    return 0;
+}
+
+
+/*
+ * status.json: the node's object, then its peers one at a time, each
+ * dumped and freed before the next is built; the text is the one a
+ * single json_dumps() of the whole tree gave (the node's keys in
+ * insertion order, "peers" last), without a JSON tree of every peer
+ * (~1.3 KB of small blocks each, every 2 s: it set the agent's heap size)
+ */
+
 static int
 up_status_write(wg_up_t *up)
 {
     int                   rc;
     char                  b64[WG_KEY_B64_LEN + 1], text[64], fqdn[128];
-    char                 *dump;
-    size_t                i, j;
-    json_t               *root, *peers, *peer, *eps;
+    char                 *dump, *one;
+    size_t                i, j, len, cap, n;
+    json_t               *root, *peer, *eps;
     time_t                wall;
     struct tm             tm;
     long long             now;
     const wg_map_node_t  *node;
 
     root = json_object();
-    peers = json_array();
 
-    if (root == NULL || peers == NULL) {
-        json_decref(root);
-        json_decref(peers);
+    if (root == NULL) {
         return -ENOMEM;
     }
 
@@ -1130,7 +1169,27 @@ up_status_write(wg_up_t *up)
     now = wg_now_ms();
     wall = time(NULL);
 
-    for (i = 0; i < up->map.npeers; i++) {
+    one = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+
+    if (one == NULL) {
+        return -ENOMEM;
+    }
+
+    /* the node's object without its closing brace, then "peers" */
+    dump = NULL;
+    len = 0;
+    cap = 0;
+    n = strlen(one);
+
+    rc = up_status_append(&dump, &len, &cap, one, n - 1);
+    free(one);
+
+    if (rc == 0) {
+        rc = up_status_append(&dump, &len, &cap, ",\"peers\":[", 10);
+    }
+
+    for (i = 0; rc == 0 && i < up->map.npeers; i++) {
         node = up->map.peers[i];
         peer = json_object();
         eps = json_array();
@@ -1171,20 +1230,34 @@ up_status_write(wg_up_t *up)
 
         up_status_path(peer, up_peer_find(up, node->key), now, wall);
 
-        json_array_append_new(peers, peer);
+        one = json_dumps(peer, JSON_COMPACT);
+        json_decref(peer);
+
+        if (one == NULL) {
+            continue;
+        }
+
+        if (len > 0 && dump[len - 1] != '[') {
+            rc = up_status_append(&dump, &len, &cap, ",", 1);
+        }
+
+        if (rc == 0) {
+            rc = up_status_append(&dump, &len, &cap, one, strlen(one));
+        }
+
+        free(one);
     }
 
-    json_object_set_new(root, "peers", peers);
-
-    dump = json_dumps(root, JSON_COMPACT);
-    json_decref(root);
-
-    if (dump == NULL) {
-        return -ENOMEM;
+    if (rc == 0) {
+        rc = up_status_append(&dump, &len, &cap, "]}", 2);
     }
 
-    rc = wg_state_write(up->state_dir, WG_STATE_STATUS, dump, strlen(dump),
-                        0644, 0);
+    if (rc != 0) {
+        free(dump);
+        return rc;
+    }
+
+    rc = wg_state_write(up->state_dir, WG_STATE_STATUS, dump, len, 0644, 0);
     free(dump);
 
     up->counters_dirty = 0;
@@ -2324,6 +2397,12 @@ up_frame(void *data, const char *frame, size_t len)
         /* a new stream: compare with the device itself once */
         up_forget_device(up);
 
+        /*
+         * the full map's JSON tree (~2 KB per peer, small blocks among
+         * the kept ones) is freed: give its pages back
+         */
+        malloc_trim(0);
+
     } else if (res.added || res.changed || res.removed || res.patched
                || res.self)
     {
@@ -2445,6 +2524,13 @@ up_main(int argc, char **argv)
         up_usage(stdout);
         return 0;
     }
+
+    /*
+     * a fixed threshold (glibc raises it to the largest block freed, up
+     * to 32 MB): map frames, status texts and device dumps of 10k peers
+     * stay separate mappings, given back whole when freed
+     */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
 
     memset(&up, 0, sizeof(wg_up_t));
     snprintf(up.ifname, sizeof(up.ifname), "%s", WG_UP_IFNAME);

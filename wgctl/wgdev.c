@@ -76,7 +76,8 @@ wg_grow(void **array, size_t *cap, size_t n, size_t size, size_t max)
         return -E2BIG;
     }
 
-    ncap = *cap ? *cap * 2 : 8;
+    /* from 2: a peer's allowed IPs are one or two, 10k peers a device */
+    ncap = *cap ? *cap * 2 : 2;
     if (ncap > max) {
         ncap = max;
     }
