@@ -27,6 +27,11 @@ LDFLAGS     += $(SAN_FLAGS)
 NGX_SRC     := /usr/share/nginx/src
 NGX_BUILD   := $(BUILD)/nginx
 MODULES_DIR := $(BUILD)/modules
+# test-only modules: folders with their own nginx `config`, configured with
+# the shipped ones (same flags, same signature), copied to TEST_MODULES_DIR
+# and never installed; their names end in _test_module
+NGX_TEST_MODULES := ngx_dstack_vpc_api_module/t
+TEST_MODULES_DIR := $(BUILD)/test-modules
 PROVE       ?= prove
 TESTS       ?= t/
 
@@ -38,7 +43,9 @@ BINS        :=
 FUZZ_TARGETS :=
 LINT_TARGETS :=
 MODULE_SRCS := $(wildcard config */config.module ngx_dstack_*/*.[ch] ratls/*.[ch] \
-                          lua/*.[ch])
+                          lua/*.[ch]) \
+               $(wildcard $(NGX_TEST_MODULES:%=%/config) \
+                          $(NGX_TEST_MODULES:%=%/*.c))
 
 # a bare `make` builds everything, whatever rule an included fragment has
 # first
@@ -57,21 +64,29 @@ modules: $(MODULES_DIR)/.stamp
 
 # Debian's own configure flags, so that the headers match the stock binary
 # (NGX_HTTP_SSL, NGX_THREADS, debug); see DESIGN §2.
-$(NGX_BUILD)/.configured: config $(wildcard */config.module)
+$(NGX_BUILD)/.configured: config $(wildcard */config.module) \
+                          $(NGX_TEST_MODULES:%=%/config)
 	@rm -rf $(NGX_BUILD) && mkdir -p $(BUILD) && cp -r $(NGX_SRC) $(NGX_BUILD)
 	cd $(NGX_BUILD) && . ./conf_flags \
 	    && DSTACK_LUA_GEN=$(LUA_GEN) ./configure "$${NGX_CONF_FLAGS[@]}" \
 	        --with-cc-opt="$(CFLAGS)" --with-ld-opt="$(LDFLAGS)" \
-	        --add-dynamic-module=$(CURDIR) >$(NGX_BUILD)/configure.log 2>&1 \
+	        --add-dynamic-module=$(CURDIR) \
+	        $(NGX_TEST_MODULES:%=--add-dynamic-module=$(CURDIR)/%) \
+	        >$(NGX_BUILD)/configure.log 2>&1 \
 	    || { tail -20 $(NGX_BUILD)/configure.log; exit 1; }
 	@touch $@
 
 $(MODULES_DIR)/.stamp: $(NGX_BUILD)/.configured $(MODULE_SRCS) $(LUA_GEN_HDRS)
 	$(MAKE) -s -C $(NGX_BUILD) -f objs/Makefile modules
 	@# rename over the old file: running nginx processes keep their mapping
-	@mkdir -p $(MODULES_DIR) && for so in $(NGX_BUILD)/objs/*.so; do \
-	    cp "$$so" $(MODULES_DIR)/.tmp.so \
-	    && mv -f $(MODULES_DIR)/.tmp.so $(MODULES_DIR)/$${so##*/} || exit 1; \
+	@mkdir -p $(MODULES_DIR) $(TEST_MODULES_DIR) \
+	&& for so in $(NGX_BUILD)/objs/*.so; do \
+	    case "$$so" in \
+	    *_test_module.so) dir=$(TEST_MODULES_DIR) ;; \
+	    *) dir=$(MODULES_DIR) ;; \
+	    esac; \
+	    cp "$$so" $$dir/.tmp.so && mv -f $$dir/.tmp.so $$dir/$${so##*/} \
+	    || exit 1; \
 	done
 	@touch $@
 

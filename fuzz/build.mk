@@ -22,8 +22,10 @@ FUZZ_FLAGS       := -g -O1 -fsanitize=fuzzer,address,undefined \
                     -fno-sanitize-recover=undefined \
                     -Wall -Wextra -Werror -Wno-unused-parameter
 FUZZ_ATTEST_SRCS := ratls/dstack_attest.c ratls/dstack_attest_verify.c \
-                    ratls/dstack_ratls.c
-FUZZ_ATTEST_HDRS := ratls/dstack_attest.h ratls/dstack_ratls.h
+                    ratls/dstack_ratls.c ratls/dstack_hex.c \
+                    ratls/dstack_time.c
+FUZZ_ATTEST_HDRS := ratls/dstack_attest.h ratls/dstack_ratls.h \
+                    ratls/dstack_hex.h ratls/dstack_time.h
 # wgctl/build.mk's WGCTL_CORE (that file is read after this one)
 FUZZ_WGCTL_SRCS  := $(addprefix wgctl/,wgdev.c keys.c wgdiff.c config.c \
                     uapi.c genl.c rtnl.c hosts.c peermap.c)

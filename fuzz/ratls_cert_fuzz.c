@@ -181,8 +181,8 @@ ratls_cert_fuzz_parse(X509 *x)
     }
 
     if (dstack_ratls_app_id(x, app_id) == DSTACK_RATLS_OK) {
-        dstack_ratls_hex(app_id, sizeof(app_id), hex);
-        (void) dstack_ratls_parse_app_id(hex, sizeof(hex), app_id);
+        (void) dstack_hex_encode(hex, app_id, sizeof(app_id));
+        (void) dstack_hex_decode(app_id, sizeof(app_id), hex, sizeof(hex));
     }
 
     (void) dstack_ratls_usage(x, usage);

@@ -919,7 +919,7 @@ ngx_http_dstack_auth_parse_cert(ngx_http_dstack_auth_cert_id_t *ci,
     ci->has_usage = 0;
 
     if (ci->rc == DSTACK_RATLS_OK) {
-        dstack_ratls_hex(ci->id, DSTACK_APP_ID_LEN, (char *) ci->hex);
+        (void) dstack_hex_encode((char *) ci->hex, ci->id, DSTACK_APP_ID_LEN);
 
         if (dstack_ratls_usage(cert, (char *) ci->usage_buf)
             == DSTACK_RATLS_OK)
@@ -2399,8 +2399,8 @@ ngx_http_dstack_auth_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_memzero(collateral_hash, sizeof(collateral_hash));
 
     if (amcf->time.len) {
-        if (dstack_attest_parse_time((char *) amcf->time.data,
-                                     amcf->time.len, &now)
+        if (dstack_time_parse((char *) amcf->time.data, amcf->time.len,
+                              &now)
             != 0)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -2640,9 +2640,9 @@ ngx_http_dstack_auth_allow(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             return NGX_CONF_ERROR;
         }
 
-        if (dstack_ratls_parse_app_id((char *) value[i].data, value[i].len,
-                                      id)
-            != 0)
+        if (dstack_hex_decode(id, DSTACK_APP_ID_LEN, (char *) value[i].data,
+                              value[i].len)
+            != DSTACK_APP_ID_LEN)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid app id \"%V\" in \"%V\": "

@@ -640,7 +640,7 @@ ngx_http_dstack_mesh_verify_callback(int ok, X509_STORE_CTX *sctx)
     }
 
     if (ngx_memcmp(id, ctx->key, DSTACK_APP_ID_LEN) != 0) {
-        dstack_ratls_hex(id, DSTACK_APP_ID_LEN, (char *) hex);
+        (void) dstack_hex_encode((char *) hex, id, DSTACK_APP_ID_LEN);
 
         ctx->reject = NGX_DSTACK_METRICS_REJECT_WRONG_APP;
         ngx_http_dstack_mesh_reject(ctx, c,

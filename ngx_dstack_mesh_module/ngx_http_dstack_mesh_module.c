@@ -798,8 +798,9 @@ ngx_http_dstack_mesh_field(ngx_http_request_t *r, ngx_http_complex_value_t *cv,
 
 
 /*
- * As dstack_ratls_parse_app_id() and dstack_ratls_hex() in one pass; the
- * lowercase hex is the value itself unless it has capitals.
+ * As dstack_hex_decode() and dstack_hex_encode() (ratls/dstack_hex.h),
+ * in one pass on every request; the lowercase hex is the value itself
+ * unless it has capitals.
  */
 
 static ngx_int_t
@@ -2515,7 +2516,8 @@ ngx_http_dstack_mesh_target_conf(ngx_conf_t *cf, ngx_command_t *cmd,
 
         if (cvp == &mlcf->port
             ? ngx_http_dstack_mesh_parse_port(v.data, v.len) == NGX_ERROR
-            : dstack_ratls_parse_app_id((char *) v.data, v.len, id) != 0)
+            : dstack_hex_decode(id, DSTACK_APP_ID_LEN, (char *) v.data, v.len)
+              != DSTACK_APP_ID_LEN)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid value in \"%V\": %s", &value[i],

@@ -9,6 +9,7 @@
 #include <ngx_core.h>
 
 #include "ngx_dstack_vpc_check.h"
+#include "dstack_time.h"
 
 
 /*
@@ -67,4 +68,28 @@ ngx_dstack_vpc_parse_ipv4(u_char *p, size_t len, uint32_t *addr)
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * An RFC 3339 time in UTC, "2027-01-01T00:00:00Z" (fractions of a second
+ * dropped), not before 1970: Unix seconds, or NGX_ERROR.  The parser is
+ * the project's one (ratls/dstack_time.c); offsets are refused here.
+ */
+
+time_t
+ngx_dstack_vpc_parse_time(u_char *p, size_t len)
+{
+    time_t  t;
+
+    if (len < sizeof("2027-01-01T00:00:00Z") - 1
+        || (p[10] != 'T' && p[10] != 't')
+        || (p[len - 1] != 'Z' && p[len - 1] != 'z')
+        || dstack_time_parse((char *) p, len, &t) != 0
+        || t < 0)
+    {
+        return NGX_ERROR;
+    }
+
+    return t;
 }

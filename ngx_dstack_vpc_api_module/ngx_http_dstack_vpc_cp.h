@@ -224,7 +224,6 @@ ngx_int_t ngx_http_dstack_vpc_cp_label(ngx_str_t *s);
 ngx_int_t ngx_http_dstack_vpc_cp_digits(ngx_str_t *s, size_t max);
 ngx_int_t ngx_http_dstack_vpc_cp_hex(ngx_str_t *s, size_t max);
 ngx_uint_t ngx_http_dstack_vpc_cp_json_depth(u_char *p, size_t len);
-time_t ngx_http_dstack_vpc_cp_parse_time(ngx_str_t *s);
 u_char *ngx_http_dstack_vpc_cp_time(u_char *p, ngx_str_t *unix_time);
 ngx_int_t ngx_http_dstack_vpc_cp_out_reserve(
     ngx_http_dstack_vpc_cp_out_t *out, size_t len);

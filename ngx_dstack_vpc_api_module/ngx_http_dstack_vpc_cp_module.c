@@ -615,7 +615,7 @@ ngx_http_dstack_vpc_cp_parse_strings(ngx_http_request_t *r, json_t *root,
              && ngx_strncmp(s.data, NGX_HTTP_DSTACK_VPC_CP_ZERO_TIME,
                             s.len) == 0))
     {
-        req->expiry = ngx_http_dstack_vpc_cp_parse_time(&s);
+        req->expiry = ngx_dstack_vpc_parse_time(s.data, s.len);
 
         if (req->expiry == NGX_ERROR || req->expiry <= ngx_time()) {
             return NGX_HTTP_BAD_REQUEST;

@@ -430,57 +430,6 @@ ngx_http_dstack_vpc_cp_json_depth(u_char *p, size_t len)
 }
 
 
-/* RFC 3339 in UTC: 2027-01-01T00:00:00Z, fractions of a second ignored */
-
-time_t
-ngx_http_dstack_vpc_cp_parse_time(ngx_str_t *s)
-{
-    u_char     *p, *last;
-    ngx_int_t   year, month, day, hour, min, sec, y, era, yoe, doy, doe;
-
-    p = s->data;
-    last = p + s->len;
-
-    if (s->len < sizeof("2027-01-01T00:00:00Z") - 1
-        || p[4] != '-' || p[7] != '-' || (p[10] != 'T' && p[10] != 't')
-        || p[13] != ':' || p[16] != ':' || (last[-1] != 'Z' && last[-1] != 'z'))
-    {
-        return NGX_ERROR;
-    }
-
-    year = ngx_atoi(p, 4);
-    month = ngx_atoi(p + 5, 2);
-    day = ngx_atoi(p + 8, 2);
-    hour = ngx_atoi(p + 11, 2);
-    min = ngx_atoi(p + 14, 2);
-    sec = ngx_atoi(p + 17, 2);
-
-    if (year < 1970 || year > 9999 || month < 1 || month > 12 || day < 1
-        || day > 31 || hour < 0 || hour > 23 || min < 0 || min > 59
-        || sec < 0 || sec > 60)
-    {
-        return NGX_ERROR;
-    }
-
-    for (p += 19; p < last - 1; p++) {
-        if (!(p == s->data + 19 ? *p == '.' : (*p >= '0' && *p <= '9'))) {
-            return NGX_ERROR;
-        }
-    }
-
-    /* days from the civil date (Howard Hinnant's algorithm) */
-
-    y = year - (month <= 2);
-    era = y / 400;
-    yoe = y - era * 400;
-    doy = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1;
-    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-
-    return (time_t) (era * 146097 + doe - 719468) * 86400
-           + hour * 3600 + min * 60 + sec;
-}
-
-
 /* Unix seconds as RFC 3339; empty or 0: the zero time */
 
 u_char *

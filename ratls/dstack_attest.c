@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "dstack_attest.h"
+#include "dstack_hex.h"
 #include "dstack_ratls.h"
 
 
@@ -67,9 +68,6 @@ static int dstack_v1_platform(dstack_mp_t *mp, dstack_attest_t *att,
 static int dstack_v1_stack(dstack_mp_t *mp, dstack_attest_t *att,
     const char **err);
 static int dstack_v1_event(dstack_mp_t *mp, dstack_event_t *ev);
-static int dstack_hexval(u_char c);
-static int dstack_unhex(const char *s, size_t n, u_char *out);
-static void dstack_event_digest(const dstack_event_t *ev, u_char d[48]);
 
 
 static uint16_t
@@ -1169,48 +1167,6 @@ dstack_attest_parse_blob(const u_char *data, size_t len,
 }
 
 
-static int
-dstack_hexval(u_char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-
-    c |= 0x20;
-
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-
-    return -1;
-}
-
-
-static int
-dstack_unhex(const char *s, size_t n, u_char *out)
-{
-    size_t  i;
-    int     hi, lo;
-
-    if (n % 2) {
-        return -1;
-    }
-
-    for (i = 0; i < n / 2; i++) {
-        hi = dstack_hexval((u_char) s[2 * i]);
-        lo = dstack_hexval((u_char) s[2 * i + 1]);
-
-        if (hi < 0 || lo < 0) {
-            return -1;
-        }
-
-        out[i] = (u_char) (hi << 4 | lo);
-    }
-
-    return 0;
-}
-
-
 int
 dstack_attest_parse_legacy(const u_char *quote, size_t quote_len,
     const u_char *event_log, size_t event_log_len, dstack_attest_t *att,
@@ -1321,7 +1277,8 @@ dstack_attest_parse_legacy(const u_char *quote, size_t quote_len,
         p = dstack_arena_alloc(att, slen / 2);
 
         if ((p == NULL && slen > 0)
-            || dstack_unhex(json_string_value(v), slen, p) != 0)
+            || dstack_hex_decode(p, slen / 2, json_string_value(v), slen)
+               < 0)
         {
             json_decref(root);
             *err = "legacy event payload is not hex";
@@ -1477,15 +1434,14 @@ failed:
  *   V1: SHA384(le32(0x08000001) || ":" || name || ":" || payload)
  *   V2: SHA384(JCS {"name":"<name>","payload":"<hex>","type":134217729})
  */
-static void
-dstack_event_digest(const dstack_event_t *ev, u_char d[48])
+void
+dstack_attest_event_digest(const dstack_event_t *ev, u_char d[48])
 {
     size_t         i, j;
-    u_char         c, type[4], esc[6], hex[64];
+    char           hex[64];
+    u_char         c, type[4], esc[6];
     EVP_MD_CTX    *md;
     unsigned int   n;
-
-    static const char  digits[] = "0123456789abcdef";
 
     memset(d, 0, 48);
 
@@ -1539,8 +1495,7 @@ dstack_event_digest(const dstack_event_t *ev, u_char d[48])
             } else {
                 esc[2] = '0';
                 esc[3] = '0';
-                esc[4] = digits[c >> 4];
-                esc[5] = digits[c & 0xf];
+                (void) dstack_hex_encode((char *) esc + 4, &c, 1);
                 EVP_DigestUpdate(md, esc, 6);
             }
 
@@ -1552,12 +1507,10 @@ dstack_event_digest(const dstack_event_t *ev, u_char d[48])
     EVP_DigestUpdate(md, "\",\"payload\":\"", 13);
 
     for (i = 0; i < ev->payload_len; i += j) {
-        for (j = 0; j < 32 && i + j < ev->payload_len; j++) {
-            hex[2 * j] = digits[ev->payload[i + j] >> 4];
-            hex[2 * j + 1] = digits[ev->payload[i + j] & 0xf];
-        }
+        j = ev->payload_len - i < 32 ? ev->payload_len - i : 32;
 
-        EVP_DigestUpdate(md, hex, 2 * j);
+        EVP_DigestUpdate(md, hex,
+                         dstack_hex_encode(hex, ev->payload + i, j) - hex);
     }
 
     EVP_DigestUpdate(md, "\",\"type\":134217729}", 19);
@@ -1580,7 +1533,7 @@ dstack_attest_replay(const dstack_event_t *events, size_t n, u_char rtmr[48])
 
     for (i = 0; i < n; i++) {
         memcpy(buf, rtmr, 48);
-        dstack_event_digest(&events[i], buf + 48);
+        dstack_attest_event_digest(&events[i], buf + 48);
 
         if (!EVP_Digest(buf, sizeof(buf), rtmr, &len, EVP_sha384(), NULL)) {
             ERR_clear_error();
@@ -1588,106 +1541,6 @@ dstack_attest_replay(const dstack_event_t *events, size_t n, u_char rtmr[48])
             return;
         }
     }
-}
-
-
-/* days since 1970-01-01 of a proleptic Gregorian date */
-static int64_t
-dstack_days_from_civil(int64_t y, unsigned m, unsigned d)
-{
-    int64_t   era;
-    unsigned  yoe, doy, doe;
-
-    y -= m <= 2;
-    era = (y >= 0 ? y : y - 399) / 400;
-    yoe = (unsigned) (y - era * 400);
-    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-
-    return era * 146097 + (int64_t) doe - 719468;
-}
-
-
-static int
-dstack_digits(const char *s, size_t n, unsigned *v)
-{
-    size_t  i;
-
-    *v = 0;
-
-    for (i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9') {
-            return -1;
-        }
-
-        *v = *v * 10 + (unsigned) (s[i] - '0');
-    }
-
-    return 0;
-}
-
-
-int
-dstack_attest_parse_time(const char *s, size_t len, time_t *t)
-{
-    size_t    i;
-    int64_t   secs, off;
-    unsigned  y, mo, d, h, mi, sec, oh, om;
-
-    if (len < 20
-        || dstack_digits(s, 4, &y) != 0 || s[4] != '-'
-        || dstack_digits(s + 5, 2, &mo) != 0 || s[7] != '-'
-        || dstack_digits(s + 8, 2, &d) != 0
-        || (s[10] != 'T' && s[10] != 't' && s[10] != ' ')
-        || dstack_digits(s + 11, 2, &h) != 0 || s[13] != ':'
-        || dstack_digits(s + 14, 2, &mi) != 0 || s[16] != ':'
-        || dstack_digits(s + 17, 2, &sec) != 0)
-    {
-        return -1;
-    }
-
-    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59
-        || sec > 60)
-    {
-        return -1;
-    }
-
-    i = 19;
-
-    if (s[i] == '.') {
-        for (i++; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
-            /* fractions of a second are dropped */
-        }
-    }
-
-    if (i == len) {
-        return -1;
-    }
-
-    if ((s[i] == 'Z' || s[i] == 'z') && i + 1 == len) {
-        off = 0;
-
-    } else if ((s[i] == '+' || s[i] == '-') && i + 6 == len
-               && dstack_digits(s + i + 1, 2, &oh) == 0 && s[i + 3] == ':'
-               && dstack_digits(s + i + 4, 2, &om) == 0
-               && oh < 24 && om < 60)
-    {
-        off = (int64_t) (oh * 3600 + om * 60);
-
-        if (s[i] == '-') {
-            off = -off;
-        }
-
-    } else {
-        return -1;
-    }
-
-    secs = dstack_days_from_civil(y, mo, d) * 86400
-           + h * 3600 + mi * 60 + sec - off;
-
-    *t = (time_t) secs;
-
-    return 0;
 }
 
 
@@ -1779,142 +1632,4 @@ dstack_attest_load_root(const char *path, const char **err)
     }
 
     return x;
-}
-
-
-static int
-dstack_put_compact(u_char *p, size_t v)
-{
-    if (v < 64) {
-        p[0] = (u_char) (v << 2);
-        return 1;
-    }
-
-    if (v < 16384) {
-        p[0] = (u_char) ((v << 2) | 1);
-        p[1] = (u_char) (v >> 6);
-        return 2;
-    }
-
-    p[0] = (u_char) ((v << 2) | 2);
-    p[1] = (u_char) (v >> 6);
-    p[2] = (u_char) (v >> 14);
-    p[3] = (u_char) (v >> 22);
-
-    return 4;
-}
-
-
-static u_char *
-dstack_put_vec(u_char *p, const void *data, size_t n)
-{
-    p += dstack_put_compact(p, n);
-    memcpy(p, data, n);
-
-    return p + n;
-}
-
-
-int
-dstack_attest_build_sim_v0(const u_char *template_quote, size_t len,
-    const u_char *spki_der, size_t spki_len, const char *app_id_hex,
-    const char *instance_id_hex, const char *compose_hash_hex,
-    u_char **out, size_t *out_len)
-{
-    size_t           i, size, hlen;
-    u_char          *buf, *p, *quote;
-    u_char           rtmr3[48], digest[48], ids[3][64];
-    const char      *err, *hex[3];
-    dstack_quote_t   q;
-    dstack_attest_t  tmp;
-    dstack_event_t   ev[3];
-
-    static const char  *names[3] = { "app-id", "compose-hash", "instance-id" };
-
-    hex[0] = app_id_hex;
-    hex[1] = compose_hash_hex;
-    hex[2] = instance_id_hex;
-
-    if (dstack_attest_parse_quote(template_quote, len, &q, &err) != 0) {
-        return -1;
-    }
-
-    for (i = 0; i < 3; i++) {
-        hlen = hex[i] != NULL ? strlen(hex[i]) : 0;
-
-        if (hlen == 0 || hlen > 128 || dstack_unhex(hex[i], hlen, ids[i]))
-        {
-            return -1;
-        }
-
-        ev[i].name = (const u_char *) names[i];
-        ev[i].name_len = strlen(names[i]);
-        ev[i].payload = ids[i];
-        ev[i].payload_len = hlen / 2;
-        ev[i].digest_version = 1;
-    }
-
-    dstack_attest_init(&tmp);
-
-    if (dstack_attest_set_binding(&tmp, spki_der, spki_len, NULL) != 0) {
-        return -1;
-    }
-
-    dstack_attest_replay(ev, 3, rtmr3);
-
-    /* header, quote, two event lists, report_data, "{}" */
-    size = 2 + 4 + q.len + 1 + 3 * (8 + 1 + 48 + 1 + 16 + 1 + 64)
-           + 1 + 3 * (1 + 16 + 1 + 64) + 64 + 1 + 2;
-
-    buf = malloc(size);
-
-    if (buf == NULL) {
-        return -1;
-    }
-
-    p = buf;
-    *p++ = 0x00;
-    *p++ = 0x00;
-
-    p += dstack_put_compact(p, q.len);
-    quote = p;
-    memcpy(quote, q.data, q.len);
-    memcpy(quote + (q.report_data - q.data), tmp.expected_rd, 64);
-    memcpy(quote + (q.rtmr[3] - q.data), rtmr3, 48);
-    p += q.len;
-
-    p += dstack_put_compact(p, 3);
-
-    for (i = 0; i < 3; i++) {
-        p[0] = 3;
-        p[1] = 0;
-        p[2] = 0;
-        p[3] = 0;
-        p[4] = DSTACK_RUNTIME_EVENT_TYPE & 0xff;
-        p[5] = (DSTACK_RUNTIME_EVENT_TYPE >> 8) & 0xff;
-        p[6] = (DSTACK_RUNTIME_EVENT_TYPE >> 16) & 0xff;
-        p[7] = (DSTACK_RUNTIME_EVENT_TYPE >> 24) & 0xff;
-        p += 8;
-
-        dstack_event_digest(&ev[i], digest);
-        p = dstack_put_vec(p, digest, 48);
-        p = dstack_put_vec(p, ev[i].name, ev[i].name_len);
-        p = dstack_put_vec(p, ev[i].payload, ev[i].payload_len);
-    }
-
-    p += dstack_put_compact(p, 3);
-
-    for (i = 0; i < 3; i++) {
-        p = dstack_put_vec(p, ev[i].name, ev[i].name_len);
-        p = dstack_put_vec(p, ev[i].payload, ev[i].payload_len);
-    }
-
-    memcpy(p, tmp.expected_rd, 64);
-    p += 64;
-    p = dstack_put_vec(p, "{}", 2);
-
-    *out = buf;
-    *out_len = (size_t) (p - buf);
-
-    return 0;
 }

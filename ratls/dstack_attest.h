@@ -26,6 +26,8 @@
 #include <sys/types.h>
 #include <openssl/x509.h>
 
+#include "dstack_time.h"
+
 
 #pragma GCC visibility push(hidden)
 
@@ -250,31 +252,18 @@ void dstack_collateral_free(dstack_collateral_t *col);
 /* replays events into a 48-byte RTMR value */
 void dstack_attest_replay(const dstack_event_t *events, size_t n,
     u_char rtmr[48]);
+/* one runtime event's digest, as extended into RTMR3 */
+void dstack_attest_event_digest(const dstack_event_t *ev, u_char d[48]);
 
 const char *dstack_check_name(dstack_check_e c);
 const char *dstack_check_status_name(dstack_check_status_e s);
 const char *dstack_tcb_status_name(dstack_tcb_status_e s);
 int dstack_tcb_status_parse(const char *s, size_t len);
 
-/* RFC 3339 ("2025-07-01T00:00:00Z", offsets allowed) to Unix time */
-int dstack_attest_parse_time(const char *s, size_t len, time_t *t);
-
 /* blocking helpers for configuration time and the CLI */
 int dstack_attest_load_file(const char *path, u_char **data, size_t *len,
     size_t max);
 X509 *dstack_attest_load_root(const char *path, const char **err);
-
-/*
- * For the guest-agent simulator: a V0 blob from a template quote, with
- * report_data = SHA512("ratls-cert:" || spki) and RTMR3 set to the replay
- * of the app-id, compose-hash and instance-id events it writes.  The
- * Intel signature no longer matches, the binding and the replay do.
- * *out is malloc()ed, for free().
- */
-int dstack_attest_build_sim_v0(const u_char *template_quote, size_t len,
-    const u_char *spki_der, size_t spki_len, const char *app_id_hex,
-    const char *instance_id_hex, const char *compose_hash_hex,
-    u_char **out, size_t *out_len);
 
 
 #pragma GCC visibility pop

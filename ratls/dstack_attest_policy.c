@@ -9,12 +9,14 @@
 #include <openssl/evp.h>
 
 #include "dstack_attest_policy.h"
+#include "dstack_hex.h"
 
 
 #define DSTACK_POLICY_COLLATERAL_MAX  (1024 * 1024)
 
 
-static size_t dstack_policy_unhex(const char *hex, u_char *out, size_t max);
+static uint8_t dstack_policy_unhex(u_char *out, size_t max,
+    const char *hex);
 
 
 /* bind's checks first: "failed" is then right for both modes */
@@ -98,18 +100,18 @@ dstack_attest_summarize(X509 *leaf, const dstack_attest_opts_t *opts,
         }
     }
 
-    dstack_policy_unhex(res.mrtd, sum->mrtd, 48);
+    (void) dstack_policy_unhex(sum->mrtd, 48, res.mrtd);
 
     for (i = 0; i < 4; i++) {
-        dstack_policy_unhex(res.rtmr[i], sum->rtmr[i], 48);
+        (void) dstack_policy_unhex(sum->rtmr[i], 48, res.rtmr[i]);
     }
 
-    sum->compose_hash_len = (uint8_t) dstack_policy_unhex(res.compose_hash,
-                                          sum->compose_hash,
-                                          DSTACK_SUMMARY_ID_LEN);
-    sum->instance_id_len = (uint8_t) dstack_policy_unhex(res.instance_id,
-                                         sum->instance_id,
-                                         DSTACK_SUMMARY_ID_LEN);
+    sum->compose_hash_len = dstack_policy_unhex(sum->compose_hash,
+                                                DSTACK_SUMMARY_ID_LEN,
+                                                res.compose_hash);
+    sum->instance_id_len = dstack_policy_unhex(sum->instance_id,
+                                               DSTACK_SUMMARY_ID_LEN,
+                                               res.instance_id);
 
     return 0;
 }
@@ -214,7 +216,7 @@ dstack_attest_opts_load(dstack_attest_opts_t *opts, const char *root,
     memset(opts, 0, sizeof(dstack_attest_opts_t));
 
     if (now != NULL
-        && dstack_attest_parse_time(now, strlen(now), &t) == 0)
+        && dstack_time_parse(now, strlen(now), &t) == 0)
     {
         opts->now = t;
 
@@ -302,31 +304,15 @@ dstack_attest_opts_cleanup(void *opts)
 }
 
 
-/* lowercase or uppercase hex to bytes; 0 for odd, long or bad input */
+/* a result's hex field to bytes: the length, 0 for an empty or bad one */
 
-static size_t
-dstack_policy_unhex(const char *hex, u_char *out, size_t max)
+static uint8_t
+dstack_policy_unhex(u_char *out, size_t max, const char *hex)
 {
-    size_t  i, n;
-    int     hi, lo;
+    ssize_t  n;
 
-    n = strlen(hex);
+    n = dstack_hex_decode(out, max, hex, strlen(hex));
 
-    if (n % 2 != 0 || n / 2 > max) {
-        return 0;
-    }
-
-    for (i = 0; i < n / 2; i++) {
-        hi = OPENSSL_hexchar2int((unsigned char) hex[2 * i]);
-        lo = OPENSSL_hexchar2int((unsigned char) hex[2 * i + 1]);
-
-        if (hi < 0 || lo < 0) {
-            return 0;
-        }
-
-        out[i] = (u_char) (hi << 4 | lo);
-    }
-
-    return n / 2;
+    return n > 0 ? (uint8_t) n : 0;
 }
 

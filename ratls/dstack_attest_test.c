@@ -18,6 +18,8 @@
 #include <openssl/x509v3.h>
 
 #include "dstack_attest.h"
+#include "dstack_hex.h"
+#include "sim_scale.h"
 
 
 #define APP_ID       "5bb4ff9a3837357f19dc176407a5709c62eb6c56"
@@ -229,26 +231,6 @@ add_dstack_ext(X509 *x, int arc, const u_char *payload, size_t n)
 }
 
 
-static int
-unhex(const char *s, u_char *out)
-{
-    size_t        i, n;
-    unsigned int  v;
-
-    n = strlen(s) / 2;
-
-    for (i = 0; i < n; i++) {
-        if (sscanf(s + 2 * i, "%2x", &v) != 1) {
-            return -1;
-        }
-
-        out[i] = (u_char) v;
-    }
-
-    return (int) n;
-}
-
-
 /*
  * A leaf certificate with a simulated attestation for its own key: kind 0
  * is `.8` V0, kind 1 the legacy `.1` + `.2` pair, kind 2 `.1` alone.
@@ -268,9 +250,9 @@ make_sim_cert(EVP_PKEY **keyp, const char *cert_app_id, int kind)
     spki = NULL;
     len = i2d_PUBKEY(key, &spki);
 
-    if (dstack_attest_build_sim_v0(quote.data, quote.len, spki, (size_t) len,
-                                   SIM_APP_ID, SIM_INST_ID, SIM_COMPOSE,
-                                   &sim, &n) != 0)
+    if (sim_scale_build_v0(quote.data, quote.len, spki, (size_t) len,
+                           SIM_APP_ID, SIM_INST_ID, SIM_COMPOSE,
+                           &sim, &n) != 0)
     {
         abort();
     }
@@ -324,7 +306,8 @@ make_sim_cert(EVP_PKEY **keyp, const char *cert_app_id, int kind)
 signed_ext:
 
     if (cert_app_id != NULL) {
-        unhex(cert_app_id, id);
+        (void) dstack_hex_decode(id, sizeof(id), cert_app_id,
+                                 strlen(cert_app_id));
         add_dstack_ext(x, 3, id, 20);
     }
 
@@ -719,19 +702,42 @@ test_quote(void)
 
 
 static void
+test_hex(void)
+{
+    char    text[8];
+    u_char  b[4];
+
+    static const u_char  bytes[4] = { 0x00, 0x9f, 0xa0, 0xff };
+
+    ok(dstack_hex_encode(text, bytes, 4) == text + 8
+       && memcmp(text, "009fa0ff", 8) == 0, "hex: encodes lowercase");
+    ok(dstack_hex_decode(b, 4, "009FA0ff", 8) == 4
+       && memcmp(b, bytes, 4) == 0, "hex: decodes either case");
+    ok(dstack_hex_decode(b, 4, "", 0) == 0, "hex: empty decodes to nothing");
+    ok(dstack_hex_decode(b, 4, "009", 3) == -1, "hex: odd length rejected");
+    ok(dstack_hex_decode(b, 4, "0g", 2) == -1
+       && dstack_hex_decode(b, 4, "g0", 2) == -1
+       && dstack_hex_decode(b, 4, "0:", 2) == -1
+       && dstack_hex_decode(b, 4, "@0", 2) == -1, "hex: non-hex rejected");
+    ok(dstack_hex_decode(b, 2, "009fa0", 6) == -1,
+       "hex: more than max bytes rejected");
+}
+
+
+static void
 test_time(void)
 {
     time_t  t;
 
-    ok(dstack_attest_parse_time("2025-07-01T00:00:00Z", 20, &t) == 0
+    ok(dstack_time_parse("2025-07-01T00:00:00Z", 20, &t) == 0
        && t == T_VALID, "RFC 3339 time, Z");
-    ok(dstack_attest_parse_time("2025-08-01T02:30:00.123+02:30", 29, &t)
+    ok(dstack_time_parse("2025-08-01T02:30:00.123+02:30", 29, &t)
        == 0 && t == T_EXPIRED, "RFC 3339 time, fraction and offset");
-    ok(dstack_attest_parse_time("2024-02-29T12:00:00Z", 20, &t) == 0
+    ok(dstack_time_parse("2024-02-29T12:00:00Z", 20, &t) == 0
        && t == 1709208000, "RFC 3339 time, leap day");
-    ok(dstack_attest_parse_time("2025-13-01T00:00:00Z", 20, &t) != 0
-       && dstack_attest_parse_time("2025-07-01 00:00", 16, &t) != 0
-       && dstack_attest_parse_time("2025-07-01T00:00:00", 19, &t) != 0,
+    ok(dstack_time_parse("2025-13-01T00:00:00Z", 20, &t) != 0
+       && dstack_time_parse("2025-07-01 00:00", 16, &t) != 0
+       && dstack_time_parse("2025-07-01T00:00:00", 19, &t) != 0,
        "bad times rejected");
 }
 
@@ -1128,9 +1134,9 @@ write_seeds(const char *dir)
     memset(spki, 0x5a, sizeof(spki));
     spki_len = sizeof(spki);
 
-    if (dstack_attest_build_sim_v0(quote.data, quote.len, spki, spki_len,
-                                   SIM_APP_ID, SIM_INST_ID, SIM_COMPOSE,
-                                   &sim, &len) == 0)
+    if (sim_scale_build_v0(quote.data, quote.len, spki, spki_len,
+                           SIM_APP_ID, SIM_INST_ID, SIM_COMPOSE,
+                           &sim, &len) == 0)
     {
         write_file(dir, "sim-v0", sim, len);
         free(sim);
@@ -1203,6 +1209,7 @@ main(int argc, char **argv)
                        fixtures_dir());
     }
 
+    test_hex();
     test_time();
     test_quote();
     test_collateral();

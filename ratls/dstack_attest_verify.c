@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "dstack_attest.h"
+#include "dstack_hex.h"
 
 
 #define DSTACK_ADVISORY_LEN      256
@@ -99,7 +100,6 @@ typedef struct {
 static void dstack_check_set(dstack_attest_result_t *res, dstack_check_e c,
     dstack_check_status_e s, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-static void dstack_hex(const u_char *in, size_t len, char *out);
 static EVP_PKEY *dstack_p256_key(const u_char xy[64]);
 static int dstack_ecdsa_verify(EVP_PKEY *key, const u_char *msg, size_t len,
     const u_char sig[64]);
@@ -222,22 +222,6 @@ dstack_check_set(dstack_attest_result_t *res, dstack_check_e c,
     va_start(args, fmt);
     vsnprintf(res->check[c].reason, DSTACK_ATTEST_REASON_LEN, fmt, args);
     va_end(args);
-}
-
-
-static void
-dstack_hex(const u_char *in, size_t len, char *out)
-{
-    size_t  i;
-
-    static const char  digits[] = "0123456789abcdef";
-
-    for (i = 0; i < len; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 0xf];
-    }
-
-    out[2 * len] = '\0';
 }
 
 
@@ -808,24 +792,26 @@ dstack_check_rtmr3(const dstack_attest_t *att, dstack_attest_result_t *res)
     }
 
     dstack_attest_replay(att->events, att->nevents, rtmr3);
-    dstack_hex(rtmr3, 48, res->rtmr3_replayed);
+    *dstack_hex_encode(res->rtmr3_replayed, rtmr3, 48) = '\0';
 
     ev = dstack_find_event(att, "compose-hash");
 
     if (ev != NULL && ev->payload_len <= 64) {
-        dstack_hex(ev->payload, ev->payload_len, res->compose_hash);
+        *dstack_hex_encode(res->compose_hash, ev->payload,
+                           ev->payload_len) = '\0';
     }
 
     ev = dstack_find_event(att, "instance-id");
 
     if (ev != NULL && ev->payload_len <= 64) {
-        dstack_hex(ev->payload, ev->payload_len, res->instance_id);
+        *dstack_hex_encode(res->instance_id, ev->payload,
+                           ev->payload_len) = '\0';
     }
 
     app = dstack_find_event(att, "app-id");
 
     if (app != NULL && app->payload_len <= 64) {
-        dstack_hex(app->payload, app->payload_len, res->app_id);
+        *dstack_hex_encode(res->app_id, app->payload, app->payload_len) = '\0';
     }
 
     if (memcmp(rtmr3, att->quote.rtmr[3], 48) != 0) {
@@ -1007,13 +993,13 @@ dstack_attest_verify(const dstack_attest_t *att,
         return -1;
     }
 
-    dstack_hex(q->mr_td, 48, res->mrtd);
+    *dstack_hex_encode(res->mrtd, q->mr_td, 48) = '\0';
 
     for (i = 0; i < 4; i++) {
-        dstack_hex(q->rtmr[i], 48, res->rtmr[i]);
+        *dstack_hex_encode(res->rtmr[i], q->rtmr[i], 48) = '\0';
     }
 
-    dstack_hex(q->report_data, 64, res->report_data);
+    *dstack_hex_encode(res->report_data, q->report_data, 64) = '\0';
 
     /* 1. binding */
 
@@ -1114,39 +1100,15 @@ qe_done:
 static int
 dstack_jhex(json_t *obj, const char *key, u_char *out, size_t n)
 {
-    size_t       i, len;
-    json_t      *v;
-    const char  *s;
-    int          hi, lo;
+    json_t  *v;
 
     v = json_object_get(obj, key);
 
-    if (!json_is_string(v)) {
+    if (!json_is_string(v)
+        || json_string_length(v) != 2 * n
+        || dstack_hex_decode(out, n, json_string_value(v), 2 * n) < 0)
+    {
         return -1;
-    }
-
-    s = json_string_value(v);
-    len = json_string_length(v);
-
-    if (len != 2 * n) {
-        return -1;
-    }
-
-    for (i = 0; i < n; i++) {
-        hi = s[2 * i];
-        lo = s[2 * i + 1];
-        hi = (hi >= '0' && hi <= '9') ? hi - '0'
-             : ((hi | 0x20) >= 'a' && (hi | 0x20) <= 'f')
-               ? (hi | 0x20) - 'a' + 10 : -1;
-        lo = (lo >= '0' && lo <= '9') ? lo - '0'
-             : ((lo | 0x20) >= 'a' && (lo | 0x20) <= 'f')
-               ? (lo | 0x20) - 'a' + 10 : -1;
-
-        if (hi < 0 || lo < 0) {
-            return -1;
-        }
-
-        out[i] = (u_char) (hi << 4 | lo);
     }
 
     return 0;
@@ -1164,8 +1126,8 @@ dstack_jtime(json_t *obj, const char *key, time_t *t)
         return -1;
     }
 
-    return dstack_attest_parse_time(json_string_value(v),
-                                    json_string_length(v), t);
+    return dstack_time_parse(json_string_value(v), json_string_length(v),
+                             t);
 }
 
 

@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <openssl/x509.h>
 
+#include "dstack_hex.h"
+
 
 #pragma GCC visibility push(hidden)
 
@@ -67,12 +69,10 @@ dstack_ratls_rc_e dstack_ratls_check_issuer(X509 *leaf, X509 *issuer);
 
 const char *dstack_ratls_strerror(dstack_ratls_rc_e rc);
 
-/* 40 lowercase hex characters, no terminator */
-void dstack_ratls_hex(const unsigned char *in, size_t len, char *out);
-
-/* parses 40 hex characters (either case); -1 on anything else */
-int dstack_ratls_parse_app_id(const char *hex, size_t len,
-    unsigned char app_id[DSTACK_APP_ID_LEN]);
+/*
+ * an app id's text form is DSTACK_APP_ID_HEX_LEN hex characters:
+ * dstack_hex_encode() and dstack_hex_decode() (dstack_hex.h)
+ */
 
 
 #pragma GCC visibility pop

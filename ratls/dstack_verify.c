@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "dstack_attest.h"
+#include "dstack_hex.h"
 
 
 #define DSTACK_VERIFY_DEFAULT_ROOT  "/etc/dstack/sgx-root-ca.pem"
@@ -125,7 +126,7 @@ dstack_verify_parse_args(int argc, char **argv, dstack_verify_args_t *args)
             args->root = v;
 
         } else if (strcmp(argv[i - 1], "--now") == 0) {
-            if (dstack_attest_parse_time(v, strlen(v), &args->opts.now) != 0
+            if (dstack_time_parse(v, strlen(v), &args->opts.now) != 0
                 || args->opts.now <= 0)
             {
                 fprintf(stderr, "%s: invalid time \"%s\" (want RFC 3339, "
@@ -183,53 +184,36 @@ dstack_verify_parse_args(int argc, char **argv, dstack_verify_args_t *args)
 }
 
 
-/* hex text, with optional whitespace and 0x prefix, decoded in place */
+/*
+ * hex text, with optional white space and 0x prefix, decoded in place;
+ * -1 leaves the data changed (the caller reads the file again)
+ */
 static int
 dstack_verify_unhex(u_char *data, size_t *len)
 {
-    int      hi, lo;
+    u_char   c;
     size_t   i, n;
-    u_char  *p, c;
+    ssize_t  rc;
 
-    n = 0;
-    hi = -1;
-    p = data;
+    i = (*len >= 2 && data[0] == '0' && (data[1] | 0x20) == 'x') ? 2 : 0;
 
-    if (*len >= 2 && data[0] == '0' && (data[1] | 0x20) == 'x') {
-        p += 2;
-    }
-
-    for (i = (size_t) (p - data); i < *len; i++) {
+    for (n = 0; i < *len; i++) {
         c = data[i];
 
-        if (c == ' ' || c == '\n' || c == '\r' || c == '\t') {
-            continue;
+        if (c != ' ' && c != '\n' && c != '\r' && c != '\t') {
+            data[n++] = c;
         }
-
-        if (c >= '0' && c <= '9') {
-            lo = c - '0';
-
-        } else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') {
-            lo = (c | 0x20) - 'a' + 10;
-
-        } else {
-            return -1;
-        }
-
-        if (hi < 0) {
-            hi = lo;
-            continue;
-        }
-
-        data[n++] = (u_char) (hi << 4 | lo);
-        hi = -1;
     }
 
-    if (hi >= 0 || n == 0) {
+    /* each byte is written behind the two characters it comes from */
+
+    rc = dstack_hex_decode(data, n / 2, (const char *) data, n);
+
+    if (rc <= 0) {
         return -1;
     }
 
-    *len = n;
+    *len = (size_t) rc;
 
     return 0;
 }
@@ -340,6 +324,7 @@ dstack_verify_print(const dstack_verify_args_t *args,
     const dstack_attest_t *att, const dstack_attest_result_t *res)
 {
     int                    i;
+    char                   hex[64];
     size_t                 j, k;
     unsigned               required;
     const dstack_event_t  *ev;
@@ -393,9 +378,9 @@ dstack_verify_print(const dstack_verify_args_t *args,
             printf("  ");
             dstack_verify_print_name(ev);
 
-            for (k = 0; k < ev->payload_len && k < 32; k++) {
-                printf("%02x", ev->payload[k]);
-            }
+            k = ev->payload_len < 32 ? ev->payload_len : 32;
+            printf("%.*s", (int) (dstack_hex_encode(hex, ev->payload, k) - hex),
+                   hex);
 
             printf("%s%s\n", ev->payload_len > 32 ? "..." : "",
                    ev->digest_version == 2 ? " (v2 digest)" : "");
@@ -410,10 +395,7 @@ static json_t *
 dstack_verify_hex_json(const u_char *p, size_t n)
 {
     char    *s;
-    size_t   i;
     json_t  *j;
-
-    static const char  digits[] = "0123456789abcdef";
 
     s = malloc(2 * n + 1);
 
@@ -421,12 +403,7 @@ dstack_verify_hex_json(const u_char *p, size_t n)
         return NULL;
     }
 
-    for (i = 0; i < n; i++) {
-        s[2 * i] = digits[p[i] >> 4];
-        s[2 * i + 1] = digits[p[i] & 0xf];
-    }
-
-    j = json_stringn(s, 2 * n);
+    j = json_stringn(s, dstack_hex_encode(s, p, n) - s);
     free(s);
 
     return j;

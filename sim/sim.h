@@ -17,6 +17,8 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
+#include "dstack_hex.h"
+
 
 #define SIM_ID_LEN            20
 #define SIM_SUBJECT_MAX       255
@@ -162,9 +164,6 @@ int sim_http_run(int fd, sim_handler_pt handler, void *data,
 void sim_api_handler(sim_request_t *r, sim_response_t *resp, void *data);
 
 /* sim_util.c */
-int sim_hex_decode(const char *hex, size_t hex_len, u_char *out,
-    size_t max);
-void sim_hex_encode(const u_char *p, size_t len, char *out);
 void sim_log(const char *fmt, ...);
 
 

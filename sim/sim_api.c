@@ -259,16 +259,16 @@ sim_api_info(sim_ctx_t *ctx, json_t *args, sim_response_t *resp)
     json_t        *json;
     unsigned int   n;
 
-    sim_hex_encode(ctx->app_id, SIM_ID_LEN, app_id);
-    sim_hex_encode(ctx->instance_id, SIM_ID_LEN, instance_id);
-    sim_hex_encode(ctx->compose_hash, 32, compose_hash);
+    *dstack_hex_encode(app_id, ctx->app_id, SIM_ID_LEN) = '\0';
+    *dstack_hex_encode(instance_id, ctx->instance_id, SIM_ID_LEN) = '\0';
+    *dstack_hex_encode(compose_hash, ctx->compose_hash, 32) = '\0';
     sim_api_sha256_hex("device", instance_id, device_id);
     sim_api_sha256_hex("os-image", "", os_image_hash);
 
     if (ctx->kms
         && X509_pubkey_digest(ctx->root.cert, EVP_sha256(), md, &n) == 1)
     {
-        sim_hex_encode(md, 32, root_id);
+        *dstack_hex_encode(root_id, md, 32) = '\0';
         snprintf(kpi, sizeof(kpi), "{\"name\":\"kms\",\"id\":\"%s\"}",
                  root_id);
 
@@ -339,8 +339,8 @@ sim_api_get_quote(sim_ctx_t *ctx, json_t *args, sim_response_t *resp)
             len -= 2;
         }
 
-        n = sim_hex_decode(s, len, quote + SIM_QUOTE_RD_OFFSET,
-                           SIM_REPORT_DATA_LEN);
+        n = dstack_hex_decode(quote + SIM_QUOTE_RD_OFFSET,
+                              SIM_REPORT_DATA_LEN, s, len);
         if (n < 0) {
             sim_api_error(resp, 400,
                           "report_data must be hex of at most 64 bytes");
@@ -352,8 +352,9 @@ sim_api_get_quote(sim_ctx_t *ctx, json_t *args, sim_response_t *resp)
     quote[2] = 2;
     quote[4] = 0x81;
 
-    sim_hex_encode(quote, SIM_QUOTE_LEN, quote_hex);
-    sim_hex_encode(quote + SIM_QUOTE_RD_OFFSET, SIM_REPORT_DATA_LEN, rd_hex);
+    *dstack_hex_encode(quote_hex, quote, SIM_QUOTE_LEN) = '\0';
+    *dstack_hex_encode(rd_hex, quote + SIM_QUOTE_RD_OFFSET,
+                       SIM_REPORT_DATA_LEN) = '\0';
 
     sim_api_json(resp, 200,
                  json_pack("{s:s, s:s, s:s, s:b}",
@@ -520,7 +521,7 @@ sim_api_unescape(char *s)
             c = ' ';
 
         } else if (c == '%') {
-            if (sim_hex_decode(s + 1, 2, &c, 1) != 1) {
+            if (dstack_hex_decode(&c, 1, s + 1, 2) != 1) {
                 return -1;
             }
 
@@ -640,5 +641,5 @@ sim_api_sha256_hex(const char *label, const char *data, char *hex)
         memset(md, 0, sizeof(md));
     }
 
-    sim_hex_encode(md, sizeof(md), hex);
+    *dstack_hex_encode(hex, md, sizeof(md)) = '\0';
 }

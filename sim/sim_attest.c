@@ -11,6 +11,7 @@
 
 #include "sim.h"
 #include "dstack_attest.h"
+#include "sim_scale.h"
 
 
 #define SIM_QUOTE_MAX  (64 * 1024)
@@ -47,13 +48,12 @@ sim_attest_hook(X509 *leaf, const u_char *spki, size_t spki_len, void *data)
 
     ctx = data;
 
-    sim_hex_encode(ctx->app_id, SIM_ID_LEN, app);
-    sim_hex_encode(ctx->instance_id, SIM_ID_LEN, inst);
-    sim_hex_encode(ctx->compose_hash, 32, compose);
+    *dstack_hex_encode(app, ctx->app_id, SIM_ID_LEN) = '\0';
+    *dstack_hex_encode(inst, ctx->instance_id, SIM_ID_LEN) = '\0';
+    *dstack_hex_encode(compose, ctx->compose_hash, 32) = '\0';
 
-    if (dstack_attest_build_sim_v0(ctx->quote_template,
-                                   ctx->quote_template_len, spki, spki_len,
-                                   app, inst, compose, &blob, &len)
+    if (sim_scale_build_v0(ctx->quote_template, ctx->quote_template_len,
+                           spki, spki_len, app, inst, compose, &blob, &len)
         != 0)
     {
         sim_log("cannot build the simulated attestation");

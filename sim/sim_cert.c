@@ -63,7 +63,7 @@ sim_ctx_init(sim_ctx_t *ctx)
         rc = sim_ca_get(ctx->state_dir, "root", NULL, "Dstack KMS CA",
                         "critical,CA:TRUE", NULL, &ctx->root);
         if (rc == 0) {
-            sim_hex_encode(ctx->app_id, SIM_ID_LEN, hex);
+            *dstack_hex_encode(hex, ctx->app_id, SIM_ID_LEN) = '\0';
             snprintf(name, sizeof(name), "app-%s", hex);
             rc = sim_ca_get(ctx->state_dir, name, &ctx->root,
                             "Dstack App CA", "critical,CA:TRUE,pathlen:0",
@@ -71,7 +71,7 @@ sim_ctx_init(sim_ctx_t *ctx)
         }
 
     } else {
-        sim_hex_encode(ctx->instance_id, SIM_ID_LEN, hex);
+        *dstack_hex_encode(hex, ctx->instance_id, SIM_ID_LEN) = '\0';
         snprintf(name, sizeof(name), "local-%s", hex);
         rc = sim_ca_get(ctx->state_dir, name, NULL, "Dstack Local CA",
                         "critical,CA:TRUE,pathlen:0", NULL, &ctx->ca);

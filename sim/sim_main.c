@@ -359,7 +359,7 @@ sim_mkcert_main(int argc, char **argv)
             break;
 
         case SIM_OPT_APP_ID_RAW:
-            rc = sim_hex_decode(optarg, strlen(optarg), raw, SIM_RAW_MAX);
+            rc = dstack_hex_decode(raw, SIM_RAW_MAX, optarg, strlen(optarg));
             if (rc < 0) {
                 fprintf(stderr, "dstack-sim: invalid --app-id-raw \"%.64s\" "
                                 "(hex, at most %d bytes)\n",
@@ -576,7 +576,7 @@ sim_ctx_check(sim_ctx_t *ctx, int need_instance)
         return -1;
     }
 
-    sim_hex_encode(ctx->app_id, SIM_ID_LEN, hex);
+    *dstack_hex_encode(hex, ctx->app_id, SIM_ID_LEN) = '\0';
 
     if (ctx->app_name == NULL) {
         snprintf(name, sizeof(name), "app-%.8s", hex);
@@ -601,7 +601,7 @@ static int
 sim_parse_hex(const char *opt, const char *hex, u_char *out, size_t len)
 {
     if (strlen(hex) != 2 * len
-        || sim_hex_decode(hex, 2 * len, out, len) != (int) len)
+        || dstack_hex_decode(out, len, hex, 2 * len) != (int) len)
     {
         fprintf(stderr, "dstack-sim: invalid %s \"%s\": need %zu hex "
                         "characters\n", opt, hex, 2 * len);

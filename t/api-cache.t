@@ -207,7 +207,7 @@ my %codes;
 $codes{hosts($_, 'db')}++ for ($p1, $p2) x 8;
 is_deeply(\%codes, { 503 => 16 }, 'redis stopped: 503, not the copy');
 
-$api->start_redis($r);
+$t->start_redis($r);
 
 ok(wait_for(sub { subscribers() == 5 }, 20), 'subscribed again');
 ok(wait_for(sub { everywhere('db', 'db-2,db-3', $p1, $p2) }, 10),

@@ -1,7 +1,8 @@
 #!/usr/bin/perl
 
 # The Redis adapter (ngx_dstack_vpc_api_module/ngx_dstack_redis.c) on its
-# own, through a test-only module compiled here against the build tree:
+# own, through a test-only module (ngx_dstack_vpc_api_module/t, built by
+# make through its own nginx config into build/test-modules/):
 # commands, error replies, timeouts, large replies, and pub/sub
 # (multiplexed subscribers, late subscribers, departures, lost and
 # re-established subscriptions).
@@ -16,31 +17,12 @@ use Test::Dstack qw(http http_get parse_response wait_for);
 
 my $t = Test::Dstack->new()->has(qw(redis));
 
-my $ngx = "$Test::Dstack::BUILD/nginx";
-my $repo = $t->repo;
+my $so = "$Test::Dstack::BUILD/test-modules/"
+    . "ngx_http_dstack_redis_test_module.so";
+
+$t->skip_all("no test module $so (run make)") unless -f $so;
+
 my $d = $t->testdir;
-
-$t->skip_all("no configured nginx build tree at $ngx (run make)")
-    unless -f "$ngx/objs/Makefile";
-
-# the module, with the build tree's own flags (same module signature)
-
-my $mk = $t->read_file("$ngx/objs/Makefile") =~ s/\\\n\s*/ /gr;
-my ($cflags) = $mk =~ /^CFLAGS\s*=\s*(.*)$/m;
-my ($incs) = $mk =~ /^ALL_INCS\s*=\s*(.*)$/m;
-
-$t->write_file('redis_test_modules.c', <<'EOF');
-#include <ngx_config.h>
-#include <ngx_core.h>
-extern ngx_module_t  ngx_http_dstack_redis_test_module;
-ngx_module_t *ngx_modules[] = { &ngx_http_dstack_redis_test_module, NULL };
-char *ngx_module_names[] = { "ngx_http_dstack_redis_test_module", NULL };
-char *ngx_module_order[] = { NULL };
-EOF
-
-my $dir = "$repo/ngx_dstack_vpc_api_module";
-my $out = `cd $ngx && cc -shared -fPIC $cflags $incs -I $dir -o $d/redis_test.so $dir/t/ngx_http_dstack_redis_test_module.c $dir/ngx_dstack_redis.c $d/redis_test_modules.c -lhiredis 2>&1`;
-die "cannot build the test module:\n$out" if $?;
 
 $t->plan(24);
 
@@ -48,7 +30,7 @@ my $r = $t->run_redis();
 my $port = $t->port(8080);
 
 $t->write_file_expand('nginx.conf', <<"EOF");
-load_module $d/redis_test.so;
+load_module $so;
 %%TEST_GLOBALS%%
 events {}
 http {

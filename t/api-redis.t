@@ -103,7 +103,7 @@ is($res->{json}{redis}, 'unavailable', 'health says so');
 $res = $api->get('/static');
 is($res->{status}, 200, 'static location');
 
-$api->start_redis($r);
+$t->start_redis($r);
 
 ok(ok_soon(sub {
     $api->get('/api/discover/big', as => 'a')->{status} == 200
@@ -193,7 +193,7 @@ $api->kill_redis($r, 'KILL');
 $res = $api->get('/api/discover/late', as => 'a');
 is($res->{status}, 503, 'redis killed: 503');
 
-$api->start_redis($r);
+$t->start_redis($r);
 
 ok(ok_soon(sub {
     $api->get('/api/discover/late', as => 'a')->{status} == 200

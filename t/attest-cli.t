@@ -25,7 +25,7 @@ Test::Dstack->skip_all("dstack-verify not built ($bin); run make bins")
 Test::Dstack->skip_all("fixtures not found in $fx")
     unless -f "$fx/tdx/quote-v4.bin" && -f "$fx/intel/sgx-root-ca.pem";
 
-plan(tests => 32);
+plan(tests => 34);
 
 $ENV{DSTACK_FIXTURES} = $fx;
 
@@ -117,6 +117,18 @@ close($fh);
 ($rc, $out) = run("$dir/quote.hex", @root);
 is($rc, 0, 'hex quote: exit 0');
 like($out, qr/\(quote\)/, 'hex quote recognised');
+
+# with a 0x prefix, upper case and line breaks
+open($fh, '>', "$dir/quote-0x.hex") or die;
+print $fh '0X', join("\n  ", unpack('(A64)*', uc unpack('H*', $raw))), "\n";
+close($fh);
+
+($rc, $out) = run("$dir/quote-0x.hex", @root);
+ok($rc == 0 && $out =~ /\(quote\)/, 'hex quote with 0x and line breaks');
+
+# the text form lists the runtime events with their payloads in hex
+($rc, $out) = run($blob, @root);
+like($out, qr/^  app-id\s+$APP$/m, 'text: app-id event payload in hex');
 
 # a certificate with a simulated attestation: binding passes, Intel fails
 

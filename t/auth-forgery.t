@@ -14,6 +14,7 @@ use warnings;
 use lib 't/lib';
 use Test::More;
 use Test::Dstack qw(http parse_response json_body);
+use Test::Dstack::Auth;
 
 my $t = Test::Dstack->new()->has(qw(auth sim))->plan(30);
 
@@ -81,21 +82,7 @@ http {
         }
 
         # the front of a standalone auth endpoint, passing the chain
-        location /front/ {
-            auth_request /front-auth;
-            auth_request_set \$app_id \$upstream_http_x_dstack_app_id;
-            proxy_set_header x-dstack-app-id \$app_id;
-            proxy_pass http://echo;
-        }
-
-        location = /front-auth {
-            internal;
-            proxy_pass http://127.0.0.1:%%PORT_8092%%;
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-            proxy_set_header x-client-cert \$dstack_client_cert_chain;
-            proxy_set_header x-client-verify \$ssl_client_verify;
-        }
+@{[ Test::Dstack::Auth::front('front') ]}
     }
 
     # the same port, another server and another CA
@@ -140,30 +127,11 @@ http {
     server {
         listen 127.0.0.1:%%PORT_8080%%;
 
-        location /inproc/ {
-            auth_request /inproc-auth;
-            auth_request_set \$app_id \$sent_http_x_dstack_app_id;
-            proxy_set_header x-dstack-app-id \$app_id;
-            proxy_pass http://echo;
-        }
-
-        location = /inproc-auth {
-            internal;
-            dstack_auth_request;
-            dstack_auth_allow any;
-        }
+@{[ Test::Dstack::Auth::inproc() ]}
     }
 
     # the seed's standalone auth service
-    server {
-        listen 127.0.0.1:%%PORT_8092%%;
-
-        location / {
-            dstack_auth_request;
-            dstack_auth_allow any;
-            dstack_auth_request_root $a->{root};
-        }
-    }
+@{[ Test::Dstack::Auth::endpoint($a->{root}) ]}
 }
 
 EOF
@@ -175,12 +143,8 @@ my $port = $t->port(8443);
 
 sub get {
     my ($uri, $cert, %o) = @_;
-    my %c = $cert ? (cert => $cert->{chain}, key => $cert->{key}) : ();
-    $c{sni} = $o{sni} if $o{sni};
-    return parse_response(http("GET $uri HTTP/1.1\r\n"
-        . "Host: " . ($o{host} // 'default.test') . "\r\n"
-        . "Connection: close\r\n" . ($o{headers} // '') . "\r\n",
-        port => $o{port} // $port, ssl => !$o{plain}, %c));
+    return Test::Dstack::Auth::get($o{port} // $port, $uri, $cert,
+        host => 'default.test', %o);
 }
 
 # every value the backend saw for a name that means x-dstack-app-id to it

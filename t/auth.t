@@ -9,6 +9,7 @@ use warnings;
 use lib 't/lib';
 use Test::More;
 use Test::Dstack qw(http http_get parse_response json_body);
+use Test::Dstack::Auth;
 
 my $t = Test::Dstack->new()->has(qw(auth sim curl))->plan(51);
 
@@ -146,49 +147,13 @@ http {
             return 200 "app=\$dstack_app_id usage=\$dstack_cert_usage\\n";
         }
 
-        # seed style: auth_request against a separate auth service
-        location /seed/ {
-            auth_request /seed-auth;
-            auth_request_set \$app_id \$upstream_http_x_dstack_app_id;
-            proxy_set_header x-dstack-app-id \$app_id;
-            proxy_pass http://echo;
-        }
-
-        location = /seed-auth {
-            internal;
-            proxy_pass http://127.0.0.1:%%PORT_8092%%;
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-            # the leaf and its App CA: the endpoint verifies them
-            proxy_set_header x-client-cert \$dstack_client_cert_chain;
-            proxy_set_header x-client-verify \$ssl_client_verify;
-        }
-
-        # the same, answered in-process from the connection's certificate
-        location /inproc/ {
-            auth_request /inproc-auth;
-            auth_request_set \$app_id \$sent_http_x_dstack_app_id;
-            proxy_set_header x-dstack-app-id \$app_id;
-            proxy_pass http://echo;
-        }
-
-        location = /inproc-auth {
-            internal;
-            dstack_auth_request;
-            dstack_auth_allow any;
-        }
+        # seed style: auth_request against a separate auth service (the
+        # seed's auth service on :8092, now inside nginx), and the same
+        # answered in-process
+@{[ Test::Dstack::Auth::front('seed') . "\n" . Test::Dstack::Auth::inproc() ]}
     }
 
-    # the seed's auth service on :8092, now inside nginx
-    server {
-        listen 127.0.0.1:%%PORT_8092%%;
-
-        location / {
-            dstack_auth_request;
-            dstack_auth_allow any;
-            dstack_auth_request_root $server->{root};
-        }
-    }
+@{[ Test::Dstack::Auth::endpoint($server->{root}) ]}
 }
 
 EOF
@@ -200,10 +165,8 @@ my $port = $t->port(8443);
 
 sub get {
     my ($uri, $cert, %o) = @_;
-    my %c = $cert ? (cert => $cert->{chain}, key => $cert->{key}) : ();
-    return parse_response(http("GET $uri HTTP/1.1\r\nHost: localhost\r\n"
-        . "Connection: close\r\n" . ($o{headers} // '') . "\r\n",
-        port => $port, ssl => 1, %c));
+    return Test::Dstack::Auth::get($port, $uri, $cert,
+        headers => $o{headers});
 }
 
 sub seen_id {

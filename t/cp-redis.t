@@ -78,8 +78,7 @@ is($cp->poll('a', $k1)->{status}, 503, 'a plain map: 503');
 ok(time - $t0 < 5, sprintf('all promptly (%.1f s)', time - $t0));
 $x->close() if $x;
 
-$r->{pid} = $t->run_daemon('redis-server', '--protected-mode', 'no',
-    @{$r->{args}});
+$t->start_redis($r);
 $s = stream_ok($k1, 20);
 ok($s && $s->first, 'Redis back: streams work');
 

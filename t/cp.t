@@ -20,7 +20,7 @@ use Test::Dstack qw(wait_for);
 use Test::Dstack::Api;
 use Test::Dstack::Control;
 
-my $t = Test::Dstack->new()->has(qw(auth api sim redis curl))->plan(102);
+my $t = Test::Dstack->new()->has(qw(auth api sim redis curl))->plan(105);
 
 my $api = Test::Dstack::Api->new($t);
 my $r = $t->run_redis();
@@ -117,6 +117,14 @@ is(err($res), 'invalid NodeType', 'bad NodeType');
 $res = $cp->register('a', $k1, auth => $good,
     expiry => '2001-01-01T00:00:00Z');
 is(err($res), 'invalid Expiry', 'Expiry in the past');
+
+# RFC 3339 in UTC only: the shared parser takes more than the contract
+for my $e ('2999-01-01T00:00:00+00:00', '2999-01-01 00:00:00Z',
+    '2999-01-01T24:00:00.5Z')
+{
+    $res = $cp->register('a', $k1, auth => $good, expiry => $e);
+    is(err($res), 'invalid Expiry', "Expiry $e refused");
+}
 
 $res = $cp->register('a', $k1, auth => $good,
     extra => { Ephemeral => 'yes' });

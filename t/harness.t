@@ -4,6 +4,7 @@
 # skips with the reason (recorded for make test's summary) but fails when
 # CI is set, inside SKIP blocks too; and a bare `make` in a clean tree
 # builds everything (`all`), not the first rule of an included build.mk.
+# And the harness's one chunked-body reader (Test::Dstack::dechunk).
 
 use strict;
 use warnings;
@@ -18,7 +19,7 @@ my $repo = $Test::Dstack::REPO;
 Test::Dstack->skip_all('make not installed')
     unless Test::Dstack::_which('make');
 
-plan(tests => 12);
+plan(tests => 18);
 
 my $d = tempdir('dstack-harness-XXXXXXXX', TMPDIR => 1, CLEANUP => 1);
 mkdir "$d/build";
@@ -86,6 +87,34 @@ system("cd $repo && git ls-files -z | xargs -0 tar -cf - "
 my $dry = `make -C $tree -n 2>&1`;
 like($dry, qr{cp -r /usr/share/nginx/src }, 'bare make: builds the modules');
 unlike($dry, qr/-fsanitize=fuzzer/, 'bare make: not the fuzzer');
+
+# the chunked reader: whole, byte by byte, cut short
+
+my $wire = "3\r\nabc\r\n4;ext=1\r\ndefg\r\n0\r\nX-T: v\r\n\r\nNEXT";
+my $raw = $wire;
+my ($data, $end) = Test::Dstack::dechunk(\$raw);
+ok($data eq 'abcdefg' && $end, 'dechunk: data and the end, trailers read');
+is($raw, 'NEXT', 'dechunk: what follows the body stays');
+
+my ($got, $ends, $buf) = ('', '', '');
+for my $i (0 .. length($wire) - 5) {
+    $buf .= substr($wire, $i, 1);
+    ($data, $end) = Test::Dstack::dechunk(\$buf);
+    $got .= $data;
+    $ends .= $end ? $i : '';
+}
+ok($got eq 'abcdefg' && $ends eq length($wire) - 5,
+    'dechunk: byte by byte, the same data, the end at the last byte');
+
+$raw = "5\r\nab";
+($data, $end) = Test::Dstack::dechunk(\$raw);
+ok($data eq '' && !$end && $raw eq "5\r\nab",
+    'dechunk: a chunk not yet whole waits');
+is(Test::Dstack::dechunk(\$raw, 1), 'ab', 'dechunk: cut short, what it holds');
+
+is(Test::Dstack::parse_response("HTTP/1.1 200 OK\r\n"
+    . "Transfer-Encoding: chunked\r\n\r\n$wire")->{body}, 'abcdefg',
+    'parse_response decodes chunked bodies');
 
 sub slurp {
     my ($f) = @_;

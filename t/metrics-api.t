@@ -87,7 +87,7 @@ ok(value($x, 'dstack_auth_requests_total{result="accepted",reason="ok"}')
 
 $api->kill_redis($r);
 $api->get('/api/register?instance_id=ab0a', as => 'a');
-$api->start_redis($r);
+$t->start_redis($r);
 
 wait_for(sub {
     $api->get('/api/register?instance_id=ab0b', as => 'a')->{status} == 200

@@ -27,35 +27,9 @@ use POSIX qw(:sys_wait_h);
 use Test::More;
 use Time::HiRes qw(time sleep);
 use Test::Dstack qw(wait_for);
-use Test::DstackNetns;
 use Test::Dstack::Vpn;
 
-# under CI a missing requirement is a failure, not a skip
-sub missing {
-    my ($why) = @_;
-    if (($ENV{CI} // '') eq 'true') {
-        plan(tests => 1);
-        fail("requirement missing: $why");
-        exit 1;
-    }
-    plan(skip_all => $why);
-    exit 0;
-}
-
-for my $prog (qw(nft wg wireguard-go curl ping sha256sum redis-server)) {
-    missing("$prog not found (scripts/deps.sh)") unless grep { -x "$_/$prog" }
-        split(/:/, $ENV{PATH}), qw(/usr/sbin /sbin);
-}
-
-my $t = Test::Dstack->new()->has(qw(auth mesh api stream sim redis wgctl wg
-    curl ping nft sha256sum));
-
-my $net = Test::DstackNetns->new() or missing($Test::DstackNetns::WHY);
-
-my $vpn = Test::Dstack::Vpn->new($t, $net);
-
-missing('wgctl up has no --relay-socket (the relay path)')
-    unless $vpn->relay_supported();
+my ($t, $net, $vpn) = Test::Dstack::Vpn->setup(relay => 1);
 
 $t->plan(39);
 

@@ -1,8 +1,8 @@
 
 /*
  * A test-only module that drives ngx_dstack_redis directly, for
- * t/api-redis-adapter.t, which compiles it against the build tree; it is
- * not part of the shipped modules.
+ * t/api-redis-adapter.t; built by make through this folder's nginx config
+ * into build/test-modules/, not part of the shipped modules.
  *
  *     dstack_redis_test 127.0.0.1:6379;             (http)
  *     location / { dstack_redis_test_handler; }

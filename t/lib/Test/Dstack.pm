@@ -35,7 +35,7 @@ use Test::More ();
 use Time::HiRes qw(sleep time);
 
 our @EXPORT_OK = qw(http http_get http_post parse_response json_body
-    wait_for);
+    dechunk wait_for);
 
 our %MODULE_SO = (
     auth => 'ngx_http_dstack_auth_module.so',
@@ -548,16 +548,11 @@ sub _echo_serve {
 
         my $body = '';
         if (($h{'transfer-encoding'}[0] // '') =~ /chunked/i) {
-            while (defined(my $sz = _read_line($c, \$buf))) {
-                $sz = hex $sz;
-                if ($sz == 0) {
-                    while (defined(my $t = _read_line($c, \$buf))) {
-                        last if $t eq '';
-                    }
-                    last;
-                }
-                $body .= _read_n($c, \$buf, $sz) // return;
-                _read_line($c, \$buf);
+            while (1) {
+                my ($data, $end) = dechunk(\$buf);
+                $body .= $data;
+                last if $end;
+                sysread($c, $buf, 65536, length $buf) or return;
             }
         } elsif (my $len = $h{'content-length'}[0]) {
             $body = _read_n($c, \$buf, $len) // return;
@@ -616,6 +611,8 @@ sub _echo_serve {
 
 # --- redis -----------------------------------------------------------------
 
+# $t->run_redis(port => N, aof => 1, password => P, args => [...]): a
+# redis-server of this test's own, {pid, port, socket, dir, args}
 sub run_redis {
     my ($self, %o) = @_;
     my $n = @{$self->{redis}};
@@ -624,32 +621,46 @@ sub run_redis {
     my $port = $o{port} // $self->port(6300 + $n);
     my $sock = "$dir/redis.sock";
 
-    my @args = ('--port', $port, '--bind', '127.0.0.1',
+    my @args = ('--protected-mode', 'no', '--port', $port,
+        '--bind', '127.0.0.1',
         '--unixsocket', $sock, '--unixsocketperm', '700',
         '--dir', $dir, '--daemonize', 'no', '--save', '',
         '--appendonly', $o{aof} ? 'yes' : 'no',
         '--logfile', "$dir/redis.log", @{$o{args} || []});
     push @args, '--requirepass', $o{password} if $o{password};
 
-    my $pid = $self->run_daemon('redis-server', '--protected-mode', 'no',
-        @args);
-    wait_for(sub { _can_connect("127.0.0.1:$port") }, 10)
-        or die "redis-server did not start\n";
-
-    my $r = { pid => $pid, port => $port, socket => $sock, dir => $dir,
-        args => \@args };
+    my $r = { port => $port, socket => $sock, dir => $dir, args => \@args };
     push @{$self->{redis}}, $r;
+    return $self->start_redis($r);
+}
+
+# $t->start_redis($r): the one Redis starter, for run_redis() and
+# Test::Dstack::Api's shipped configuration, and to start a stopped one
+# again: redis-server with $r->{args} (a configuration file first, or
+# options), ready once it answers PING (PONG, or NOAUTH with a password;
+# not while it loads its AOF)
+sub start_redis {
+    my ($self, $r) = @_;
+    $r->{pid} = $self->run_daemon('redis-server', @{$r->{args}});
+    wait_for(sub { _redis_ready($r->{port}) }, 10)
+        or die "redis-server did not start\n";
     return $r;
 }
 
 sub restart_redis {
     my ($self, $r) = @_;
     $self->stop_daemon($r->{pid});
-    $r->{pid} = $self->run_daemon('redis-server', '--protected-mode', 'no',
-        @{$r->{args}});
-    wait_for(sub { _can_connect("127.0.0.1:$r->{port}") }, 10)
-        or die "redis-server did not restart\n";
-    return $r;
+    return $self->start_redis($r);
+}
+
+sub _redis_ready {
+    my ($port) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
+        Timeout => 1) or return 0;
+    $s->syswrite("PING\r\n");
+    return 0 unless IO::Select->new($s)->can_read(2);
+    my $n = $s->sysread(my $l, 256);
+    return $n && $l =~ /^(?:\+PONG|-NOAUTH)/;
 }
 
 sub redis_cli {
@@ -823,16 +834,47 @@ sub parse_response {
         $h{lc $k} = exists $h{lc $k} ? "$h{lc $k}, $v" : $v;
     }
     if (($h{'transfer-encoding'} // '') =~ /chunked/i) {
-        my $out = '';
-        while ($body =~ s/^([0-9a-fA-F]+)\r\n//) {
-            my $n = hex $1;
-            last if $n == 0;
-            $out .= substr($body, 0, $n, '');
-            $body =~ s/^\r\n//;
-        }
-        $body = $out;
+        $body = dechunk(\$body, 1);
     }
     return { status => $status // 0, headers => \%h, body => $body // '' };
+}
+
+# dechunk(\$raw [, $cut]): the one reader of chunked bodies, for answers
+# read whole, streams read as they come and the servers here.  Takes the
+# complete chunks off the front of $raw and returns their data and, in
+# list context, whether the last chunk and its trailers were among them;
+# what follows the body stays in $raw.  With $cut, $raw is all there will
+# be: a chunk cut short gives what it holds.
+sub dechunk {
+    my ($raw, $cut) = @_;
+    my $out = '';
+
+    while ($$raw =~ /^([0-9a-fA-F]+)[^\r\n]*\r\n/) {
+        my ($n, $hl) = (hex $1, $+[0]);
+
+        if ($n == 0) {
+            my $e = index($$raw, "\r\n\r\n", $hl - 2);
+            if ($e >= 0) {
+                substr($$raw, 0, $e + 4, '');
+                return wantarray ? ($out, 1) : $out;
+            }
+            $$raw = '' if $cut;
+            last;
+        }
+
+        if (length($$raw) < $hl + $n + 2) {
+            if ($cut) {
+                $out .= substr($$raw, $hl, $n);
+                $$raw = '';
+            }
+            last;
+        }
+
+        $out .= substr($$raw, $hl, $n);
+        substr($$raw, 0, $hl + $n + 2, '');
+    }
+
+    return wantarray ? ($out, 0) : $out;
 }
 
 sub json_body {

@@ -299,22 +299,7 @@ sub run_redis_conf {
             '--logfile', "$dir/redis.log", @{$o{args} || []}],
     };
 
-    $self->start_redis($r);
-    return $r;
-}
-
-sub start_redis {
-    my ($self, $r) = @_;
-    my $t = $self->{t};
-    $r->{pid} = $t->run_daemon('redis-server', @{$r->{args}});
-    wait_for(sub {
-        my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$r->{port}");
-        return 0 unless $s;
-        print $s "PING\r\n";
-        my $l = <$s> // '';
-        return $l =~ /PONG/;
-    }, 10) or die "redis-server did not start\n";
-    return $r;
+    return $t->start_redis($r);
 }
 
 sub kill_redis {

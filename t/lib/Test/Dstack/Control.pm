@@ -215,17 +215,13 @@ sub _dechunk {
         return;
     }
 
-    while ($self->{raw} =~ /^([0-9a-fA-F]+)\r\n/) {
-        my $n = hex $1;
-        my $hl = length($1) + 2;
-        if ($n == 0) {
-            $self->{ended} = 1;
-            $self->{raw} = '';
-            return;
-        }
-        last if length($self->{raw}) < $hl + $n + 2;
-        $self->{body} .= substr($self->{raw}, $hl, $n);
-        substr($self->{raw}, 0, $hl + $n + 2, '');
+    my ($data, $end) = Test::Dstack::dechunk(\$self->{raw});
+    $self->{body} .= $data;
+
+    if ($end) {
+        $self->{ended} = 1;
+        $self->{raw} = '';
+        return;
     }
 
     if (length($self->{raw}) == 0) {

@@ -24,9 +24,31 @@ use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(sleep time);
 
 use Test::Dstack qw(wait_for);
+use Test::DstackNetns;
 
 my $JSON = JSON::PP->new->canonical->allow_nonref;
 my @ALL;
+
+# my ($t, $net, $vpn) = Test::Dstack::Vpn->setup(relay => 1): the start
+# of a whole-VPC test (vpc() below): what it needs (a missing piece skips
+# the file, and fails it under CI), the namespaces, the kit; with relay,
+# also a wgctl that has the relay path
+sub setup {
+    my ($class, %o) = @_;
+
+    my $t = Test::Dstack->new()->has(qw(auth mesh api stream sim redis
+        wgctl wg wireguard-go curl ping nft sha256sum));
+
+    my $net = Test::DstackNetns->new()
+        or $t->skip_all($Test::DstackNetns::WHY);
+
+    my $vpn = $class->new($t, $net);
+
+    $t->skip_all('wgctl up has no --relay-socket (the relay path)')
+        if $o{relay} && !$vpn->relay_supported();
+
+    return ($t, $net, $vpn);
+}
 
 sub new {
     my ($class, $t, $net) = @_;
