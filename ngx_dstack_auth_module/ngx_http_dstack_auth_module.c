@@ -60,6 +60,8 @@ typedef struct {
     time_t                     cache_valid;
 
     ngx_shm_zone_t            *metrics;
+
+    ngx_flag_t                 used;           /* some location checks */
 } ngx_http_dstack_auth_main_conf_t;
 
 
@@ -257,6 +259,10 @@ static char *ngx_http_dstack_auth_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_dstack_auth_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_dstack_auth_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
+static char *ngx_http_dstack_auth_enable(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_dstack_auth_attestation_mode(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_dstack_auth_allow(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_dstack_auth_request(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -302,7 +308,7 @@ static ngx_command_t  ngx_http_dstack_auth_commands[] = {
 
     { ngx_string("dstack_auth"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
-      ngx_conf_set_flag_slot,
+      ngx_http_dstack_auth_enable,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_dstack_auth_loc_conf_t, enable),
       NULL },
@@ -330,7 +336,7 @@ static ngx_command_t  ngx_http_dstack_auth_commands[] = {
 
     { ngx_string("dstack_auth_attestation"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
+      ngx_http_dstack_auth_attestation_mode,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_dstack_auth_loc_conf_t, attestation),
       &ngx_http_dstack_auth_attestation_modes },
@@ -2601,6 +2607,45 @@ ngx_http_dstack_auth_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
 
 static char *
+ngx_http_dstack_auth_enable(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char                              *rv;
+    ngx_http_dstack_auth_loc_conf_t   *alcf = conf;
+    ngx_http_dstack_auth_main_conf_t  *amcf;
+
+    rv = ngx_conf_set_flag_slot(cf, cmd, conf);
+
+    if (rv == NGX_CONF_OK && alcf->enable) {
+        amcf = ngx_http_conf_get_module_main_conf(cf,
+                                                  ngx_http_dstack_auth_module);
+        amcf->used = 1;
+    }
+
+    return rv;
+}
+
+
+static char *
+ngx_http_dstack_auth_attestation_mode(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    char                              *rv;
+    ngx_http_dstack_auth_loc_conf_t   *alcf = conf;
+    ngx_http_dstack_auth_main_conf_t  *amcf;
+
+    rv = ngx_conf_set_enum_slot(cf, cmd, conf);
+
+    if (rv == NGX_CONF_OK && alcf->attestation != DSTACK_POLICY_OFF) {
+        amcf = ngx_http_conf_get_module_main_conf(cf,
+                                                  ngx_http_dstack_auth_module);
+        amcf->used = 1;
+    }
+
+    return rv;
+}
+
+
+static char *
 ngx_http_dstack_auth_allow(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_dstack_auth_loc_conf_t *alcf = conf;
@@ -2885,22 +2930,30 @@ ngx_http_dstack_auth_init(ngx_conf_t *cf)
                      sizeof("x-dstack-app-id") - 1);
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
-
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    *h = ngx_http_dstack_auth_handler;
-
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    *h = ngx_http_dstack_auth_strip_handler;
-
     amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_dstack_auth_module);
+
+    /*
+     * the phase handlers decline at once where neither dstack_auth nor
+     * attestation is on: a configuration that loads the module only for
+     * its variables (a mesh node's log formats) does not run them at all
+     */
+
+    if (amcf->used) {
+        h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        *h = ngx_http_dstack_auth_handler;
+
+        h = ngx_array_push(&cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        *h = ngx_http_dstack_auth_strip_handler;
+    }
+
     amcf->metrics = ngx_dstack_metrics_zone(cf);
 
     if (ngx_http_dstack_auth_verify_index == -1) {

@@ -21,6 +21,7 @@
 #include <openssl/rand.h>
 
 #include "wgctl.h"
+#include "wgdev.h"
 #include "ngx_http_dstack_vpc_cp_lua.h"
 
 
@@ -515,22 +516,21 @@ admin_key_random(char *dst, size_t len)
 }
 
 
+/* a SHA-256 is key-sized: the key's hex encoder writes it */
+
 static int
 admin_sha256_hex(char *dst, const char *data, size_t len)
 {
-    size_t         i;
     unsigned int   mdlen;
     unsigned char  md[EVP_MAX_MD_SIZE];
 
     if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1
-        || mdlen != 32)
+        || mdlen != WG_KEY_SIZE)
     {
         return -1;
     }
 
-    for (i = 0; i < mdlen; i++) {
-        snprintf(dst + 2 * i, 3, "%02x", md[i]);
-    }
+    wg_key_to_hex(dst, md);
 
     return 0;
 }

@@ -236,25 +236,16 @@ wg_relay_hex_value(int c)
 static int
 wg_relay_key_from_hex(uint8_t *key, const char *p, size_t len)
 {
-    int     hi, lo;
-    size_t  i;
+    char  text[WG_KEY_HEX_LEN + 1];
 
-    if (len != 64) {
+    if (len != WG_KEY_HEX_LEN) {
         return -1;
     }
 
-    for (i = 0; i < 32; i++) {
-        hi = wg_relay_hex_value((unsigned char) p[2 * i]);
-        lo = wg_relay_hex_value((unsigned char) p[2 * i + 1]);
+    memcpy(text, p, len);
+    text[len] = '\0';
 
-        if (hi < 0 || lo < 0) {
-            return -1;
-        }
-
-        key[i] = (uint8_t) (hi << 4 | lo);
-    }
-
-    return 0;
+    return wg_key_from_hex(key, text);
 }
 
 
