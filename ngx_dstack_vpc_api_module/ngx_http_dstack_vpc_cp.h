@@ -163,7 +163,8 @@ typedef struct {
     ngx_msec_t                  flushed;      /* the last frame's time */
     uint64_t                    held_since;   /* us, for the metric */
 
-    ngx_http_dstack_vpc_cp_cache_t  cache;    /* dstack_vpc_control_map_cache */
+    /* dstack_vpc_control_map_cache */
+    ngx_http_dstack_vpc_cp_cache_t  cache;
 
     u_char                      caller[NGX_INT_T_LEN];
     size_t                      caller_len;
