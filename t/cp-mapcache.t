@@ -20,7 +20,7 @@ use Test::Dstack qw(wait_for);
 use Test::Dstack::Api;
 use Test::Dstack::Control;
 
-my $t = Test::Dstack->new()->has(qw(auth api sim redis))->plan(17);
+my $t = Test::Dstack->new()->has(qw(auth api sim redis))->plan(18);
 
 my $api = Test::Dstack::Api->new($t);
 my $r = $t->run_redis(aof => 1);
@@ -104,6 +104,22 @@ same_map($k[0], 'ep, none');
 
 is($cp->logout('a', $k[2])->{status}, 200, 'logout');
 same_map($k[0], 'rm');
+
+# a stream's first frame from the copy, too
+{
+    my ($want, $got);
+    for (1 .. 5) {
+        my $x = $ref->stream('a', $k[0], raw => 1);
+        my $y = $cp->stream('a', $k[0], raw => 1);
+        $want = norm(($x && $x->first) // 'none');
+        $got = norm(($y && $y->first) // 'none');
+        $_ && $_->close() for $x, $y;
+        last if $want eq $got;
+    }
+    ok($want ne 'none' && $got eq $want,
+        "a stream's first frame equals the reference's")
+        or diag("reference:\n$want\ncopy:\n$got");
+}
 
 my ($k12) = $cp->join_node('a', hostname => 'mc12');
 same_map($k[0], 'up, a new node');
