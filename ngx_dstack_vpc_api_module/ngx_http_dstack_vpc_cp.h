@@ -2,7 +2,8 @@
 /*
  * What the control plane's files share: ngx_http_dstack_vpc_cp_module.c
  * (requests, streams, configuration), ngx_http_dstack_vpc_cp_events.c
- * (pub/sub fan-out, change framing, the expiry sweep) and
+ * (pub/sub fan-out, change framing, the expiry sweep),
+ * ngx_http_dstack_vpc_cp_cache.c (each worker's copy of the map) and
  * ngx_http_dstack_vpc_cp_node.c (node checks, JSON rendering, output
  * buffers).
  */
@@ -79,6 +80,39 @@ typedef struct {
 } ngx_http_dstack_vpc_cp_out_t;
 
 
+/* a node as poll answers it, or as an "up" message carries it */
+typedef struct {
+    ngx_str_t                   f[NGX_HTTP_DSTACK_VPC_CP_NODE_FIELDS];
+} ngx_http_dstack_vpc_cp_node_t;
+
+
+/* a node in this worker's copy of the map (ngx_http_dstack_vpc_cp_cache.c) */
+typedef struct {
+    ngx_rbtree_node_t           node;         /* key: the node's id */
+    ngx_http_dstack_vpc_cp_node_t  rec;       /* into the same allocation */
+    ngx_str_t                   json;
+    time_t                      expiry;       /* 0: none */
+    unsigned                    valid:1;
+} ngx_http_dstack_vpc_cp_entry_t;
+
+
+typedef struct {
+    ngx_rbtree_t                tree;
+    ngx_rbtree_node_t           sentinel;
+    uint64_t                    seq;          /* the last change in it */
+    ngx_uint_t                  n;
+    size_t                      bytes;        /* the valid entries' JSON */
+    ngx_uint_t                  gen;          /* +1 each time it is dropped */
+    ngx_uint_t                  load_gen;
+    ngx_dstack_redis_cmd_t     *loading;
+    ngx_msec_t                  tried;        /* the last load's start */
+    ngx_http_dstack_vpc_cp_out_t  tmp;
+
+    unsigned                    valid:1;
+    unsigned                    tried_once:1;
+} ngx_http_dstack_vpc_cp_cache_t;
+
+
 typedef struct {
     ngx_msec_t                  keepalive;
     time_t                      inactivity;
@@ -100,6 +134,7 @@ typedef struct {
     ngx_uint_t                  max_streams_node;   /* in this worker */
     ngx_uint_t                  max_streams_app;    /* in this worker */
     ngx_str_t                   max_nodes_text;
+    ngx_flag_t                  map_cache;
 
     ngx_dstack_redis_script_t  *lua_register;
     ngx_dstack_redis_script_t  *lua_poll;
@@ -127,6 +162,9 @@ typedef struct {
     ngx_event_t                 flush;
     ngx_msec_t                  flushed;      /* the last frame's time */
     uint64_t                    held_since;   /* us, for the metric */
+
+    /* dstack_vpc_control_map_cache */
+    ngx_http_dstack_vpc_cp_cache_t  cache;
 
     u_char                      caller[NGX_INT_T_LEN];
     size_t                      caller_len;
@@ -172,13 +210,9 @@ typedef struct {
     ngx_dstack_redis_cmd_t     *touch;
 
     unsigned                    linked:1;
+    unsigned                    cached:1;     /* poll without the nodes */
+    unsigned                    full:1;       /* poll with them */
 } ngx_http_dstack_vpc_cp_ctx_t;
-
-
-/* a node as poll answers it, or as an "up" message carries it */
-typedef struct {
-    ngx_str_t                   f[NGX_HTTP_DSTACK_VPC_CP_NODE_FIELDS];
-} ngx_http_dstack_vpc_cp_node_t;
 
 
 #define NGX_HTTP_DSTACK_VPC_CP_UP             1
@@ -210,6 +244,25 @@ void ngx_http_dstack_vpc_cp_apply(ngx_http_request_t *r,
 void ngx_http_dstack_vpc_cp_flush(ngx_http_dstack_vpc_cp_main_conf_t *cmcf);
 void ngx_http_dstack_vpc_cp_flush_handler(ngx_event_t *ev);
 void ngx_http_dstack_vpc_cp_sweep(ngx_event_t *ev);
+void ngx_http_dstack_vpc_cp_wake(ngx_http_dstack_vpc_cp_main_conf_t *cmcf);
+ngx_int_t ngx_http_dstack_vpc_cp_change_parse(
+    ngx_http_dstack_vpc_cp_main_conf_t *cmcf, ngx_str_t *message,
+    ngx_http_dstack_vpc_cp_change_t *ch);
+void ngx_http_dstack_vpc_cp_cache_init(
+    ngx_http_dstack_vpc_cp_main_conf_t *cmcf);
+void ngx_http_dstack_vpc_cp_cache_drop(
+    ngx_http_dstack_vpc_cp_main_conf_t *cmcf);
+void ngx_http_dstack_vpc_cp_cache_load(
+    ngx_http_dstack_vpc_cp_main_conf_t *cmcf);
+void ngx_http_dstack_vpc_cp_cache_want(
+    ngx_http_dstack_vpc_cp_main_conf_t *cmcf);
+ngx_int_t ngx_http_dstack_vpc_cp_cache_build(
+    ngx_http_dstack_vpc_cp_main_conf_t *cmcf, redisReply *reply);
+void ngx_http_dstack_vpc_cp_cache_change(
+    ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
+    ngx_http_dstack_vpc_cp_change_t *ch);
+ngx_http_dstack_vpc_cp_entry_t *ngx_http_dstack_vpc_cp_cache_find(
+    ngx_http_dstack_vpc_cp_main_conf_t *cmcf, ngx_str_t *id);
 ngx_int_t ngx_http_dstack_vpc_cp_node_valid(
     ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
     ngx_http_dstack_vpc_cp_node_t *node);

@@ -37,9 +37,6 @@ static void ngx_http_dstack_vpc_cp_hold(
     ngx_http_dstack_vpc_cp_event_t *ev);
 static void ngx_http_dstack_vpc_cp_drop_held(
     ngx_http_dstack_vpc_cp_main_conf_t *cmcf);
-static ngx_int_t ngx_http_dstack_vpc_cp_change_parse(
-    ngx_http_dstack_vpc_cp_main_conf_t *cmcf, ngx_str_t *message,
-    ngx_http_dstack_vpc_cp_change_t *ch);
 static ngx_uint_t ngx_http_dstack_vpc_cp_is(ngx_http_dstack_vpc_cp_change_t *ch,
     ngx_str_t *id);
 static ngx_int_t ngx_http_dstack_vpc_cp_batch_frame(
@@ -134,11 +131,7 @@ ngx_http_dstack_vpc_cp_message(void *data, ngx_uint_t event,
 static void
 ngx_http_dstack_vpc_cp_ready(ngx_http_dstack_vpc_cp_main_conf_t *cmcf)
 {
-    ngx_int_t                      rc;
-    ngx_uint_t                     i;
-    ngx_queue_t                   *q, *next;
-    ngx_http_request_t            *r;
-    ngx_http_dstack_vpc_cp_ctx_t  *ctx;
+    ngx_uint_t  i;
 
     ngx_log_error(NGX_LOG_INFO, cmcf->log, 0,
                   "dstack vpc control: change notifications on \"%V\"",
@@ -151,6 +144,31 @@ ngx_http_dstack_vpc_cp_ready(ngx_http_dstack_vpc_cp_main_conf_t *cmcf)
 
     for (i = 0; i < NGX_HTTP_DSTACK_VPC_CP_RING; i++) {
         cmcf->ring[i].seq = 0;
+    }
+
+    /* the map copy is read anew; the waiting streams wait for it */
+
+    ngx_http_dstack_vpc_cp_cache_drop(cmcf);
+    ngx_http_dstack_vpc_cp_cache_load(cmcf);
+
+    if (cmcf->cache.loading == NULL) {
+        ngx_http_dstack_vpc_cp_wake(cmcf);
+    }
+}
+
+
+/* the streams that waited for the subscription (and the map copy) */
+
+void
+ngx_http_dstack_vpc_cp_wake(ngx_http_dstack_vpc_cp_main_conf_t *cmcf)
+{
+    ngx_int_t                      rc;
+    ngx_queue_t                   *q, *next;
+    ngx_http_request_t            *r;
+    ngx_http_dstack_vpc_cp_ctx_t  *ctx;
+
+    if (!cmcf->ready) {
+        return;
     }
 
     for (q = ngx_queue_head(&cmcf->streams);
@@ -221,6 +239,9 @@ ngx_http_dstack_vpc_cp_lost(ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
     for (i = 0; i < NGX_HTTP_DSTACK_VPC_CP_RING; i++) {
         cmcf->ring[i].seq = 0;
     }
+
+    /* read again by the next poll that needs it */
+    ngx_http_dstack_vpc_cp_cache_drop(cmcf);
 }
 
 
@@ -276,10 +297,15 @@ ngx_http_dstack_vpc_cp_hold(ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
         ngx_log_error(NGX_LOG_ERR, cmcf->log, 0,
                       "dstack vpc control: ignored a malformed message "
                       "\"%*s\"", ngx_min(msg.len, 64), msg.data);
+
+        /* what it changed is unknown: the map copy is read again */
+        ngx_http_dstack_vpc_cp_cache_drop(cmcf);
         return;
     }
 
     ch->seq = seq;
+
+    ngx_http_dstack_vpc_cp_cache_change(cmcf, ch);
 
     if (cmcf->nheld++ == 0) {
         cmcf->held_since = ngx_dstack_metrics_now_us();
@@ -512,7 +538,7 @@ ngx_http_dstack_vpc_cp_deliver(ngx_http_request_t *r,
  * checks is kept (valid = 0): peers are told to drop the node instead.
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_dstack_vpc_cp_change_parse(ngx_http_dstack_vpc_cp_main_conf_t *cmcf,
     ngx_str_t *message, ngx_http_dstack_vpc_cp_change_t *ch)
 {

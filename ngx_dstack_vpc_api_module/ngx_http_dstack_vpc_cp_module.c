@@ -53,6 +53,10 @@ static void ngx_http_dstack_vpc_cp_poll_reply(void *data, redisReply *reply,
     const char *err);
 static ngx_int_t ngx_http_dstack_vpc_cp_full_map(ngx_http_request_t *r,
     ngx_http_dstack_vpc_cp_ctx_t *ctx, redisReply *reply);
+static ngx_int_t ngx_http_dstack_vpc_cp_render_cached(ngx_http_request_t *r,
+    ngx_http_dstack_vpc_cp_ctx_t *ctx, ngx_http_dstack_vpc_cp_out_t *out);
+static ngx_int_t ngx_http_dstack_vpc_cp_render_tail(ngx_http_request_t *r,
+    ngx_http_dstack_vpc_cp_ctx_t *ctx, ngx_http_dstack_vpc_cp_out_t *out);
 static ngx_int_t ngx_http_dstack_vpc_cp_render_map(ngx_http_request_t *r,
     ngx_http_dstack_vpc_cp_ctx_t *ctx, redisReply *reply,
     ngx_http_dstack_vpc_cp_out_t *out);
@@ -167,6 +171,13 @@ static ngx_command_t  ngx_http_dstack_vpc_cp_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_dstack_vpc_cp_main_conf_t, wg_path),
       &ngx_http_dstack_vpc_cp_wg_path },
+
+    { ngx_string("dstack_vpc_control_map_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_dstack_vpc_cp_main_conf_t, map_cache),
+      NULL },
 
     { ngx_string("dstack_vpc_control_prefix"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -1070,14 +1081,25 @@ ngx_int_t
 ngx_http_dstack_vpc_cp_poll(ngx_http_request_t *r,
     ngx_http_dstack_vpc_cp_ctx_t *ctx)
 {
-    size_t                                lens[5];
-    const char                           *argv[5];
+    size_t                                lens[6];
+    const char                           *argv[6];
     ngx_dstack_redis_cmd_t               *cmd;
     ngx_http_dstack_vpc_cp_req_t         *req;
+    ngx_http_dstack_vpc_cp_main_conf_t   *cmcf;
     ngx_http_dstack_vpc_api_main_conf_t  *amcf;
 
-    amcf = ctx->cmcf->amcf;
+    cmcf = ctx->cmcf;
+    amcf = cmcf->amcf;
     req = &ctx->req;
+
+    /* with this worker's copy of the map, Redis reads only this node */
+
+    ctx->cached = (cmcf->map_cache && cmcf->ready && cmcf->cache.valid
+                   && !ctx->full);
+
+    if (cmcf->map_cache && cmcf->ready && !cmcf->cache.valid) {
+        ngx_http_dstack_vpc_cp_cache_want(cmcf);
+    }
 
     argv[0] = (const char *) amcf->prefix.data;
     lens[0] = amcf->prefix.len;
@@ -1089,9 +1111,11 @@ ngx_http_dstack_vpc_cp_poll(ngx_http_request_t *r,
     lens[3] = req->endpoints.len;
     argv[4] = req->has_endpoints ? "1" : "0";
     lens[4] = 1;
+    argv[5] = ctx->cached ? "1" : "0";
+    lens[5] = 1;
 
     cmd = ngx_dstack_redis_eval(amcf->rds, r->pool, ctx->cmcf->lua_poll, 0,
-                                5, argv, lens, amcf->timeout,
+                                6, argv, lens, amcf->timeout,
                                 ngx_http_dstack_vpc_cp_poll_reply, r);
 
     return ngx_http_dstack_vpc_cp_park(r, cmd, amcf->rds);
@@ -1214,12 +1238,44 @@ ngx_http_dstack_vpc_cp_full_map(ngx_http_request_t *r,
 
     ngx_memzero(&out, sizeof(ngx_http_dstack_vpc_cp_out_t));
 
-    if (ctx->req.stream && ngx_http_dstack_vpc_cp_frame_start(&out) != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    if (ctx->cached) {
+        if (reply->elements != 3) {
+            goto unexpected;
+        }
 
-    rc = ngx_http_dstack_vpc_cp_render_map(r, ctx, reply, &out);
+        /*
+         * The copy must hold every change up to the poll's own (its
+         * "on" and "ep" included) and the node as it asks: else the map
+         * is read from Redis after all.
+         */
+
+        rc = NGX_DECLINED;
+
+        if (ctx->cmcf->cache.valid && ctx->cmcf->cache.seq >= ctx->seq) {
+            ctx->seq = ctx->cmcf->cache.seq;
+            rc = ngx_http_dstack_vpc_cp_render_cached(r, ctx, &out);
+        }
+
+        if (rc == NGX_ERROR) {
+            ngx_http_dstack_vpc_cp_out_free(&out);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (rc == NGX_DECLINED) {
+            ngx_http_dstack_vpc_cp_out_free(&out);
+            ctx->full = 1;
+            return ngx_http_dstack_vpc_cp_poll(r, ctx);
+        }
+
+    } else {
+        if (ctx->req.stream
+            && ngx_http_dstack_vpc_cp_frame_start(&out) != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        rc = ngx_http_dstack_vpc_cp_render_map(r, ctx, reply, &out);
+    }
 
     if (rc != NGX_OK) {
         ngx_http_dstack_vpc_cp_out_free(&out);
@@ -1280,8 +1336,6 @@ ngx_http_dstack_vpc_cp_render_map(ngx_http_request_t *r,
     ngx_http_dstack_vpc_cp_ctx_t *ctx, redisReply *reply,
     ngx_http_dstack_vpc_cp_out_t *out)
 {
-    u_char                         now[NGX_TIME_T_LEN];
-    ngx_str_t                      t, *path;
     ngx_uint_t                     i, j, n, self, peers;
     ngx_http_dstack_vpc_cp_node_t  node;
 
@@ -1381,6 +1435,94 @@ ngx_http_dstack_vpc_cp_render_map(ngx_http_request_t *r,
             return NGX_ERROR;
         }
     }
+
+    return ngx_http_dstack_vpc_cp_render_tail(r, ctx, out);
+}
+
+
+/*
+ * The map from this worker's copy: this node's JSON, then every other
+ * valid node's whose key has not expired, in the order of their ids as
+ * Redis' node set has them; one buffer of the right size.  NGX_DECLINED:
+ * the copy has not this node, or not with the key it asks with.
+ */
+
+static ngx_int_t
+ngx_http_dstack_vpc_cp_render_cached(ngx_http_request_t *r,
+    ngx_http_dstack_vpc_cp_ctx_t *ctx, ngx_http_dstack_vpc_cp_out_t *out)
+{
+    time_t                           now;
+    ngx_uint_t                       peers;
+    ngx_rbtree_node_t               *node, *root, *sentinel;
+    ngx_http_dstack_vpc_cp_entry_t  *self, *e;
+    ngx_http_dstack_vpc_cp_cache_t  *cache;
+
+    cache = &ctx->cmcf->cache;
+
+    self = ngx_http_dstack_vpc_cp_cache_find(ctx->cmcf, &ctx->id);
+
+    if (self == NULL || !self->valid
+        || self->rec.f[NGX_HTTP_DSTACK_VPC_CP_F_KEY].len != ctx->req.key.len
+        || ngx_strncmp(self->rec.f[NGX_HTTP_DSTACK_VPC_CP_F_KEY].data,
+                       ctx->req.key.data, ctx->req.key.len) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_dstack_vpc_cp_out_reserve(out, 4 + 32 + cache->bytes
+                                                + cache->n + 320)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ctx->req.stream) {
+        out->last += 4;
+    }
+
+    out->last = ngx_cpymem(out->last, "{\"Node\":", sizeof("{\"Node\":") - 1);
+    out->last = ngx_cpymem(out->last, self->json.data, self->json.len);
+    out->last = ngx_cpymem(out->last, ",\"Peers\":[",
+                           sizeof(",\"Peers\":[") - 1);
+
+    now = ngx_time();
+    peers = 0;
+    root = cache->tree.root;
+    sentinel = cache->tree.sentinel;
+
+    if (root != sentinel) {
+        for (node = ngx_rbtree_min(root, sentinel);
+             node != NULL;
+             node = ngx_rbtree_next(&cache->tree, node))
+        {
+            e = (ngx_http_dstack_vpc_cp_entry_t *) node;
+
+            if (e == self || !e->valid
+                || (e->expiry > 0 && e->expiry <= now))
+            {
+                continue;
+            }
+
+            if (peers++) {
+                *out->last++ = ',';
+            }
+
+            out->last = ngx_cpymem(out->last, e->json.data, e->json.len);
+        }
+    }
+
+    return ngx_http_dstack_vpc_cp_render_tail(r, ctx, out);
+}
+
+
+/* what follows the peers */
+
+static ngx_int_t
+ngx_http_dstack_vpc_cp_render_tail(ngx_http_request_t *r,
+    ngx_http_dstack_vpc_cp_ctx_t *ctx, ngx_http_dstack_vpc_cp_out_t *out)
+{
+    u_char      now[NGX_TIME_T_LEN];
+    ngx_str_t   t, *path;
 
     t.data = now;
     t.len = ngx_sprintf(now, "%T", ngx_time()) - now;
@@ -1574,6 +1716,17 @@ ngx_http_dstack_vpc_cp_stream_start(ngx_http_request_t *r,
         }
 
         /* until the subscription is back: a map read now could miss */
+        ctx->state = NGX_HTTP_DSTACK_VPC_CP_WAITING;
+        ngx_add_timer(&ctx->timer, NGX_HTTP_DSTACK_VPC_CP_WAIT_READY);
+
+        r->read_event_handler = ngx_http_test_reading;
+        r->write_event_handler = ngx_http_request_empty_handler;
+
+        return NGX_DONE;
+    }
+
+    if (cmcf->cache.loading != NULL) {
+        /* until the map copy is read (ngx_http_dstack_vpc_cp_wake()) */
         ctx->state = NGX_HTTP_DSTACK_VPC_CP_WAITING;
         ngx_add_timer(&ctx->timer, NGX_HTTP_DSTACK_VPC_CP_WAIT_READY);
 
@@ -2308,6 +2461,8 @@ ngx_http_dstack_vpc_cp_init_process(ngx_cycle_t *cycle)
     cmcf->flush.log = cycle->log;
     cmcf->flush.cancelable = 1;
 
+    ngx_http_dstack_vpc_cp_cache_init(cmcf);
+
     cmcf->caller_len = ngx_sprintf(cmcf->caller, "%P", ngx_pid)
                        - cmcf->caller;
 
@@ -2347,6 +2502,9 @@ ngx_http_dstack_vpc_cp_exit_process(ngx_cycle_t *cycle)
     cmcf->held = NULL;
 
     ngx_http_dstack_vpc_cp_out_free(&cmcf->scratch);
+
+    ngx_http_dstack_vpc_cp_cache_drop(cmcf);
+    ngx_http_dstack_vpc_cp_out_free(&cmcf->cache.tmp);
 }
 
 
@@ -2380,6 +2538,7 @@ ngx_http_dstack_vpc_cp_create_main_conf(ngx_conf_t *cf)
     cmcf->inactivity = NGX_CONF_UNSET;
     cmcf->sweep_interval = NGX_CONF_UNSET_MSEC;
     cmcf->coalesce = NGX_CONF_UNSET_MSEC;
+    cmcf->map_cache = NGX_CONF_UNSET;
     cmcf->stream_buffer = NGX_CONF_UNSET_SIZE;
     cmcf->max_nodes = NGX_CONF_UNSET_UINT;
     cmcf->max_streams_node = NGX_CONF_UNSET_UINT;
@@ -2402,6 +2561,7 @@ ngx_http_dstack_vpc_cp_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(cmcf->keepalive, 30000);
     ngx_conf_init_value(cmcf->inactivity, 180);
     ngx_conf_init_msec_value(cmcf->coalesce, 10);
+    ngx_conf_init_value(cmcf->map_cache, 1);
     ngx_conf_init_size_value(cmcf->stream_buffer, 8 * 1024 * 1024);
     ngx_conf_init_uint_value(cmcf->wg_path, NGX_HTTP_DSTACK_VPC_CP_WG_AUTO);
 
