@@ -165,7 +165,7 @@ await() {
     done
     return 1
 }
-timed ping ping -c 6 -W 10 $other.dstack.internal
+timed ping ping -c 6 -w 40 $other.dstack.internal
 mark pinged
 await pinged 240
 timed fetch sh -c 'curl -sS --connect-timeout 60 -m 240 -o /tmp/big http://$other.dstack.internal:8080/data/big && sha256sum /tmp/big'
@@ -220,8 +220,10 @@ for my $name (@nodes) {
     $sec->('joined', qr/\b\Q$other\E\.dstack\.internal\b/,
         "joined; $other in its hosts block");
     $sec->('kernel', qr/wireguard\n1\n/, 'dstack0 is a kernel WireGuard link');
-    # the first datagram opens the relay tunnel and the handshake
-    $sec->('ping', qr/6 packets transmitted, [56] received/,
+    # the first datagram opens the relay tunnel and the handshake; six
+    # answers within 40 s (under make test-asan on a loaded host the first
+    # handshake initiation can miss, and WireGuard retries it after 5 s)
+    $sec->('ping', qr/\d+ packets transmitted, 6 received/,
         "ping $other.dstack.internal (before any bulk transfer)");
     $sec->('fetch', qr/^\Q$sha{$other}\E /m,
         "10 MB from $other by VPN name, sha256 equal");
